@@ -1,0 +1,205 @@
+"""Every error corral raises on purpose.
+
+Runtime conditions are classes with attributes, so code can react to them; misuse of an
+API (a wrong type, an option out of range) raises the built-in ``TypeError`` or
+``ValueError`` instead. Messages follow one shape: ``<where> <who>: <rule>; got <value>``,
+then what to do when there is a usual cause.
+
+The tree::
+
+    CorralError
+    ├── ProcessError                  a process could not do what was asked
+    │   ├── NoProcess                 the process is dead, or no process has that name
+    │   ├── ProcessExited             the process exited while a call to it was pending
+    │   ├── CallTimeout               no reply within the call's timeout (also a TimeoutError)
+    │   └── AlreadyRegistered         the name is taken by a live process
+    ├── Overloaded                    a bounded buffer is full; retry later or shed load
+    │   └── MailboxFull               a process's mailbox holds mailbox_size messages
+    ├── StartError                    a process's init hook failed; the process never ran
+    ├── SupervisorError
+    │   ├── RestartIntensityExceeded  more than max_restarts restarts within max_seconds
+    │   └── UnknownChild              no child with that id under the supervisor
+    └── NodeError                     the node is not running, or already running
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from corral.runtime.messages import ExitReason
+    from corral.runtime.process import Pid
+
+__all__ = [
+    "AlreadyRegistered",
+    "CallTimeout",
+    "CorralError",
+    "MailboxFull",
+    "NoProcess",
+    "NodeError",
+    "Overloaded",
+    "ProcessError",
+    "ProcessExited",
+    "RestartIntensityExceeded",
+    "StartError",
+    "SupervisorError",
+    "UnknownChild",
+]
+
+
+def describe_reason(reason: ExitReason) -> str:
+    """Render an exit reason for a message: ``normal`` or ``ValueError('boom')``."""
+    if isinstance(reason, BaseException):
+        return repr(reason)
+    return reason
+
+
+class CorralError(Exception):
+    """Base class of every error corral raises on purpose."""
+
+
+class ProcessError(CorralError):
+    """A process could not do what was asked of it."""
+
+    def __init__(self, message: str, pid: Pid | None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class NoProcess(ProcessError):
+    """The target process is dead, or no live process is registered under the name.
+
+    ``pid`` is the dead process (``None`` when a name was not found); ``name`` is the name
+    looked up, if any.
+    """
+
+    def __init__(self, pid: Pid | None, *, name: str | None = None, action: str = "call") -> None:
+        self.name = name
+        if pid is None:
+            message = f"{action} to process '{name}': no process is registered under that name"
+        else:
+            message = (
+                f"{action} to process {pid}: the process is not alive "
+                f"(exited with {describe_reason(pid.exit_reason or 'noproc')})"
+            )
+        super().__init__(message, pid)
+
+
+class ProcessExited(ProcessError):
+    """The process exited before it replied to a pending call.
+
+    ``reason`` is its exit reason (``"normal"``, ``"shutdown"``, ``"killed"`` or the exception
+    that ended it); the exception is also the ``__cause__`` when there is one.
+    """
+
+    def __init__(self, pid: Pid, reason: ExitReason) -> None:
+        self.reason = reason
+        super().__init__(
+            f"call to process {pid}: the process exited with {describe_reason(reason)} "
+            "before it replied",
+            pid,
+        )
+        if isinstance(reason, BaseException):
+            self.__cause__ = reason
+
+
+class CallTimeout(ProcessError, TimeoutError):
+    """No reply came within the call's timeout.
+
+    The request is dropped if the process had not picked it up yet; if it had, its reply
+    is discarded when it comes.
+    """
+
+    def __init__(self, pid: Pid, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(
+            f"call to process {pid}: no reply within {timeout:g} s (timeout={timeout:g}); "
+            "the process is busy or stuck, or the timeout is too short for the work",
+            pid,
+        )
+
+
+class AlreadyRegistered(ProcessError):
+    """The name is registered to another live process."""
+
+    def __init__(self, name: str, pid: Pid) -> None:
+        self.name = name
+        super().__init__(
+            f"register name '{name}': the name is taken by live process {pid}; "
+            "names are freed when their process exits",
+            pid,
+        )
+
+
+class Overloaded(CorralError):
+    """A bounded buffer is full. Fail fast, retry later or shed load; never grow memory."""
+
+
+class MailboxFull(Overloaded):
+    """The process's mailbox already holds ``capacity`` messages."""
+
+    def __init__(self, pid: Pid, capacity: int) -> None:
+        self.pid = pid
+        self.capacity = capacity
+        super().__init__(
+            f"send to process {pid}: the mailbox is full ({capacity} messages queued, "
+            f"mailbox_size={capacity}); the process is slower than its senders"
+        )
+
+
+class StartError(CorralError):
+    """A process's ``init`` hook raised or the process was killed before init finished.
+
+    ``reason`` is the exception (also the ``__cause__``) or the exit reason.
+    """
+
+    def __init__(self, who: str, reason: ExitReason) -> None:
+        self.who = who
+        self.reason = reason
+        super().__init__(f"start {who}: init failed with {describe_reason(reason)}")
+        if isinstance(reason, BaseException):
+            self.__cause__ = reason
+
+
+class SupervisorError(CorralError):
+    """A supervisor could not do what was asked, or gave up."""
+
+
+class RestartIntensityExceeded(SupervisorError):
+    """A supervisor restarted children more than ``max_restarts`` times in ``max_seconds``.
+
+    The supervisor stops all its children and exits with this error as its reason; its own
+    supervisor then decides what to do. ``child_id`` and ``reason`` describe the last exit.
+    """
+
+    def __init__(
+        self,
+        supervisor: str,
+        max_restarts: int,
+        max_seconds: float,
+        child_id: str,
+        reason: ExitReason,
+    ) -> None:
+        self.supervisor = supervisor
+        self.max_restarts = max_restarts
+        self.max_seconds = max_seconds
+        self.child_id = child_id
+        self.reason = reason
+        super().__init__(
+            f"supervisor {supervisor}: more than {max_restarts} restarts within "
+            f"{max_seconds:g} s (max_restarts={max_restarts}, max_seconds={max_seconds:g}); "
+            f"last exit: child '{child_id}' with {describe_reason(reason)}"
+        )
+
+
+class UnknownChild(SupervisorError, LookupError):
+    """No child with that id is known to the supervisor."""
+
+    def __init__(self, supervisor: str, child_id: str) -> None:
+        self.supervisor = supervisor
+        self.child_id = child_id
+        super().__init__(f"supervisor {supervisor}: no child with id '{child_id}'")
+
+
+class NodeError(CorralError):
+    """The node is not running (or is already running) for the operation asked."""

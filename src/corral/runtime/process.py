@@ -1,0 +1,787 @@
+"""Processes: an actor object, a bounded mailbox and one asyncio task that serves it.
+
+A process is started by ``spawn`` with an ``Actor`` instance and is known by its ``Pid``.
+The task runs the actor's hooks one message at a time, in arrival order:
+
+- ``init()`` once, before any message; ``spawn`` returns when it has finished;
+- ``handle_call(msg)`` for ``await pid.call(msg)``: its return value is the reply;
+- ``handle_cast(msg)`` for ``pid.cast(msg)``;
+- ``handle_info(msg)`` for ``pid.send(msg)``, timers, ``Down`` and (when trapping exits)
+  ``Exit`` messages;
+- ``terminate(reason)`` once at the end, unless the process was killed or init failed.
+
+Hooks may be plain functions or coroutines. An exception that escapes a hook ends the process
+with that exception as its reason ("let it crash"); its links and monitors hear about it and
+its supervisor decides what happens next.
+
+Exit signals (from a linked process that ended, or from ``pid.exit(reason)``) end a process
+that does not trap exits by cancelling its task: the hook that is running sees
+``CancelledError`` at its next ``await``, then ``terminate(reason)`` runs. A process that
+traps exits receives them as ``Exit`` messages instead, except ``kill``, which no process can
+trap. A process that blocks the event loop in synchronous code cannot be interrupted; run such
+work in a port (an OS process) instead.
+
+Everything here runs on the node's event loop thread; none of it is thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Final
+
+from corral import telemetry
+from corral.errors import (
+    AlreadyRegistered,
+    MailboxFull,
+    NoProcess,
+    ProcessExited,
+    StartError,
+)
+from corral.runtime.context import current_node, current_pid
+from corral.runtime.messages import (
+    KILLED,
+    NOPROC,
+    NORMAL,
+    Down,
+    Exit,
+    ExitReason,
+    MonitorRef,
+    is_kill,
+)
+
+if TYPE_CHECKING:
+    from corral.runtime.deadlines import CallDeadlines
+    from corral.runtime.node import Node
+
+__all__ = [
+    "DEFAULT_CALL_TIMEOUT",
+    "DEFAULT_MAILBOX_SIZE",
+    "Actor",
+    "Caller",
+    "Pid",
+    "Timer",
+    "spawn_process",
+]
+
+logger = logging.getLogger("corral.process")
+
+DEFAULT_CALL_TIMEOUT: Final = 5.0
+"""Seconds ``call`` waits for a reply unless told otherwise (as gen_server's 5000 ms)."""
+DEFAULT_MAILBOX_SIZE: Final = 10_000
+"""Messages a mailbox holds before senders get ``MailboxFull``."""
+FAIRNESS_BUDGET: Final = 128
+"""Messages a process handles back to back before it yields to other tasks."""
+
+_CALL: Final = 0
+_CAST: Final = 1
+_INFO: Final = 2
+
+_STARTING: Final = 0
+_RUNNING: Final = 1
+_TERMINATING: Final = 2
+_DEAD: Final = 3
+
+_CRASHED_EVENT = ("corral", "process", "crashed")
+
+_Item = tuple[int, object, "asyncio.Future[object] | None"]
+
+
+class _Hooks:
+    """Which of an actor class's hooks are coroutine functions (looked up once per class)."""
+
+    __slots__ = ("call", "cast", "info", "init", "terminate")
+
+    def __init__(self, cls: type[Actor]) -> None:
+        self.init = inspect.iscoroutinefunction(cls.init)
+        self.call = inspect.iscoroutinefunction(cls.handle_call)
+        self.cast = inspect.iscoroutinefunction(cls.handle_cast)
+        self.info = inspect.iscoroutinefunction(cls.handle_info)
+        self.terminate = inspect.iscoroutinefunction(cls.terminate)
+
+
+_hooks_by_class: dict[type[Actor], _Hooks] = {}
+
+
+def _hooks_for(cls: type[Actor]) -> _Hooks:
+    hooks = _hooks_by_class.get(cls)
+    if hooks is None:
+        hooks = _hooks_by_class[cls] = _Hooks(cls)
+    return hooks
+
+
+class Actor:
+    """Base class for process behaviour; override the hooks you need.
+
+    Every hook runs in the process's own task, one at a time, and may be ``def`` or
+    ``async def``. Inside a hook, ``self.pid`` is the process and the helper methods
+    (``spawn``, ``link``, ``monitor``, ``send_after``, ``stop``, ``defer_reply``) act on it.
+    The class attribute ``mailbox_size`` bounds the mailbox (overridable per spawn).
+    """
+
+    mailbox_size: int = DEFAULT_MAILBOX_SIZE
+    _pid: Pid | None = None
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    def init(self) -> Awaitable[None] | None:
+        """Runs first, in the new process. ``spawn`` waits for it; if it raises, the
+        process never runs and ``spawn`` raises ``StartError``."""
+        return None
+
+    def handle_call(self, msg: object) -> object:
+        """Handles ``await pid.call(msg)``; the return value is the reply.
+
+        To reply later, call ``defer_reply()`` and reply through the ``Caller`` it returns;
+        the return value is then ignored. The default raises, ending the process.
+        """
+        raise NotImplementedError(f"{type(self).__name__}.handle_call does not handle {msg!r}")
+
+    def handle_cast(self, msg: object) -> Awaitable[None] | None:
+        """Handles ``pid.cast(msg)``. The default raises, ending the process."""
+        raise NotImplementedError(f"{type(self).__name__}.handle_cast does not handle {msg!r}")
+
+    def handle_info(self, msg: object) -> Awaitable[None] | None:
+        """Handles plain messages, timers, ``Down`` and ``Exit``. The default logs the
+        message at WARNING (``Down`` at DEBUG) and drops it."""
+        level = logging.DEBUG if isinstance(msg, Down) else logging.WARNING
+        logger.log(level, "process %s: unhandled message %r dropped", self.pid, msg)
+        return None
+
+    def terminate(self, reason: ExitReason) -> Awaitable[None] | None:
+        """Runs last with the exit reason, unless the process was killed or init failed.
+
+        It runs within the shutdown timeout its supervisor allows; past that the process is
+        killed. An exception here is logged and does not change the exit reason.
+        """
+        return None
+
+    # -- helpers, for use inside hooks -----------------------------------------------------
+
+    @property
+    def pid(self) -> Pid:
+        """This actor's process."""
+        pid = self._pid
+        if pid is None:
+            raise RuntimeError(f"{type(self).__name__}.pid: the actor has not been spawned")
+        return pid
+
+    @property
+    def node(self) -> Node:
+        """The node this actor's process runs on."""
+        return self.pid.node
+
+    @property
+    def trap_exit(self) -> bool:
+        """Whether exit signals arrive as ``Exit`` messages instead of ending the process."""
+        return self.pid._trap_exit
+
+    @trap_exit.setter
+    def trap_exit(self, value: bool) -> None:
+        self.pid._trap_exit = bool(value)
+
+    async def spawn(self, actor: Actor, *, name: str | None = None, link: bool = False) -> Pid:
+        """Spawn another process; ``link=True`` links it to this one. Waits for its init."""
+        return await self.node.spawn(actor, name=name, link=link)
+
+    def link(self, pid: Pid) -> None:
+        """Link this process and ``pid`` both ways. ``NoProcess`` if ``pid`` is dead."""
+        self.pid._link(pid)
+
+    def unlink(self, pid: Pid) -> None:
+        """Remove the link with ``pid``, if any."""
+        self.pid._unlink(pid)
+
+    def monitor(self, pid: Pid) -> MonitorRef:
+        """Watch ``pid``: one ``Down(ref, pid, reason)`` arrives when it ends (``"noproc"``
+        at once if it is dead already)."""
+        return self.pid._monitor(pid)
+
+    def demonitor(self, ref: MonitorRef) -> bool:
+        """Stop watching; True if the monitor was active. A ``Down`` already queued stays."""
+        return self.pid._demonitor(ref)
+
+    def send_after(self, delay: float, msg: object) -> Timer:
+        """Deliver ``msg`` to this process's ``handle_info`` after ``delay`` seconds."""
+        return self.pid.send_after(delay, msg)
+
+    def stop(self, reason: ExitReason = NORMAL) -> None:
+        """Stop this process once the running hook returns (after its reply, in a call)."""
+        self.pid._stop_reason = reason
+
+    def defer_reply(self) -> Caller:
+        """In ``handle_call``: reply later through the returned ``Caller``."""
+        return self.pid._defer_reply()
+
+
+class Caller:
+    """A call whose reply was deferred with ``Actor.defer_reply``.
+
+    Reply exactly once, from any task on the node's loop. If the process ends first, the
+    caller gets ``ProcessExited``; if the caller gave up, the reply is dropped.
+    """
+
+    __slots__ = ("_fut", "_pid")
+
+    def __init__(self, pid: Pid, fut: asyncio.Future[object]) -> None:
+        self._pid = pid
+        self._fut = fut
+
+    @property
+    def done(self) -> bool:
+        """Whether the caller has its reply (or an error, or gave up)."""
+        return self._fut.done()
+
+    def reply(self, value: object) -> None:
+        """Send ``value`` as the reply; no effect if the caller gave up."""
+        self._settle()
+        if not self._fut.done():
+            self._fut.set_result(value)
+
+    def fail(self, exc: BaseException) -> None:
+        """Make the caller's ``call`` raise ``exc``; no effect if the caller gave up."""
+        self._settle()
+        if not self._fut.done():
+            self._fut.set_exception(exc)
+
+    def _settle(self) -> None:
+        deferred = self._pid._deferred
+        if deferred is not None:
+            deferred.discard(self._fut)
+
+
+class Timer:
+    """A pending ``send_after``; cancel it with ``cancel()``."""
+
+    __slots__ = ("_handle", "_target", "message")
+
+    def __init__(self, target: Pid, message: object) -> None:
+        self._target = target
+        self.message = message
+        self._handle: asyncio.TimerHandle | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether the timer has neither fired nor been cancelled."""
+        return self._handle is not None
+
+    def cancel(self) -> bool:
+        """Cancel the timer; True if it had not fired yet (the message will not come)."""
+        handle = self._handle
+        if handle is None:
+            return False
+        handle.cancel()
+        self._handle = None
+        timers = self._target._timers
+        if timers is not None:
+            timers.discard(self)
+        return True
+
+    def _fire(self) -> None:
+        self._handle = None
+        target = self._target
+        if target._timers is not None:
+            target._timers.discard(self)
+        target._deliver_system(self.message)
+
+
+class Pid:
+    """A process: the handle you call, cast to, link to and monitor.
+
+    ``pid.exit_reason`` is ``None`` while the process is alive. Sending to a dead process
+    raises ``NoProcess``; a message accepted by a process that then dies is lost, as in
+    Erlang; use ``call`` or a monitor when you need to know.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_actor",
+        "_capacity",
+        "_current_call",
+        "_deadlines",
+        "_deferred",
+        "_exit_future",
+        "_links",
+        "_loop",
+        "_mailbox",
+        "_node",
+        "_parent",
+        "_pending_exit",
+        "_state",
+        "_stop_reason",
+        "_supervised",
+        "_task",
+        "_timers",
+        "_trap_exit",
+        "_waiter",
+        "_watchers",
+        "_watching",
+        "actor_type",
+        "exit_reason",
+        "id",
+        "name",
+    )
+
+    def __init__(
+        self,
+        node: Node,
+        actor: Actor,
+        *,
+        pid_id: int,
+        name: str | None,
+        parent: Pid | None,
+        capacity: int,
+    ) -> None:
+        self.id = pid_id
+        self.name = name
+        self.actor_type = type(actor).__name__
+        self.exit_reason: ExitReason | None = None
+        self._node = node
+        self._loop = node.loop
+        self._deadlines: CallDeadlines = node._deadlines
+        self._actor: Actor | None = actor
+        self._mailbox: deque[_Item] = deque()
+        self._capacity = capacity
+        self._waiter: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._parent = parent
+        self._links: set[Pid] = set()
+        self._watchers: dict[MonitorRef, Pid] | None = None
+        self._watching: dict[MonitorRef, Pid] | None = None
+        self._timers: set[Timer] | None = None
+        self._deferred: set[asyncio.Future[object]] | None = None
+        self._current_call: asyncio.Future[object] | None = None
+        self._exit_future: asyncio.Future[ExitReason] | None = None
+        self._trap_exit = False
+        self._pending_exit: ExitReason | None = None
+        self._stop_reason: ExitReason | None = None
+        self._state = _STARTING
+        self._supervised = False
+
+    def __repr__(self) -> str:
+        if self.name is None:
+            return f"<{self.id} {self.actor_type}>"
+        return f"<{self.id} '{self.name}' {self.actor_type}>"
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def node(self) -> Node:
+        """The node the process runs on."""
+        return self._node
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process has not ended yet."""
+        return self.exit_reason is None
+
+    @property
+    def mailbox_length(self) -> int:
+        """Messages waiting in the mailbox."""
+        return len(self._mailbox)
+
+    async def call(self, msg: object, *, timeout: float | None = DEFAULT_CALL_TIMEOUT) -> object:
+        """Send ``msg`` to ``handle_call`` and wait for the reply (``timeout`` seconds, or
+        forever with ``None``).
+
+        Raises ``NoProcess`` at once if the process is dead, ``MailboxFull`` at once if its
+        mailbox is full, ``ProcessExited`` if it ends before replying, ``CallTimeout`` when
+        the timeout passes. A call the process had not picked up when the caller gave up
+        (timeout or cancellation) is dropped unhandled; a reply that comes after is dropped,
+        never left in a mailbox.
+        """
+        if self.exit_reason is not None:
+            raise NoProcess(self)
+        mailbox = self._mailbox
+        if len(mailbox) >= self._capacity:
+            raise MailboxFull(self, self._capacity)
+        if current_pid.get() is self:
+            raise RuntimeError(f"call to process {self}: a process cannot call itself")
+        fut: asyncio.Future[object] = self._loop.create_future()
+        mailbox.append((_CALL, msg, fut))
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        if timeout is not None:
+            self._deadlines.add(fut, timeout, self)
+        return await fut
+
+    def cast(self, msg: object) -> None:
+        """Queue ``msg`` for ``handle_cast`` and return at once.
+
+        Raises ``NoProcess`` if the process is dead and ``MailboxFull`` if its mailbox is full.
+        """
+        if self.exit_reason is not None:
+            raise NoProcess(self, action="cast")
+        mailbox = self._mailbox
+        if len(mailbox) >= self._capacity:
+            raise MailboxFull(self, self._capacity)
+        mailbox.append((_CAST, msg, None))
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def send(self, msg: object) -> None:
+        """Queue ``msg`` for ``handle_info`` (Erlang's ``!``); errors as ``cast``."""
+        if self.exit_reason is not None:
+            raise NoProcess(self, action="send")
+        mailbox = self._mailbox
+        if len(mailbox) >= self._capacity:
+            raise MailboxFull(self, self._capacity)
+        mailbox.append((_INFO, msg, None))
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def exit(self, reason: ExitReason) -> None:
+        """Send an exit signal, as from the calling process (or from outside, ``None``).
+
+        ``kill`` ends the process at once (reason ``killed``). Otherwise a process that traps
+        exits receives ``Exit(sender, reason)``; one that does not ignores ``normal`` and
+        ends with any other reason. No effect on a dead process.
+        """
+        self._signal_exit(current_pid.get(), reason, linked=False)
+
+    def send_after(self, delay: float, msg: object) -> Timer:
+        """Deliver ``msg`` to ``handle_info`` after ``delay`` seconds; cancelled if the
+        process ends first. Timer messages are not refused by a full mailbox."""
+        if delay < 0:
+            raise ValueError(f"send_after to process {self}: delay must be >= 0; got {delay}")
+        if self.exit_reason is not None:
+            raise NoProcess(self, action="send_after")
+        timer = Timer(self, msg)
+        timer._handle = self._loop.call_later(delay, timer._fire)
+        if self._timers is None:
+            self._timers = set()
+        self._timers.add(timer)
+        return timer
+
+    async def wait_exit(self) -> ExitReason:
+        """Wait until the process has ended and return its exit reason.
+
+        Cancelling the wait does not affect the process.
+        """
+        if self.exit_reason is not None:
+            return self.exit_reason
+        if self._exit_future is None:
+            self._exit_future = self._loop.create_future()
+        return await asyncio.shield(self._exit_future)
+
+    # -- links, monitors, signals ----------------------------------------------------------
+
+    def _link(self, other: Pid) -> None:
+        if other.exit_reason is not None:
+            raise NoProcess(other, action="link")
+        if other is not self:
+            self._links.add(other)
+            other._links.add(self)
+
+    def _unlink(self, other: Pid) -> None:
+        self._links.discard(other)
+        other._links.discard(self)
+
+    def _monitor(self, target: Pid) -> MonitorRef:
+        ref = MonitorRef(self._node._next_id())
+        if target.exit_reason is not None:
+            self._deliver_system(Down(ref, target, NOPROC))
+            return ref
+        if target._watchers is None:
+            target._watchers = {}
+        target._watchers[ref] = self
+        if self._watching is None:
+            self._watching = {}
+        self._watching[ref] = target
+        return ref
+
+    def _demonitor(self, ref: MonitorRef) -> bool:
+        if self._watching is None:
+            return False
+        target = self._watching.pop(ref, None)
+        if target is None or target._watchers is None:
+            return False
+        return target._watchers.pop(ref, None) is not None
+
+    def _signal_exit(self, sender: Pid | None, reason: ExitReason, *, linked: bool) -> None:
+        if self.exit_reason is not None:
+            return
+        if is_kill(reason) and not linked:
+            self._kill(KILLED)
+        elif self._trap_exit:
+            self._deliver_system(Exit(sender, reason))
+        elif type(reason) is str and reason == NORMAL:
+            return
+        else:
+            self._kill(KILLED if is_kill(reason) else reason)
+
+    def _kill(self, reason: ExitReason) -> None:
+        task = self._task
+        if task is None or self.exit_reason is not None:
+            return
+        if self._state == _TERMINATING:
+            if reason is KILLED:
+                self._pending_exit = KILLED
+                task.cancel()
+            return
+        if self._pending_exit is not None and reason is not KILLED:
+            return
+        self._pending_exit = reason
+        if task is asyncio.current_task():
+            # A process signalling itself: the running hook finishes, then the process ends.
+            return
+        task.cancel()
+
+    def _deliver_system(self, msg: object) -> None:
+        """Queue a message that a full mailbox may not refuse (Down, Exit, timers)."""
+        if self.exit_reason is not None:
+            return
+        self._mailbox.append((_INFO, msg, None))
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _defer_reply(self) -> Caller:
+        fut = self._current_call
+        if fut is None:
+            raise RuntimeError(
+                f"defer_reply in process {self}: only valid once, inside handle_call"
+            )
+        self._current_call = None
+        if self._deferred is None:
+            self._deferred = set()
+        self._deferred.add(fut)
+        return Caller(self, fut)
+
+    # -- the process's task ----------------------------------------------------------------
+
+    async def _main(self, started: asyncio.Future[None]) -> None:
+        actor = self._actor
+        assert actor is not None  # set until _finish
+        hooks = _hooks_for(type(actor))
+        try:
+            result = actor.init()
+            if hooks.init:
+                await result  # type: ignore[misc]
+        except asyncio.CancelledError:
+            reason = self._take_pending_exit()
+            self._fail_start(started, KILLED if reason is None else reason)
+            if reason is None:
+                raise
+            return
+        except Exception as exc:
+            self._fail_start(started, exc)
+            return
+        if not started.done():
+            started.set_result(None)
+        self._state = _RUNNING
+        external_cancel = False
+        try:
+            await self._serve(actor, hooks)
+            reason = self._exit_reason_after_serve()
+        except asyncio.CancelledError:
+            pending = self._take_pending_exit()
+            external_cancel = pending is None
+            reason = KILLED if pending is None else pending
+        except Exception as exc:
+            reason = exc
+        except BaseException:  # KeyboardInterrupt, SystemExit: end the process, then re-raise
+            self._finish(KILLED)
+            raise
+        if reason is not KILLED:
+            reason = await self._terminate(actor, hooks, reason)
+        self._finish(reason)
+        if external_cancel:
+            raise asyncio.CancelledError
+
+    async def _serve(self, actor: Actor, hooks: _Hooks) -> None:
+        mailbox = self._mailbox
+        loop = self._loop
+        handle_call, call_async = actor.handle_call, hooks.call
+        handle_cast, cast_async = actor.handle_cast, hooks.cast
+        handle_info, info_async = actor.handle_info, hooks.info
+        budget = FAIRNESS_BUDGET
+        while True:
+            if not mailbox:
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._waiter = waiter
+                await waiter
+                continue
+            kind, msg, fut = mailbox.popleft()
+            if kind == _CALL:
+                assert fut is not None
+                if fut.done():
+                    continue
+                self._current_call = fut
+                reply = handle_call(msg)
+                if call_async:
+                    reply = await reply  # type: ignore[misc]
+                if self._current_call is fut:
+                    self._current_call = None
+                    if not fut.done():
+                        fut.set_result(reply)
+            elif kind == _CAST:
+                result = handle_cast(msg)
+                if cast_async:
+                    await result  # type: ignore[misc]
+            else:
+                if self._trap_exit and type(msg) is Exit and msg.pid is self._parent:
+                    self._stop_reason = msg.reason
+                    return
+                result = handle_info(msg)
+                if info_async:
+                    await result  # type: ignore[misc]
+            if self._stop_reason is not None or self._pending_exit is not None:
+                return
+            budget -= 1
+            if not budget:
+                budget = FAIRNESS_BUDGET
+                await asyncio.sleep(0)
+
+    async def _terminate(self, actor: Actor, hooks: _Hooks, reason: ExitReason) -> ExitReason:
+        self._state = _TERMINATING
+        try:
+            result = actor.terminate(reason)
+            if hooks.terminate:
+                await result  # type: ignore[misc]
+        except asyncio.CancelledError:
+            pending = self._take_pending_exit()
+            if pending is None:
+                self._finish(KILLED)
+                raise
+            return pending
+        except Exception:
+            logger.exception("process %s: terminate(%r) raised", self, reason)
+        return reason
+
+    def _exit_reason_after_serve(self) -> ExitReason:
+        pending = self._take_pending_exit()
+        if pending is not None:
+            return pending
+        return NORMAL if self._stop_reason is None else self._stop_reason
+
+    def _take_pending_exit(self) -> ExitReason | None:
+        reason = self._pending_exit
+        if reason is not None and self._task is not None:
+            self._task.uncancel()
+        return reason
+
+    def _fail_start(self, started: asyncio.Future[None], reason: ExitReason) -> None:
+        if not started.done():
+            # The spawner hears of the failure through StartError, not through the link.
+            if self._parent is not None:
+                self._unlink(self._parent)
+            started.set_exception(StartError(f"process {self}", reason))
+        self._finish(reason, report=False)
+
+    def _on_task_done(self, started: asyncio.Future[None]) -> None:
+        # Safety net: a task cancelled before its first step never ran _main's handlers.
+        if self.exit_reason is None:
+            self._fail_start(started, KILLED if self._pending_exit is None else self._pending_exit)
+
+    def _finish(self, reason: ExitReason, *, report: bool = True) -> None:
+        if self.exit_reason is not None:
+            return
+        self._state = _DEAD
+        self.exit_reason = reason
+        self._actor = None
+        self._node._forget(self)
+        exited: ProcessExited | None = None
+        pending = [item[2] for item in self._mailbox if item[0] == _CALL]
+        self._mailbox.clear()
+        if self._current_call is not None:
+            pending.append(self._current_call)
+            self._current_call = None
+        if self._deferred:
+            pending.extend(self._deferred)
+            self._deferred = None
+        for fut in pending:
+            if fut is not None and not fut.done():
+                exited = exited or ProcessExited(self, reason)
+                fut.set_exception(exited)
+        if self._timers:
+            for timer in list(self._timers):
+                timer.cancel()
+        if self._watching:
+            for ref, target in self._watching.items():
+                if target._watchers is not None:
+                    target._watchers.pop(ref, None)
+            self._watching = None
+        if self._watchers:
+            watchers, self._watchers = self._watchers, None
+            for ref, watcher in watchers.items():
+                if watcher._watching is not None:
+                    watcher._watching.pop(ref, None)
+                watcher._deliver_system(Down(ref, self, reason))
+        links, self._links = self._links, set()
+        for other in links:
+            other._links.discard(self)
+            other._signal_exit(self, reason, linked=True)
+        if self._exit_future is not None and not self._exit_future.done():
+            self._exit_future.set_result(reason)
+        if report and isinstance(reason, BaseException):
+            telemetry.emit(_CRASHED_EVENT, {}, {"pid": self, "reason": reason})
+            if not self._supervised:
+                logger.error("process %s crashed with %r", self, reason, exc_info=reason)
+
+
+async def spawn_process(
+    node: Node,
+    actor: Actor,
+    *,
+    name: str | None = None,
+    link: bool = False,
+    mailbox_size: int | None = None,
+) -> Pid:
+    """Start ``actor`` in a new process on ``node`` and wait until its ``init`` finished.
+
+    ``link=True`` links it to the calling process, which becomes its parent. Raises
+    ``StartError`` if init fails (the link is removed first, so the caller is not also hit
+    by an exit signal), ``AlreadyRegistered`` if ``name`` is taken. If the caller is
+    cancelled while waiting, the new process keeps running.
+    """
+    if not isinstance(actor, Actor):
+        raise TypeError(f"spawn: actor must be an Actor instance; got {actor!r}")
+    if actor._pid is not None:
+        raise ValueError(
+            f"spawn: this {type(actor).__name__} instance already ran as process {actor._pid}; "
+            "spawn a new instance (supervisors take a factory for this reason)"
+        )
+    capacity = actor.mailbox_size if mailbox_size is None else mailbox_size
+    if type(capacity) is not int or capacity < 1:
+        raise ValueError(f"spawn: mailbox_size must be an int >= 1; got {capacity!r}")
+    if name is not None and (type(name) is not str or not name):
+        raise ValueError(f"spawn: name must be a non-empty str or None; got {name!r}")
+    parent = current_pid.get() if link else None
+    if link and parent is None:
+        raise RuntimeError("spawn(link=True): only a process can link; call it from a hook")
+    if name is not None:
+        existing = node.whereis(name)
+        if existing is not None:
+            raise AlreadyRegistered(name, existing)
+    pid = Pid(node, actor, pid_id=node._next_id(), name=name, parent=parent, capacity=capacity)
+    actor._pid = pid
+    if parent is not None:
+        parent._link(pid)
+        pid._supervised = getattr(parent._actor, "_corral_supervisor", False)
+    node._register(pid)
+    loop = node.loop
+    started: asyncio.Future[None] = loop.create_future()
+    context = contextvars.copy_context()
+    context.run(current_pid.set, pid)
+    context.run(current_node.set, node)
+    task = loop.create_task(pid._main(started), name=f"corral {pid}", context=context)
+    pid._task = task
+    task.add_done_callback(lambda _: pid._on_task_done(started))
+    await started
+    return pid

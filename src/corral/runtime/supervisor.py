@@ -1,0 +1,476 @@
+"""Supervisors: processes that start children, watch them and restart them by a strategy.
+
+A supervisor traps exits. It starts its children in list order, each linked to it, and
+waits for each one's ``init`` before the next. When a child exits, the child's ``restart``
+type decides whether anything happens, the ``strategy`` decides which children are stopped
+(in reverse start order) and started again (in start order), and the restart intensity
+decides whether the supervisor may go on: more than ``max_restarts`` restarts within
+``max_seconds`` and it stops every child and exits with ``RestartIntensityExceeded``, for its
+own supervisor to handle. Stopping a child sends it ``shutdown`` and waits up to its
+``shutdown`` seconds, then kills it.
+
+Every child exit produces a ``CrashReport``: logged on ``corral.supervisor`` (ERROR for
+exits that are not clean) and emitted as the telemetry event
+``("corral", "supervisor", "child_exited")``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal, TypeVar
+
+from corral import telemetry
+from corral._options import Options, is_int, is_number, one_of, option
+from corral.errors import (
+    RestartIntensityExceeded,
+    StartError,
+    UnknownChild,
+    describe_reason,
+)
+from corral.runtime.messages import KILL, SHUTDOWN, Exit, ExitReason, is_clean_exit
+from corral.runtime.process import Actor, Pid, spawn_process
+from corral.runtime.restart import (
+    RESTART_TYPES,
+    RestartIntensity,
+    RestartType,
+    Strategy,
+    plan_restart,
+    should_restart,
+)
+
+__all__ = ["ChildInfo", "ChildSpec", "CrashReport", "Supervisor", "SupervisorOptions"]
+
+logger = logging.getLogger("corral.supervisor")
+
+CHILD_EXITED_EVENT: Final = ("corral", "supervisor", "child_exited")
+GAVE_UP_EVENT: Final = ("corral", "supervisor", "gave_up")
+
+Shutdown = float | Literal["brutal_kill", "infinity"]
+
+
+def _valid_shutdown(value: object) -> bool:
+    if value in ("brutal_kill", "infinity") or value is None:
+        return True
+    return type(value) in (int, float) and value >= 0  # type: ignore[operator]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChildSpec(Options):
+    """How a supervisor starts and treats one child."""
+
+    _what = "child spec"
+
+    id: str = option(
+        "",
+        doc="Unique among the supervisor's children; names the child in reports.",
+        rule="a non-empty str",
+        check=lambda v: type(v) is str and v != "",
+    )
+    start: Callable[[], Actor] = option(
+        None,
+        doc="Factory called for every (re)start; returns a fresh Actor instance.",
+        rule="a callable returning an Actor",
+        check=callable,
+    )
+    restart: RestartType = option(
+        "permanent",
+        doc="permanent: always restarted; transient: restarted after an exit that is not "
+        "normal/shutdown; temporary: never restarted.",
+        rule="one of 'permanent', 'transient', 'temporary'",
+        check=one_of(*RESTART_TYPES),
+    )
+    shutdown: Shutdown | None = option(
+        None,
+        doc="Seconds to wait for the child to stop before killing it, 'brutal_kill', or "
+        "'infinity'. None: 5.0 for workers, 'infinity' for supervisors.",
+        rule="a number >= 0, 'brutal_kill', 'infinity' or None",
+        check=_valid_shutdown,
+    )
+    type: Literal["worker", "supervisor"] = option(
+        "worker",
+        doc="'supervisor' for a child that is itself a supervisor.",
+        rule="'worker' or 'supervisor'",
+        check=one_of("worker", "supervisor"),
+    )
+    name: str | None = option(
+        None,
+        doc="Register the child's process under this name.",
+        rule="a non-empty str or None",
+        check=lambda v: v is None or (type(v) is str and v != ""),
+    )
+
+    @property
+    def shutdown_timeout(self) -> Shutdown:
+        """The effective shutdown: the default depends on ``type``."""
+        if self.shutdown is not None:
+            return self.shutdown
+        return "infinity" if self.type == "supervisor" else 5.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SupervisorOptions(Options):
+    """A supervisor's strategy and restart intensity."""
+
+    _what = "supervisor"
+
+    strategy: Strategy = option(
+        "one_for_one",
+        doc="one_for_one: restart the child that exited; one_for_all: restart all children; "
+        "rest_for_one: restart it and the children started after it.",
+        rule="one of 'one_for_one', 'one_for_all', 'rest_for_one'",
+        check=one_of("one_for_one", "one_for_all", "rest_for_one"),
+    )
+    max_restarts: int = option(
+        3,
+        doc="Restarts allowed within max_seconds before the supervisor gives up.",
+        rule="an int >= 0",
+        check=is_int(0),
+    )
+    max_seconds: float = option(
+        5.0,
+        doc="Length of the restart-intensity window, in seconds.",
+        rule="a number > 0",
+        check=is_number(0, strict=True),
+    )
+
+
+@dataclass(frozen=True)
+class ChildInfo:
+    """One row of ``which_children``: ``pid`` is None while the child is not running."""
+
+    id: str
+    pid: Pid | None
+    type: Literal["worker", "supervisor"]
+    restart: RestartType
+    restart_count: int
+
+
+@dataclass(frozen=True)
+class CrashReport:
+    """What a supervisor knows about one child exit.
+
+    ``action`` is ``"restart"`` (the strategy runs), ``"none"`` (the restart type says the
+    exit needs nothing), ``"remove"`` (a temporary child, forgotten) or ``"give_up"`` (the
+    restart intensity is exceeded; the supervisor exits).
+    """
+
+    supervisor: Pid
+    child_id: str
+    pid: Pid
+    reason: ExitReason
+    restart_count: int
+    action: Literal["restart", "none", "remove", "give_up"]
+    _traceback: list[str] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def traceback(self) -> str | None:
+        """The formatted traceback when the reason is an exception, else None."""
+        if not isinstance(self.reason, BaseException):
+            return None
+        lines = traceback.format_exception(self.reason)
+        return "".join(lines)
+
+    def describe(self) -> str:
+        """One line for a log."""
+        what = {
+            "restart": f"restarting (restart {self.restart_count + 1})",
+            "none": "not restarted",
+            "remove": "removed (temporary)",
+            "give_up": "restart intensity exceeded; supervisor shuts down",
+        }[self.action]
+        return (
+            f"supervisor {self.supervisor}: child '{self.child_id}' {self.pid} exited with "
+            f"{describe_reason(self.reason)}; {what}"
+        )
+
+
+class _Child:
+    __slots__ = ("pid", "restart_count", "spec")
+
+    def __init__(self, spec: ChildSpec) -> None:
+        self.spec = spec
+        self.pid: Pid | None = None
+        self.restart_count = 0
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: BaseException
+
+
+class Supervisor(Actor):
+    """A process that starts ``children`` and restarts them by ``strategy``.
+
+    Start one with ``await node.spawn(Supervisor([...]))`` or as a child of another
+    supervisor (``ChildSpec(..., type="supervisor")``). Manage it through the class's async
+    functions, which take its pid: ``start_child``, ``terminate_child``, ``restart_child``,
+    ``delete_child``, ``which_children``, ``count_children``.
+    """
+
+    _corral_supervisor = True
+
+    def __init__(
+        self,
+        children: Sequence[ChildSpec] = (),
+        *,
+        strategy: Strategy = "one_for_one",
+        max_restarts: int = 3,
+        max_seconds: float = 5.0,
+    ) -> None:
+        self.options = SupervisorOptions(
+            strategy=strategy, max_restarts=max_restarts, max_seconds=max_seconds
+        )
+        self._children: list[_Child] = []
+        seen: set[str] = set()
+        for spec in children:
+            if not isinstance(spec, ChildSpec):
+                raise TypeError(f"Supervisor: children must be ChildSpec values; got {spec!r}")
+            if spec.id in seen:
+                raise ValueError(f"Supervisor: child ids must be unique; got '{spec.id}' twice")
+            seen.add(spec.id)
+            self._children.append(_Child(spec))
+        self._intensity = RestartIntensity(max_restarts, max_seconds)
+
+    # -- public API (called with the supervisor's pid) -------------------------------------
+
+    @staticmethod
+    async def start_child(sup: Pid, spec: ChildSpec) -> Pid:
+        """Add ``spec`` as the last child and start it; raises ``StartError`` if its init
+        fails (the child is then not added), ``ValueError`` if the id exists."""
+        return _unwrap(await sup.call(("start_child", spec), timeout=None), Pid)
+
+    @staticmethod
+    async def terminate_child(sup: Pid, child_id: str) -> None:
+        """Stop a child (its shutdown rules apply); its spec stays unless temporary."""
+        _unwrap(await sup.call(("terminate_child", child_id), timeout=None), type(None))
+
+    @staticmethod
+    async def restart_child(sup: Pid, child_id: str) -> Pid:
+        """Start a stopped child again; ``ValueError`` if it is running."""
+        return _unwrap(await sup.call(("restart_child", child_id), timeout=None), Pid)
+
+    @staticmethod
+    async def delete_child(sup: Pid, child_id: str) -> None:
+        """Forget a stopped child's spec; ``ValueError`` if it is running."""
+        _unwrap(await sup.call(("delete_child", child_id)), type(None))
+
+    @staticmethod
+    async def which_children(sup: Pid) -> list[ChildInfo]:
+        """The children in start order."""
+        return _unwrap(await sup.call(("which_children",)), list)
+
+    @staticmethod
+    async def count_children(sup: Pid) -> dict[str, int]:
+        """``specs``, ``active``, ``supervisors`` and ``workers`` counts."""
+        return _unwrap(await sup.call(("count_children",)), dict)
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    async def init(self) -> None:
+        self.trap_exit = True
+        for child in self._children:
+            try:
+                await self._start(child)
+            except StartError:
+                await self._stop_all()
+                raise
+
+    async def handle_call(self, msg: object) -> object:
+        try:
+            match msg:
+                case ("start_child", ChildSpec() as spec):
+                    return await self._add_child(spec)
+                case ("terminate_child", str(child_id)):
+                    await self._terminate_child(child_id)
+                    return None
+                case ("restart_child", str(child_id)):
+                    return await self._restart_stopped(child_id)
+                case ("delete_child", str(child_id)):
+                    self._delete_child(child_id)
+                    return None
+                case ("which_children",):
+                    return [
+                        ChildInfo(c.spec.id, c.pid, c.spec.type, c.spec.restart, c.restart_count)
+                        for c in self._children
+                    ]
+                case ("count_children",):
+                    return self._count()
+        except (StartError, UnknownChild, ValueError) as exc:
+            return _Failure(exc)
+        return _Failure(TypeError(f"supervisor {self.pid}: unknown request {msg!r}"))
+
+    async def handle_info(self, msg: object) -> None:
+        if isinstance(msg, Exit) and msg.pid is not None:
+            await self._child_exited(msg.pid, msg.reason)
+
+    async def terminate(self, reason: ExitReason) -> None:
+        await self._stop_all()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _find(self, child_id: str) -> _Child:
+        for child in self._children:
+            if child.spec.id == child_id:
+                return child
+        raise UnknownChild(repr(self.pid), child_id)
+
+    async def _start(self, child: _Child) -> Pid:
+        spec = child.spec
+        actor = spec.start()
+        pid = child.pid = await spawn_process(self.node, actor, name=spec.name, link=True)
+        return pid
+
+    async def _stop(self, child: _Child) -> None:
+        pid = child.pid
+        if pid is None:
+            return
+        child.pid = None
+        shutdown = child.spec.shutdown_timeout
+        if shutdown == "brutal_kill":
+            pid.exit(KILL)
+        else:
+            pid.exit(SHUTDOWN)
+            if shutdown != "infinity":
+                try:
+                    async with asyncio.timeout(float(shutdown)):
+                        await pid.wait_exit()
+                except TimeoutError:
+                    logger.warning(
+                        "supervisor %s: child '%s' %s did not stop within %g s; killing it",
+                        self.pid,
+                        child.spec.id,
+                        pid,
+                        shutdown,
+                    )
+                    pid.exit(KILL)
+        await pid.wait_exit()
+
+    async def _stop_all(self) -> None:
+        for child in reversed(self._children):
+            await self._stop(child)
+
+    async def _child_exited(self, pid: Pid, reason: ExitReason) -> None:
+        child = next((c for c in self._children if c.pid is pid), None)
+        if child is None:
+            return  # an exit we caused, or from a process that is not our child
+        child.pid = None
+        spec = child.spec
+        if not should_restart(spec.restart, reason):
+            action: Literal["restart", "none", "remove", "give_up"] = "none"
+            if spec.restart == "temporary":
+                action = "remove"
+                self._children.remove(child)
+            self._report(child, pid, reason, action)
+            return
+        if not self._intensity.add(self.node.clock.now()):
+            self._report(child, pid, reason, "give_up")
+            self._give_up(spec.id, reason)
+            return
+        self._report(child, pid, reason, "restart")
+        await self._restart(child)
+
+    async def _restart(self, failed: _Child) -> None:
+        plan = plan_restart(
+            self.options.strategy,
+            [(c.spec.id, c.spec.restart) for c in self._children],
+            failed.spec.id,
+        )
+        for child_id in plan.stop:
+            await self._stop(self._find(child_id))
+        for child_id in plan.remove:
+            self._children.remove(self._find(child_id))
+        for child_id in plan.start:
+            child = self._find(child_id)
+            while True:
+                try:
+                    child.restart_count += 1
+                    await self._start(child)
+                    break
+                except StartError as exc:
+                    logger.error(
+                        "supervisor %s: restarting child '%s' failed: %s",
+                        self.pid,
+                        child_id,
+                        exc,
+                    )
+                    if not self._intensity.add(self.node.clock.now()):
+                        self._give_up(child_id, exc.reason)
+                        return
+
+    def _give_up(self, child_id: str, reason: ExitReason) -> None:
+        options = self.options
+        error = RestartIntensityExceeded(
+            repr(self.pid), options.max_restarts, options.max_seconds, child_id, reason
+        )
+        telemetry.emit(GAVE_UP_EVENT, {}, {"supervisor": self.pid, "error": error})
+        self.stop(error)
+
+    def _report(
+        self,
+        child: _Child,
+        pid: Pid,
+        reason: ExitReason,
+        action: Literal["restart", "none", "remove", "give_up"],
+    ) -> None:
+        report = CrashReport(self.pid, child.spec.id, pid, reason, child.restart_count, action)
+        telemetry.emit(
+            CHILD_EXITED_EVENT,
+            {"restart_count": child.restart_count},
+            {"report": report, "supervisor": self.pid, "child_id": child.spec.id},
+        )
+        if is_clean_exit(reason):
+            logger.info("%s", report.describe())
+        else:
+            exc_info = reason if isinstance(reason, BaseException) else None
+            logger.error("%s", report.describe(), exc_info=exc_info)
+
+    async def _add_child(self, spec: ChildSpec) -> Pid:
+        if any(c.spec.id == spec.id for c in self._children):
+            raise ValueError(f"supervisor {self.pid}: a child with id '{spec.id}' already exists")
+        child = _Child(spec)
+        pid = await self._start(child)
+        self._children.append(child)
+        return pid
+
+    async def _terminate_child(self, child_id: str) -> None:
+        child = self._find(child_id)
+        await self._stop(child)
+        if child.spec.restart == "temporary":
+            self._children.remove(child)
+
+    async def _restart_stopped(self, child_id: str) -> Pid:
+        child = self._find(child_id)
+        if child.pid is not None:
+            raise ValueError(f"supervisor {self.pid}: child '{child_id}' is running")
+        return await self._start(child)
+
+    def _delete_child(self, child_id: str) -> None:
+        child = self._find(child_id)
+        if child.pid is not None:
+            raise ValueError(
+                f"supervisor {self.pid}: child '{child_id}' is running; terminate it first"
+            )
+        self._children.remove(child)
+
+    def _count(self) -> dict[str, int]:
+        return {
+            "specs": len(self._children),
+            "active": sum(c.pid is not None for c in self._children),
+            "supervisors": sum(c.spec.type == "supervisor" for c in self._children),
+            "workers": sum(c.spec.type == "worker" for c in self._children),
+        }
+
+
+_T = TypeVar("_T")
+
+
+def _unwrap(reply: object, kind: type[_T]) -> _T:
+    if isinstance(reply, _Failure):
+        raise reply.error
+    if not isinstance(reply, kind):
+        raise TypeError(f"supervisor reply: expected {kind.__name__}; got {reply!r}")
+    return reply

@@ -1,0 +1,1 @@
+pytest_plugins = ["corral.testing.pytest_plugin"]
