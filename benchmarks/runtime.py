@@ -42,6 +42,14 @@ Cases
 Method: one warm-up run of every side, then ``R`` repeats (5, or 3 with ``--quick``) with
 corral and the baseline interleaved in alternating order; each reported number is the median
 of the repeats.
+
+Noise: ``value``, ``baseline`` and ``ratio`` are wall-clock numbers, as asked. Each line also
+carries ``cpu``: the same numbers computed on the thread's CPU time (``time.thread_time``),
+and ``cpu_share``: the median fraction of the wall-clock time the thread was on a CPU. All
+of this is single-threaded and never waits for I/O, so on an idle machine ``cpu_share`` is
+~1.0 and the two agree. When ``cpu_share`` is well below 1 the OS descheduled the loop
+(other jobs on a shared machine) and the ``cpu`` numbers are the ones to believe: in
+particular a p99 of ~4 ms (one scheduler time slice) is then a preemption, not corral.
 """
 
 from __future__ import annotations
@@ -54,6 +62,8 @@ from dataclasses import dataclass
 
 from _common import (
     Settings,
+    Stopwatch,
+    Timing,
     emit,
     interleaved,
     loop_factory,
@@ -98,20 +108,21 @@ async def _stop(pid: Pid) -> None:
     await pid.wait_exit()
 
 
-async def corral_calls(node: Node, n: int) -> float:
-    """Calls per second: one caller, ``n`` sequential round trips."""
+async def corral_calls(node: Node, n: int) -> Timing:
+    """One caller, ``n`` sequential round trips to an ``Echo`` process."""
     pid = await node.spawn(Echo())
+    watch = Stopwatch()
     try:
         call = pid.call
         reply: object = None
-        start = time.perf_counter()
+        watch.start()
         for i in range(n):
             reply = await call(i)
-        elapsed = time.perf_counter() - start
+        watch.stop()
     finally:
         await _stop(pid)
     _check(reply == n - 1, f"corral call: last reply {reply!r}, expected {n - 1}")
-    return n / elapsed
+    return Timing.of(n, watch)
 
 
 _Request = tuple[object, "asyncio.Future[object]"]
@@ -126,26 +137,27 @@ async def _queue_server(queue: asyncio.Queue[_Request | None]) -> None:
         fut.set_result(msg)
 
 
-async def baseline_calls(n: int) -> float:
-    """Calls per second through an ``asyncio.Queue`` of ``(msg, future)`` and a server task."""
+async def baseline_calls(n: int) -> Timing:
+    """``n`` round trips through an ``asyncio.Queue`` of ``(msg, future)`` and a server task."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[_Request | None] = asyncio.Queue()
     server = asyncio.create_task(_queue_server(queue))
+    watch = Stopwatch()
     try:
         put = queue.put_nowait
         create_future = loop.create_future
         reply: object = None
-        start = time.perf_counter()
+        watch.start()
         for i in range(n):
             fut = create_future()
             put((i, fut))
             reply = await fut
-        elapsed = time.perf_counter() - start
+        watch.stop()
     finally:
         queue.put_nowait(None)
         await server
     _check(reply == n - 1, f"baseline call: last reply {reply!r}, expected {n - 1}")
-    return n / elapsed
+    return Timing.of(n, watch)
 
 
 # -- cast ------------------------------------------------------------------------------------
@@ -165,21 +177,22 @@ class Counter(Actor):
             self.done.set_result(None)
 
 
-async def corral_casts(node: Node, n: int) -> float:
-    """Casts per second: ``n`` casts back to back, until the actor has handled them all."""
+async def corral_casts(node: Node, n: int) -> Timing:
+    """``n`` casts back to back, until the actor has handled them all."""
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     # mailbox_size=n: the burst fits in the mailbox (see the module docstring).
     pid = await node.spawn(Counter(n, done), mailbox_size=n)
+    watch = Stopwatch()
     try:
         cast = pid.cast
-        start = time.perf_counter()
+        watch.start()
         for i in range(n):
             cast(i)
         await done
-        elapsed = time.perf_counter() - start
+        watch.stop()
     finally:
         await _stop(pid)
-    return n / elapsed
+    return Timing.of(n, watch)
 
 
 async def _counting_consumer(
@@ -194,21 +207,22 @@ async def _counting_consumer(
             return
 
 
-async def baseline_casts(n: int) -> float:
-    """Items per second through an ``asyncio.Queue(maxsize=n)`` to a counting consumer."""
+async def baseline_casts(n: int) -> Timing:
+    """``n`` items through an ``asyncio.Queue(maxsize=n)`` to a counting consumer task."""
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     queue: asyncio.Queue[object] = asyncio.Queue(maxsize=n)
     consumer = asyncio.create_task(_counting_consumer(queue, n, done))
+    watch = Stopwatch()
     try:
         put = queue.put_nowait
-        start = time.perf_counter()
+        watch.start()
         for i in range(n):
             put(i)
         await done
-        elapsed = time.perf_counter() - start
+        watch.stop()
     finally:
         await consumer
-    return n / elapsed
+    return Timing.of(n, watch)
 
 
 # -- crash_to_first_reply ----------------------------------------------------------------------
@@ -219,12 +233,14 @@ class Crash(Exception):
 
 
 class CrashClock:
-    """Where a crashing actor notes when it crashed (``time.perf_counter()`` seconds)."""
+    """Where a crashing actor notes when it crashed: ``wall`` (``time.perf_counter``) and
+    ``cpu`` (``time.thread_time``) seconds."""
 
-    __slots__ = ("at",)
+    __slots__ = ("cpu", "wall")
 
     def __init__(self) -> None:
-        self.at = 0.0
+        self.wall = 0.0
+        self.cpu = 0.0
 
 
 class Fragile(Actor):
@@ -237,18 +253,32 @@ class Fragile(Actor):
         return msg
 
     def handle_cast(self, msg: object) -> None:
-        self.clock.at = time.perf_counter()
+        # CPU clock first: its ~0.7 us system call stays out of the wall-clock interval.
+        self.clock.cpu = time.thread_time()
+        self.clock.wall = time.perf_counter()
         raise Crash(msg)
 
 
-async def crash_latencies(node: Node, n: int) -> list[float]:
+@dataclass(frozen=True)
+class CrashRun:
+    """One repeat of ``crash_to_first_reply``: per-crash wall-clock and CPU seconds."""
+
+    wall: list[float]
+    cpu: list[float]
+
+    @property
+    def cpu_share(self) -> float:
+        return sum(self.cpu) / sum(self.wall)
+
+
+async def crash_latencies(node: Node, n: int) -> CrashRun:
     """Seconds from each of ``n`` crashes to the replacement's first reply."""
     clock = CrashClock()
     spec = ChildSpec(id="fragile", start=lambda: Fragile(clock), name=CRASHING_NAME)
     # At most a few thousand restarts a second: the intensity window never fills.
     supervisor = await node.spawn(Supervisor([spec], max_restarts=1_000_000, max_seconds=1.0))
     whereis = node.whereis
-    latencies: list[float] = []
+    run = CrashRun([], [])
     try:
         for _ in range(n):
             old = whereis(CRASHING_NAME)
@@ -261,11 +291,14 @@ async def crash_latencies(node: Node, n: int) -> list[float]:
                     break
                 await asyncio.sleep(0)
             reply = await new.call("ping")
-            latencies.append(time.perf_counter() - clock.at)
+            wall = time.perf_counter()
+            cpu = time.thread_time()
+            run.wall.append(wall - clock.wall)
+            run.cpu.append(cpu - clock.cpu)
             _check(reply == "ping", f"crash_to_first_reply: reply {reply!r}, expected 'ping'")
     finally:
         await _stop(supervisor)
-    return latencies
+    return run
 
 
 # -- driver ----------------------------------------------------------------------------------
@@ -281,8 +314,8 @@ async def _throughput_case(
     case: str,
     unit: str,
     baseline_name: str,
-    corral_side: Callable[[int], Awaitable[float]],
-    baseline_side: Callable[[int], Awaitable[float]],
+    corral_side: Callable[[int], Awaitable[Timing]],
+    baseline_side: Callable[[int], Awaitable[Timing]],
     n: int,
 ) -> None:
     say(f"runtime: {case} ({n} operations x {settings.repeats} repeats, {settings.loop})")
@@ -292,9 +325,13 @@ async def _throughput_case(
         [lambda: corral_side(n), lambda: baseline_side(n)], settings.repeats
     )
     if settings.verbose:
-        say(f"  corral:   {[round(v) for v in corral_runs]}")
-        say(f"  baseline: {[round(v) for v in baseline_runs]}")
-    value, baseline = median(corral_runs), median(baseline_runs)
+        for side, runs in (("corral", corral_runs), ("baseline", baseline_runs)):
+            say(f"  {side:8} wall {[round(t.rate) for t in runs]}")
+            say(f"  {side:8} cpu  {[round(t.cpu_rate) for t in runs]}")
+    value = median([t.rate for t in corral_runs])
+    baseline = median([t.rate for t in baseline_runs])
+    cpu_value = median([t.cpu_rate for t in corral_runs])
+    cpu_baseline = median([t.cpu_rate for t in baseline_runs])
     emit(
         bench=BENCH,
         case=case,
@@ -304,6 +341,8 @@ async def _throughput_case(
         baseline_name=baseline_name,
         baseline_value=baseline,
         loop=settings.loop,
+        cpu={"value": cpu_value, "baseline": cpu_baseline, "ratio": cpu_value / cpu_baseline},
+        cpu_share=median([t.cpu_share for t in corral_runs + baseline_runs]),
     )
 
 
@@ -320,22 +359,29 @@ async def _crash_case(settings: Settings, node: Node, n: int) -> None:
         (runs,) = await interleaved([lambda: crash_latencies(node, n)], settings.repeats)
     finally:
         corral_logger.setLevel(saved_level)
-    medians = [median(run) * 1000 for run in runs]
-    p99s = [percentile(run, 99) * 1000 for run in runs]
-    if settings.verbose:
-        say(f"  median ms: {[round(v, 4) for v in medians]}")
-        say(f"  p99 ms:    {[round(v, 4) for v in p99s]}")
-    for metric, values in (("median_ms", medians), ("p99_ms", p99s)):
+    stats: tuple[tuple[str, Callable[[list[float]], float]], ...] = (
+        ("median_ms", median),
+        ("p99_ms", lambda values: percentile(values, 99)),
+    )
+    for metric, stat in stats:
+        walls = [stat(run.wall) * 1000 for run in runs]
+        cpus = [stat(run.cpu) * 1000 for run in runs]
+        if settings.verbose:
+            say(f"  {metric} wall {[round(v, 4) for v in walls]}")
+            say(f"  {metric} cpu  {[round(v, 4) for v in cpus]}")
+        value, cpu_value = median(walls), median(cpus)
         emit(
             bench=BENCH,
             case="crash_to_first_reply",
             metric=metric,
-            value=median(values),
+            value=value,
             unit="ms",
             baseline_name="target",
             baseline_value=CRASH_TARGET_MS,
             loop=settings.loop,
             lower_is_better=True,
+            cpu={"value": cpu_value, "ratio": cpu_value / CRASH_TARGET_MS},
+            cpu_share=median([run.cpu_share for run in runs]),
         )
 
 

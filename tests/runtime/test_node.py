@@ -238,3 +238,14 @@ def test_a_signal_stops_a_running_node_gracefully_in_reverse_order(sig: signal.S
         "stop a shutdown",
         "exited shutdown",
     ]
+
+
+async def test_a_stray_supervisor_stops_its_own_children_in_reverse_start_order() -> None:
+    log: Log = []
+    async with Node() as node:
+        sup = await node.spawn(Supervisor([spec("a", log), spec("b", log)]))
+        node.lookup("a").cast(("crash", "a restarts with a newer pid than b"))
+        await wait_all_tasks_blocked()
+        assert sup.alive
+        log.clear()
+    assert log == [("stop", "b"), ("stop", "a")]

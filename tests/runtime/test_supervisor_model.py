@@ -239,9 +239,7 @@ class Harness:
             for i, restart in enumerate(restarts)
         ]
         sup = await node.spawn(
-            Supervisor(
-                specs, strategy=strategy, max_restarts=max_restarts, max_seconds=max_seconds
-            )
+            Supervisor(specs, strategy=strategy, max_restarts=max_restarts, max_seconds=max_seconds)
         )
         return cls(node, sup, log)
 

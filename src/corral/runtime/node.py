@@ -229,23 +229,7 @@ class Node:
             await root.wait_exit()
         if root is not None and isinstance(root.exit_reason, BaseException):
             reason = root.exit_reason
-        strays = sorted(self._processes.values(), key=lambda p: p.id, reverse=True)
-        for pid in strays:
-            pid._signal_exit(None, SHUTDOWN, linked=False)
-        if strays:
-            waits = [asyncio.ensure_future(p.wait_exit()) for p in strays]
-            _, pending = await asyncio.wait(waits, timeout=self.shutdown_timeout)
-            if pending:
-                for pid in strays:
-                    if pid.alive:
-                        logger.warning(
-                            "node '%s': process %s did not stop within %g s; killing it",
-                            self.name,
-                            pid,
-                            self.shutdown_timeout,
-                        )
-                        pid._signal_exit(None, KILL, linked=False)
-                await asyncio.wait(pending)
+        await self._stop_strays()
         self._deadlines.close()
         self._remove_signal_handlers()
         if self._node_token is not None:
@@ -258,6 +242,38 @@ class Node:
         assert self._stopped is not None
         if not self._stopped.done():
             self._stopped.set_result(reason)
+
+    async def _stop_strays(self) -> None:
+        """Stop processes started outside the root tree, within ``shutdown_timeout``.
+
+        Only the top of each stray tree is signalled (newest first): a stray supervisor then
+        stops its own children in its own order. What still runs after the timeout is killed.
+        """
+        loop = self.loop
+        deadline = loop.time() + self.shutdown_timeout
+        while self._processes:
+            tops = [
+                p for p in self._processes.values() if p._parent is None or not p._parent.alive
+            ] or list(self._processes.values())
+            tops.sort(key=lambda p: p.id, reverse=True)
+            for pid in tops:
+                pid._signal_exit(None, SHUTDOWN, linked=False)
+            waits = [asyncio.ensure_future(p.wait_exit()) for p in tops]
+            remaining = deadline - loop.time()
+            _, pending = await asyncio.wait(waits, timeout=max(remaining, 0.0))
+            if pending:
+                break
+        for pid in sorted(self._processes.values(), key=lambda p: p.id, reverse=True):
+            logger.warning(
+                "node '%s': process %s did not stop within %g s; killing it",
+                self.name,
+                pid,
+                self.shutdown_timeout,
+            )
+            pid._signal_exit(None, KILL, linked=False)
+        left = [asyncio.ensure_future(p.wait_exit()) for p in self._processes.values()]
+        if left:
+            await asyncio.wait(left)
 
     def _root_exited(self, fut: asyncio.Future[ExitReason]) -> None:
         if self._stop_task is None:

@@ -1,0 +1,1 @@
+"""Demos that `corral demo` runs."""
