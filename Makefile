@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # Installs `-e .[test,fast]` into the venv; remade when pyproject.toml changes.
 STAMP := $(VENV)/.stamp-install
 # Only the directories that exist: ruff fails on a path that does not.
-LINT_PATHS := $(wildcard src tests benchmarks)
+LINT_PATHS := $(wildcard src tests benchmarks examples)
 
 .DEFAULT_GOAL := help
 .PHONY: help venv debs demo lint typecheck test bench-quick clean distclean

@@ -211,7 +211,9 @@ class Actor:
 
     def stop(self, reason: ExitReason = NORMAL) -> None:
         """Stop this process once the running hook returns (after its reply, in a call)."""
-        self.pid._stop_reason = reason
+        pid = self.pid
+        pid._stop_reason = reason
+        pid._interrupted = True
 
     def defer_reply(self) -> Caller:
         """In ``handle_call``: reply later through the returned ``Caller``."""
@@ -310,6 +312,7 @@ class Pid:
         "_mailbox",
         "_node",
         "_parent",
+        "_interrupted",
         "_pending_exit",
         "_state",
         "_stop_reason",
@@ -359,6 +362,7 @@ class Pid:
         self._trap_exit = False
         self._pending_exit: ExitReason | None = None
         self._stop_reason: ExitReason | None = None
+        self._interrupted = False  # _pending_exit or _stop_reason is set: leave the loop
         self._state = _STARTING
         self._supervised = False
 
@@ -409,7 +413,15 @@ class Pid:
             if not waiter.done():
                 waiter.set_result(None)
         if timeout is not None:
-            self._deadlines.add(fut, timeout, self)
+            # Inlined fast path of CallDeadlines.add: a non-empty queue for this timeout
+            # means the timer is armed no later than the new deadline.
+            queue = self._deadlines._queues.get(timeout)
+            if queue:
+                while queue and queue[0][1].done():
+                    queue.popleft()
+                queue.append((self._loop.time() + timeout, fut, self))
+            else:
+                self._deadlines.add(fut, timeout, self)
         return await fut
 
     def cast(self, msg: object) -> None:
@@ -530,11 +542,13 @@ class Pid:
         if self._state == _TERMINATING:
             if reason is KILLED:
                 self._pending_exit = KILLED
+                self._interrupted = True
                 task.cancel()
             return
         if self._pending_exit is not None and reason is not KILLED:
             return
         self._pending_exit = reason
+        self._interrupted = True
         if task is asyncio.current_task():
             # A process signalling itself: the running hook finishes, then the process ends.
             return
@@ -641,7 +655,7 @@ class Pid:
                 result = handle_info(msg)
                 if info_async:
                     await result  # type: ignore[misc]
-            if self._stop_reason is not None or self._pending_exit is not None:
+            if self._interrupted:
                 return
             budget -= 1
             if not budget:
