@@ -43,6 +43,7 @@ import heapq
 import itertools
 import math
 import selectors
+import time
 from collections.abc import Callable, Coroutine
 from typing import TypeVar, TypeVarTuple, Unpack
 
@@ -71,10 +72,20 @@ def _check_seconds(where: str, name: str, value: object, *, minimum: float | Non
 class _VirtualClock:
     """The state a ``VirtualTimeLoop`` shares with its selector."""
 
-    __slots__ = ("_deadlines", "_prune_at", "_seq", "autojump_threshold", "idle_waiters", "now")
+    __slots__ = (
+        "_deadlines",
+        "_prune_at",
+        "_seq",
+        "autojump_threshold",
+        "idle_waiters",
+        "now",
+        "resolution",
+    )
 
     def __init__(self, start: float, autojump_threshold: float) -> None:
         self.now = start
+        # The resolution asyncio's BaseEventLoop uses to decide which timers are due.
+        self.resolution = time.get_clock_info("monotonic").resolution
         self.autojump_threshold = autojump_threshold
         self.idle_waiters: list[asyncio.Future[None]] = []
         # Every timer the loop has armed, as (deadline, tie-break, handle), so that a jump can
@@ -109,6 +120,23 @@ class _VirtualClock:
             target = deadlines[0][0]
         self.now = target
 
+    def unstick(self) -> None:
+        """Nudge the clock one float step on if a due timer could never fire.
+
+        The loop fires timers due before ``time() + resolution``. Past 2**24 s (about 194 days)
+        that sum rounds back to ``time()``, so a timer due at exactly ``time()`` would wait for
+        a clock that never moves on its own; the loop would spin. Real monotonic clocks always
+        move on; a virtual one is moved here by the smallest step that lets the timer fire.
+        """
+        now = self.now
+        if now + self.resolution != now:
+            return
+        deadlines = self._deadlines
+        while deadlines and (deadlines[0][0] < now or deadlines[0][2].cancelled()):
+            heapq.heappop(deadlines)
+        if deadlines and deadlines[0][0] == now:
+            self.now = math.nextafter(now, math.inf)
+
     def clear(self) -> None:
         self.idle_waiters.clear()
         self._deadlines.clear()
@@ -133,6 +161,7 @@ class _AutojumpSelector(selectors.DefaultSelector):
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is not None and timeout <= 0:
+            self._clock.unstick()
             return super().select(timeout)
         # asyncio's _run_once passes a positive timeout or None only when it has no ready
         # callbacks (and is not stopping): every task is waiting.
