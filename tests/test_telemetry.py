@@ -578,3 +578,15 @@ def test_attach_and_detach_from_many_threads_while_emitting_keep_the_registry_co
     expected = {f"thread-{t}-{r}" for t in range(threads_n) for r in range(1, rounds, 2)}
     assert {info.handler_id for info in telemetry.list_handlers()} == expected
     assert len(telemetry.list_handlers()) == len(expected)
+
+
+def test_has_handlers_tells_whether_anything_listens_to_exactly_that_event() -> None:
+    event = ("corral", "test", "has_handlers")
+    assert telemetry.has_handlers(event) is False
+    telemetry.attach("has-handlers-probe", event, lambda *args: None)
+    try:
+        assert telemetry.has_handlers(event) is True
+        assert telemetry.has_handlers(event[:2]) is False
+    finally:
+        telemetry.detach("has-handlers-probe")
+    assert telemetry.has_handlers(event) is False

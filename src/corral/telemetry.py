@@ -90,6 +90,7 @@ __all__ = [
     "attach_many",
     "detach",
     "emit",
+    "has_handlers",
     "list_handlers",
     "span",
 ]
@@ -185,6 +186,12 @@ def list_handlers(prefix: EventName = ()) -> list[HandlerInfo]:
     with _lock:
         snapshot = list(_by_id.values())
     return [info for infos in snapshot for info in infos if info.event[:n] == prefix]
+
+
+def has_handlers(event: EventName) -> bool:
+    """Whether any handler is attached to exactly ``event``: lets an emitter skip building
+    expensive metadata nobody will read. One dictionary lookup; no lock."""
+    return _handlers_for(event) is not None
 
 
 def emit(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 
 import pytest
 from runtime_helpers import Echo, Recorder, Sleeper
@@ -474,3 +475,22 @@ async def test_a_busy_process_yields_to_others_between_message_runs() -> None:
         # Each process handles at most FAIRNESS_BUDGET messages before the other runs.
         first_b = order.index("b")
         assert first_b <= corral.runtime.process.FAIRNESS_BUDGET
+
+
+async def test_an_idle_process_does_not_keep_its_last_message_alive() -> None:
+    class Payload:
+        pass
+
+    class Sink(Actor):
+        def handle_cast(self, msg: object) -> None:
+            pass
+
+    async with Node() as node:
+        pid = await node.spawn(Sink())
+        payload = Payload()
+        ref = weakref.ref(payload)
+        pid.cast(payload)
+        del payload
+        await wait_all_tasks_blocked()
+        assert pid.mailbox_length == 0
+        assert ref() is None

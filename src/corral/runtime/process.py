@@ -625,8 +625,14 @@ class Pid:
         handle_cast, cast_async = actor.handle_cast, hooks.cast
         handle_info, info_async = actor.handle_info, hooks.info
         budget = FAIRNESS_BUDGET
+        msg: object = None
+        fut: asyncio.Future[object] | None = None
+        reply: object = None
+        result: Awaitable[None] | None = None
         while True:
             if not mailbox:
+                # Drop the last message before idling: it may pin a large array.
+                msg = fut = reply = result = None
                 waiter: asyncio.Future[None] = loop.create_future()
                 self._waiter = waiter
                 await waiter
@@ -702,6 +708,9 @@ class Pid:
         # Safety net: a task cancelled before its first step never ran _main's handlers.
         if self.exit_reason is None:
             self._fail_start(started, KILLED if self._pending_exit is None else self._pending_exit)
+        # Pid -> Task -> Context -> Pid is a reference cycle; break it so a finished process
+        # is freed by reference counting, not by the cycle collector.
+        self._task = None
 
     def _finish(self, reason: ExitReason, *, report: bool = True) -> None:
         if self.exit_reason is not None:

@@ -49,14 +49,11 @@ def plan_restart(
     ``rest_for_one`` ``failed`` and the children started after it. Siblings that are not
     running are skipped by the caller when stopping, and started again like the others.
     """
+    if strategy == "one_for_one":
+        return RestartPlan(stop=(), remove=(), start=(failed,))
     ids = [child_id for child_id, _ in children]
     index = ids.index(failed)
-    if strategy == "one_for_one":
-        affected = [children[index]]
-    elif strategy == "one_for_all":
-        affected = list(children)
-    else:
-        affected = list(children[index:])
+    affected = list(children) if strategy == "one_for_all" else list(children[index:])
     siblings = [(cid, restart) for cid, restart in affected if cid != failed]
     return RestartPlan(
         stop=tuple(cid for cid, _ in reversed(siblings)),

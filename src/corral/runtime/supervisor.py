@@ -416,17 +416,20 @@ class Supervisor(Actor):
         reason: ExitReason,
         action: Literal["restart", "none", "remove", "give_up"],
     ) -> None:
+        clean = is_clean_exit(reason)
+        level = logging.INFO if clean else logging.ERROR
+        wanted = telemetry.has_handlers(CHILD_EXITED_EVENT)
+        if not wanted and not logger.isEnabledFor(level):
+            return
         report = CrashReport(self.pid, child.spec.id, pid, reason, child.restart_count, action)
-        telemetry.emit(
-            CHILD_EXITED_EVENT,
-            {"restart_count": child.restart_count},
-            {"report": report, "supervisor": self.pid, "child_id": child.spec.id},
-        )
-        if is_clean_exit(reason):
-            logger.info("%s", report.describe())
-        else:
-            exc_info = reason if isinstance(reason, BaseException) else None
-            logger.error("%s", report.describe(), exc_info=exc_info)
+        if wanted:
+            telemetry.emit(
+                CHILD_EXITED_EVENT,
+                {"restart_count": child.restart_count},
+                {"report": report, "supervisor": self.pid, "child_id": child.spec.id},
+            )
+        exc_info = reason if isinstance(reason, BaseException) and not clean else None
+        logger.log(level, "%s", report.describe(), exc_info=exc_info)
 
     async def _add_child(self, spec: ChildSpec) -> Pid:
         if any(c.spec.id == spec.id for c in self._children):

@@ -22,6 +22,10 @@ reports.
 So ``asyncio.sleep``, ``call_later``, ``call_at``, ``asyncio.timeout``, ``wait_for`` and
 everything built on ``loop.time()`` run on virtual time and take no real time, and after
 ``await asyncio.sleep(d)`` begun at ``t``, ``loop.time() == t + d`` exactly (the float sum).
+Two limits come from asyncio itself: when it fires timers, it also fires those due less than
+its clock resolution (1 ns) later, as on a real clock; and past 2**24 s (about 194 days) of
+virtual time, where floats are coarser than 1 ns, a timer fires one float step after its
+deadline.
 
 Threads and subprocesses do not hold the clock back. Work in an executor, a subprocess's output
 or a socket that another program writes to arrives in real time; while it is on its way the
@@ -30,6 +34,9 @@ call times out at once, in virtual time). Set ``autojump_threshold`` to the real
 should wait for such I/O before it jumps: the clock then moves only after that much real time
 without any I/O. This is the behaviour of trio's ``MockClock(autojump_threshold=...)``.
 ``wait_all_tasks_blocked()`` never waits for I/O: a task waiting for a thread counts as blocked.
+
+Only the loop's clock is virtual: ``time.monotonic()``, ``time.time()`` and ``time.sleep()``
+stay real, so code under test must read time from ``loop.time()``.
 
 Nothing here is thread-safe beyond what asyncio itself promises: call ``advance`` and set
 ``autojump_threshold`` from the loop's thread.
@@ -109,12 +116,17 @@ class _VirtualClock:
 
     def jump(self, timeout: float) -> None:
         """Move the clock ``timeout`` seconds on, landing exactly on a deadline near there."""
-        target = self.now + timeout
-        tolerance = 4 * math.ulp(max(abs(self.now), abs(target)))
+        now = self.now
+        target = now + timeout
+        tolerance = 4 * math.ulp(max(abs(now), abs(target)))
         deadlines = self._deadlines
-        # Every live timer is due at or after the loop's next deadline (about ``target``), so
-        # what lies clearly before it has fired or was cancelled.
-        while deadlines and (deadlines[0][0] < target - tolerance or deadlines[0][2].cancelled()):
+        # Every live timer is due after ``now`` and at or after the loop's next deadline (about
+        # ``target``); what lies before has fired or was cancelled. Landing strictly after
+        # ``now`` guarantees progress.
+        while deadlines:
+            when, _, handle = deadlines[0]
+            if when > now and when >= target - tolerance and not handle.cancelled():
+                break
             heapq.heappop(deadlines)
         if deadlines and deadlines[0][0] <= target + tolerance:
             target = deadlines[0][0]
@@ -194,12 +206,18 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """
 
     def __init__(self, *, start: float = 0.0, autojump_threshold: float = 0.0) -> None:
-        start = _check_seconds("VirtualTimeLoop", "start", start, minimum=None)
-        autojump_threshold = _check_seconds(
-            "VirtualTimeLoop", "autojump_threshold", autojump_threshold, minimum=0
-        )
-        self._virtual_clock = _VirtualClock(start, autojump_threshold)
-        super().__init__(selector=_AutojumpSelector(self._virtual_clock))
+        clock = self._virtual_clock = _VirtualClock(0.0, 0.0)
+        # Initialise the loop before validating, so that a rejected loop can close itself
+        # instead of meeting BaseEventLoop.__del__ half-made.
+        super().__init__(selector=_AutojumpSelector(clock))
+        try:
+            clock.now = _check_seconds("VirtualTimeLoop", "start", start, minimum=None)
+            clock.autojump_threshold = _check_seconds(
+                "VirtualTimeLoop", "autojump_threshold", autojump_threshold, minimum=0
+            )
+        except BaseException:
+            self.close()
+            raise
 
     def time(self) -> float:
         """The virtual clock, in seconds. It moves only by jumps and ``advance``."""
