@@ -107,9 +107,10 @@ class _VirtualClock:
         if len(self._deadlines) >= self._prune_at:
             # Cancelled and already fired timers leave only when the clock passes them; sweep
             # them out now and then, so a test that arms and cancels many long timeouts stays
-            # small. Amortised O(1) per timer.
+            # small. Amortised O(1) per timer. A timer due at exactly ``now`` stays: unstick
+            # may need it.
             now = self.now
-            live = [e for e in self._deadlines if e[0] > now and not e[2].cancelled()]
+            live = [e for e in self._deadlines if e[0] >= now and not e[2].cancelled()]
             heapq.heapify(live)
             self._deadlines = live
             self._prune_at = max(_MIN_PRUNE, 2 * len(live))
