@@ -16,6 +16,12 @@ The tree::
     ├── Overloaded                    a bounded buffer is full; retry later or shed load
     │   └── MailboxFull               a process's mailbox holds mailbox_size messages
     ├── StartError                    a process's init hook failed; the process never ran
+    ├── PortError                     a port's OS process or its wire failed
+    │   ├── PortExited                the worker process ended (exit status or signal)
+    │   ├── PortCallError             the worker's handler raised; carries the remote traceback
+    │   └── ProtocolError             a frame or term could not be decoded, or broke the protocol
+    │       ├── FrameTooLarge         a frame is larger than max_frame_size
+    │       └── EtfError              bytes that are not a valid Erlang term (corral.port.etf)
     ├── SupervisorError
     │   ├── RestartIntensityExceeded  more than max_restarts restarts within max_seconds
     │   └── UnknownChild              no child with that id under the supervisor
@@ -34,12 +40,17 @@ __all__ = [
     "AlreadyRegistered",
     "CallTimeout",
     "CorralError",
+    "FrameTooLarge",
     "MailboxFull",
     "NoProcess",
     "NodeError",
     "Overloaded",
+    "PortCallError",
+    "PortError",
+    "PortExited",
     "ProcessError",
     "ProcessExited",
+    "ProtocolError",
     "RestartIntensityExceeded",
     "StartError",
     "SupervisorError",
@@ -203,3 +214,78 @@ class UnknownChild(SupervisorError, LookupError):
 
 class NodeError(CorralError):
     """The node is not running (or is already running) for the operation asked."""
+
+
+class PortError(CorralError):
+    """A port's OS process, or the wire to it, failed."""
+
+
+class PortExited(PortError):
+    """The worker OS process ended.
+
+    ``status`` is its exit status (``None`` if it was killed by a signal), ``signal`` the
+    signal number that killed it (``None`` otherwise), ``detail`` what else is known (the
+    last lines it wrote to stderr, or the protocol breach that made corral stop it).
+    """
+
+    def __init__(
+        self,
+        port: str,
+        *,
+        status: int | None = None,
+        signal: int | None = None,
+        detail: str = "",
+    ) -> None:
+        self.port = port
+        self.status = status
+        self.signal = signal
+        self.detail = detail
+        if signal is not None:
+            import signal as signals
+
+            try:
+                how = f"was killed by {signals.Signals(signal).name}"
+            except ValueError:
+                how = f"was killed by signal {signal}"
+        elif status is not None:
+            how = f"exited with status {status}"
+        else:
+            how = "exited"
+        message = f"port {port}: the worker process {how}"
+        if detail:
+            message += f"; {detail}"
+        super().__init__(message)
+
+
+class PortCallError(PortError):
+    """The worker's handler raised; the worker itself goes on.
+
+    ``remote_type`` is the exception's qualified class name in the worker, ``remote_message``
+    its text and ``remote_traceback`` the formatted traceback from the worker.
+    """
+
+    def __init__(
+        self, port: str, remote_type: str, remote_message: str, remote_traceback: str = ""
+    ) -> None:
+        self.port = port
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+        super().__init__(f"port {port}: the handler raised {remote_type}: {remote_message}")
+
+
+class ProtocolError(PortError, ValueError):
+    """Bytes on a port's wire broke the protocol: a corrupt or oversized frame, a term that
+    cannot be decoded, an unknown message type."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame's length prefix exceeds ``max_frame_size`` bytes."""
+
+    def __init__(self, where: str, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"{where}: frame of {size} bytes exceeds max_frame_size={limit}; "
+            "send large arrays through shared memory or raise max_frame_size"
+        )

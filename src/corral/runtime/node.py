@@ -22,7 +22,7 @@ import itertools
 import logging
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import TypeVar
 
@@ -86,6 +86,7 @@ class Node:
         self._signals: list[signal.Signals] = []
         self._node_token: contextvars.Token[Node | None] | None = None
         self.exit_reason: ExitReason | None = None
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -230,6 +231,12 @@ class Node:
         if root is not None and isinstance(root.exit_reason, BaseException):
             reason = root.exit_reason
         await self._stop_strays()
+        if self._cleanups:
+            _, pending = await asyncio.wait(set(self._cleanups), timeout=self.shutdown_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
         self._deadlines.close()
         self._remove_signal_handlers()
         if self._node_token is not None:
@@ -306,6 +313,19 @@ class Node:
     def _on_signal(self, sig: signal.Signals) -> None:
         logger.info("node '%s': %s received; stopping", self.name, sig.name)
         self.stop_soon()
+
+    def add_cleanup(self, cleanup: Coroutine[object, None, None]) -> None:
+        """Run ``cleanup`` as a task the node owns: stopping the node waits for it (within
+        ``shutdown_timeout``, then cancels it). For releasing what a process held outside
+        Python when it ended, e.g. reaping a worker OS process after a kill."""
+        task = self.loop.create_task(cleanup, name=f"corral node '{self.name}' cleanup")
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanup_done)
+
+    def _cleanup_done(self, task: asyncio.Task[None]) -> None:
+        self._cleanups.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("node '%s': cleanup task failed", self.name, exc_info=task.exception())
 
     # -- processes -------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ import contextvars
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 from corral import telemetry
@@ -306,6 +306,7 @@ class Pid:
         "_current_call",
         "_deadlines",
         "_deferred",
+        "_exit_callbacks",
         "_exit_future",
         "_interrupted",
         "_links",
@@ -359,6 +360,7 @@ class Pid:
         self._deferred: set[asyncio.Future[object]] | None = None
         self._current_call: asyncio.Future[object] | None = None
         self._exit_future: asyncio.Future[ExitReason] | None = None
+        self._exit_callbacks: list[Callable[[ExitReason], None]] | None = None
         self._trap_exit = False
         self._pending_exit: ExitReason | None = None
         self._stop_reason: ExitReason | None = None
@@ -477,6 +479,18 @@ class Pid:
             self._timers = set()
         self._timers.add(timer)
         return timer
+
+    def add_exit_callback(self, callback: Callable[[ExitReason], None]) -> None:
+        """Call ``callback(reason)`` when the process ends, whatever the cause (kill
+        included), right after its links and monitors are told. For releasing resources a
+        process owns outside Python's reach (an OS process, shared memory); a callback that
+        raises is logged. Called at once if the process is dead already."""
+        if self.exit_reason is not None:
+            _run_exit_callback(self, callback, self.exit_reason)
+            return
+        if self._exit_callbacks is None:
+            self._exit_callbacks = []
+        self._exit_callbacks.append(callback)
 
     async def wait_exit(self) -> ExitReason:
         """Wait until the process has ended and return its exit reason.
@@ -752,10 +766,23 @@ class Pid:
             other._signal_exit(self, reason, linked=True)
         if self._exit_future is not None and not self._exit_future.done():
             self._exit_future.set_result(reason)
+        if self._exit_callbacks:
+            callbacks, self._exit_callbacks = self._exit_callbacks, None
+            for callback in callbacks:
+                _run_exit_callback(self, callback, reason)
         if report and isinstance(reason, BaseException):
             telemetry.emit(_CRASHED_EVENT, {}, {"pid": self, "reason": reason})
             if not self._supervised:
                 logger.error("process %s crashed with %r", self, reason, exc_info=reason)
+
+
+def _run_exit_callback(
+    pid: Pid, callback: Callable[[ExitReason], None], reason: ExitReason
+) -> None:
+    try:
+        callback(reason)
+    except Exception:
+        logger.exception("process %s: exit callback %r raised", pid, callback)
 
 
 async def spawn_process(

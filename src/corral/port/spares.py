@@ -1,0 +1,167 @@
+"""Warm spares: workers started ahead of need, so a restarted port skips start-up.
+
+A worker's start-up is the expensive part of a port restart: a new interpreter, the
+handler's imports (numpy, torch) and its ``setup`` (loading a model) take from a hundred
+milliseconds to many seconds. A port with ``spares=N`` asks the node's ``SparePool`` for a
+worker that is already past ``READY`` for the same options; if one is there the port adopts
+it at once, and the pool starts a replacement in the background.
+
+The trade-off, on purpose: each spare is a full idle worker, so it costs the memory of a
+loaded model (and its setup runs before anyone needs it); the replacement starts right after
+a crash, competing for CPU with the service for a moment. Use ``spares=0`` for workers that
+are cheap to start or too big to keep twice.
+
+The pool is a process registered as ``corral.port.spares``, started on first use outside
+the supervision tree; the node stops it after the tree, and it kills its idle spares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Final
+
+from corral.errors import AlreadyRegistered, PortExited
+from corral.runtime.messages import ExitReason
+from corral.runtime.process import Actor, Caller
+
+if TYPE_CHECKING:
+    from corral.port.port import PortOptions, _Worker
+    from corral.runtime.node import Node
+
+__all__ = ["POOL_NAME", "SparePool", "take_spare", "wait_spares"]
+
+logger = logging.getLogger("corral.port")
+
+POOL_NAME: Final = "corral.port.spares"
+
+
+def _key(options: PortOptions) -> str:
+    return repr(
+        (
+            options.argv(),
+            sorted((options.args or {}).items()),
+            sorted((options.env or {}).items()),
+            options.cwd,
+            options.shm_threshold,
+        )
+    )
+
+
+class SparePool(Actor):
+    """Keeps up to ``spares`` ready workers per distinct port options."""
+
+    def __init__(self) -> None:
+        self._ready: dict[str, list[_Worker]] = {}
+        self._starting: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._waiters: dict[str, list[Caller]] = {}
+
+    def handle_call(self, msg: object) -> object:
+        match msg:
+            case ("take", options):
+                return self._take(options)  # type: ignore[arg-type]
+            case ("wait_ready", options):
+                key = _key(options)  # type: ignore[arg-type]
+                if self._ready.get(key):
+                    return [w.os_pid for w in self._ready[key]]
+                self._waiters.setdefault(key, []).append(self.defer_reply())
+                return None
+        raise TypeError(f"SparePool: unknown request {msg!r}")
+
+    def _take(self, options: PortOptions) -> _Worker | None:
+        key = _key(options)
+        ready = self._ready.get(key, [])
+        worker = ready.pop(0) if ready else None
+        missing = options.spares - len(ready) - self._starting.get(key, 0)
+        for _ in range(missing):
+            self._refill(key, options)
+        return worker
+
+    def _refill(self, key: str, options: PortOptions) -> None:
+        from corral.port.port import _Worker
+
+        self._starting[key] = self._starting.get(key, 0) + 1
+        label = f"spare {options.handler}"
+
+        def idle_down(down: PortExited) -> None:
+            # A spare that dies while idle is dropped; the next take starts another.
+            workers = self._ready.get(key, [])
+            if worker in workers:
+                workers.remove(worker)
+                logger.warning("port pool: idle spare died: %s", down)
+
+        worker = _Worker(options, label, idle_down)
+
+        async def start() -> None:
+            try:
+                await worker.start()
+            except BaseException as exc:
+                if not isinstance(exc, asyncio.CancelledError):
+                    logger.warning("port pool: could not start a spare for %s: %s", label, exc)
+                await worker.reap()
+                raise
+            finally:
+                self._starting[key] -= 1
+            ready = self._ready.setdefault(key, [])
+            ready.append(worker)
+            for caller in self._waiters.pop(key, []):
+                caller.reply([w.os_pid for w in ready])
+
+        task = asyncio.get_running_loop().create_task(start())
+        self._tasks.add(task)
+        task.add_done_callback(self._start_done)
+
+    def _start_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # logged in start(); the next take tries again
+
+    def init(self) -> None:
+        node = self.node
+        # Killed or not, the pool's spares do not outlive it.
+        self.pid.add_exit_callback(lambda _reason: node.add_cleanup(self._reap_all()))
+
+    async def terminate(self, reason: ExitReason) -> None:
+        await self._reap_all()
+
+    async def _reap_all(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        workers = [w for ready in self._ready.values() for w in ready]
+        self._ready.clear()
+        if workers:
+            await asyncio.gather(*(w.reap() for w in workers), return_exceptions=True)
+
+
+async def wait_spares(node: Node, options: PortOptions, *, timeout: float = 60.0) -> list[int]:
+    """Wait until the pool holds a ready spare for ``options``; their OS pids."""
+    pids = await node.lookup(POOL_NAME).call(("wait_ready", options), timeout=timeout)
+    assert isinstance(pids, list)
+    return pids
+
+
+async def take_spare(node: Node, options: PortOptions) -> _Worker | None:
+    """A ready worker for ``options`` from the node's pool (started on first use), or None.
+
+    Either way the pool starts enough new spares in the background to keep
+    ``options.spares`` of them.
+    """
+    pool = node.whereis(POOL_NAME)
+    if pool is None:
+        try:
+            pool = await node.spawn(SparePool(), name=POOL_NAME)
+        except AlreadyRegistered:
+            pool = node.lookup(POOL_NAME)  # another port started it meanwhile
+    worker = await pool.call(("take", options))
+    if worker is None:
+        return None
+    from corral.port.port import _Worker
+
+    assert isinstance(worker, _Worker)
+    if worker.down is not None:
+        return None
+    return worker
