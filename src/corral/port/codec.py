@@ -56,7 +56,7 @@ class ArrayStore(Protocol):
 
 def _check_array(array: npt.NDArray[np.generic], where: str) -> None:
     dtype = array.dtype
-    if dtype.kind not in _ALLOWED_KINDS or dtype.fields is not None:
+    if dtype.kind not in _ALLOWED_KINDS or dtype.fields is not None or dtype.subdtype is not None:
         raise TypeError(
             f"{where}: numpy arrays of dtype {dtype} cannot be sent; only numeric, bool, "
             "datetime and fixed-size byte/str dtypes (no object or structured dtypes)"
@@ -85,6 +85,13 @@ class Codec:
         self._threshold = shm_threshold
         self._where = where
         self._packer = msgpack.Packer(default=self._default, use_bin_type=True, autoreset=True)
+
+    def rename(self, where: str) -> None:
+        """Name the connection differently in errors (a spare adopted by its port)."""
+        self._where = where
+        rename = getattr(self._store, "rename", None)
+        if rename is not None:
+            rename(where)
 
     def dumps(self, obj: object) -> bytes:
         """Encode ``obj``; ``TypeError`` names a value that cannot travel."""
@@ -177,7 +184,11 @@ class Codec:
             dtype = np.dtype(dtype_str)  # type: ignore[call-overload]
         except TypeError:
             raise ProtocolError(f"{self._where}: unknown dtype {dtype_str!r}") from None
-        if dtype.kind not in _ALLOWED_KINDS or dtype.fields is not None:
+        if (
+            dtype.kind not in _ALLOWED_KINDS
+            or dtype.fields is not None
+            or dtype.subdtype is not None
+        ):
             raise ProtocolError(f"{self._where}: refused dtype {dtype_str!r}")
         count = math.prod(shape)  # type: ignore[call-overload]
         if count * dtype.itemsize != len(data) - start:

@@ -38,7 +38,7 @@ class FrameDecoder:
     the limit; the decoder is then unusable (the stream has lost its framing).
     """
 
-    __slots__ = ("_broken", "_buffer", "_where", "max_frame_size")
+    __slots__ = ("_broken", "_buffer", "max_frame_size", "where")
 
     def __init__(
         self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, *, where: str = "port"
@@ -48,7 +48,7 @@ class FrameDecoder:
                 f"FrameDecoder: max_frame_size must be an int >= 1; got {max_frame_size!r}"
             )
         self.max_frame_size = max_frame_size
-        self._where = where
+        self.where = where
         self._buffer = bytearray()
         self._broken = False
 
@@ -60,7 +60,7 @@ class FrameDecoder:
     def feed(self, data: bytes | bytearray | memoryview) -> Iterator[bytes | memoryview]:
         """Add ``data`` and yield the frames it completes, in order."""
         if self._broken:
-            raise FrameTooLarge(self._where, 0, self.max_frame_size)
+            raise FrameTooLarge(self.where, 0, self.max_frame_size)
         buffer = self._buffer
         if not buffer and type(data) is bytes and len(data) >= 4:
             # Fast path: whole frames straight out of immutable `data`, no copy at all.
@@ -71,7 +71,7 @@ class FrameDecoder:
                 (size,) = _unpack_header(view, offset)
                 if size > self.max_frame_size:
                     self._broken = True
-                    raise FrameTooLarge(self._where, size, self.max_frame_size)
+                    raise FrameTooLarge(self.where, size, self.max_frame_size)
                 if end - offset - 4 < size:
                     break
                 yield view[offset + 4 : offset + 4 + size]
@@ -86,7 +86,7 @@ class FrameDecoder:
             (size,) = _unpack_header(buffer, offset)
             if size > self.max_frame_size:
                 self._broken = True
-                raise FrameTooLarge(self._where, size, self.max_frame_size)
+                raise FrameTooLarge(self.where, size, self.max_frame_size)
             if end - offset - 4 < size:
                 break
             yield bytes(buffer[offset + 4 : offset + 4 + size])

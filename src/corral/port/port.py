@@ -293,6 +293,8 @@ class _Worker:
         """Hand a ready spare to its port: errors and logs now carry the port's name."""
         self.name = name
         self.on_down = on_down
+        self.codec.rename(f"port {name}")
+        self.decoder.where = f"port {name}"
 
     # -- sending ---------------------------------------------------------------------------
 

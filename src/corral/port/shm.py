@@ -483,6 +483,10 @@ class SharedMemoryStore:
         """Whether ``close()`` ran."""
         return self._closed
 
+    def rename(self, where: str) -> None:
+        """Name this side differently in errors (a spare adopted by its port)."""
+        self._where = where
+
     def close(self) -> None:
         """Close the socket and free the pool. Records still queued in the socket are
         dropped with it (the kernel frees their segments); arrays already received stay
