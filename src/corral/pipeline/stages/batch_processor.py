@@ -1,0 +1,184 @@
+"""The batch processor stage: a process that runs ``Pipeline.handle_batch`` on one batch at
+a time and ends its messages.
+
+It asks its batcher for a batch (``("bp_ready", index, pid)``), runs ``handle_batch`` in its
+own task, ends the messages (``handle_failed`` and the dead-letter sink for the failed ones,
+then one ``ack`` per acknowledger) and only then asks for the next: a slow ``handle_batch``
+holds its batcher back, and through it the processors and the producers.
+
+``handle_batch`` raising fails every message of the batch with that exception; returning a
+different number of messages than it was given fails them all with a ``TypeError`` that
+says so (not retried). With ``retry``, the failed messages (as ``handle_batch`` returned
+them, or as given when it raised) are handed to ``handle_batch`` again, as one batch with
+trigger ``"retry"``, after the backoff; this stage waits meanwhile.
+
+What it receives: ``("batch", batch_info, messages)`` from its batcher, one at a time, and
+``("batcher_done",)`` after the last batch of a drain; the call ``("wait_drained",)`` is
+answered once that has come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from corral import telemetry
+from corral.pipeline.events import BATCH_EXCEPTION, BATCH_START, BATCH_STOP
+from corral.pipeline.message import OK, BatchInfo, Message
+from corral.pipeline.stages.ending import Ender
+from corral.pipeline.stages.topology import Topology
+from corral.runtime import Actor, Caller
+
+__all__ = ["BatchProcessorStage"]
+
+
+class BatchProcessorStage(Actor):
+    """Batch processor ``index`` of batcher ``batcher``; every hook runs in its own task."""
+
+    def __init__(self, topology: Topology, batcher: str, index: int) -> None:
+        self._topology = topology
+        self._batcher = batcher
+        self._index = index
+        pipeline = topology.pipeline
+        self._handle = pipeline.handle_batch
+        self._handle_async = pipeline.hook_is_async("handle_batch")
+        self._context = topology.options.context
+        self._retry = topology.options.retry
+        where = f"pipeline '{topology.name}' batch processor {batcher!r} {index}"
+        self._ender = Ender(pipeline, where)
+        self._meta: dict[str, object] = {
+            "pipeline": topology.name,
+            "batcher": batcher,
+            "index": index,
+        }
+        self._drained = False
+        self._waiters: list[Caller] = []
+
+    def __repr__(self) -> str:
+        return f"BatchProcessorStage({self._topology.name!r}, {self._batcher!r}, {self._index})"
+
+    async def init(self) -> None:
+        pid = self.node.whereis(self._topology.batcher(self._batcher))
+        if pid is not None:
+            pid.cast(("bp_ready", self._index, self.pid))
+
+    async def handle_cast(self, msg: Any) -> None:  # a tuple; see the module doc
+        tag = msg[0]
+        if tag == "batch":
+            _, info, messages = msg
+            await self._run(info, messages)
+            batcher = self.node.whereis(self._topology.batcher(self._batcher))
+            if batcher is not None:
+                batcher.cast(("bp_ready", self._index, self.pid))
+        elif tag == "batcher_done" and not self._drained:
+            self._drained = True
+            waiters, self._waiters = self._waiters, []
+            for caller in waiters:
+                caller.reply(True)
+
+    def handle_call(self, msg: object) -> object:
+        if msg == ("wait_drained",):
+            if self._drained:
+                return True
+            self._waiters.append(self.defer_reply())
+            return None
+        raise ValueError(f"{self!r}: unknown call {msg!r}")
+
+    async def _run(self, info: BatchInfo, messages: list[Message]) -> None:
+        retry = self._retry
+        if retry is not None:  # only retries make attempts other than 1
+            attempts = [m.attempt for m in messages]
+            if attempts.count(1) != len(attempts):
+                messages = [m if m.attempt == 1 else m._replace(attempt=1) for m in messages]
+        successful: list[Message] = []
+        failed: list[Message] = []
+        while True:
+            result = await self._call(info, messages)
+            statuses = [m.status for m in result]
+            if statuses.count(OK) == len(statuses):
+                successful.extend(result)  # the usual case, without a loop
+                break
+            retryable: list[Message] = []
+            for m in result:
+                if m.status == OK:
+                    successful.append(m)
+                    continue
+                failure = m.failure
+                if (
+                    retry is not None
+                    and failure is not None
+                    and failure.retry
+                    and m.attempt < retry.max_attempts
+                ):
+                    retryable.append(m)
+                else:
+                    failed.append(m)
+            if not retryable:
+                break
+            assert retry is not None
+            await asyncio.sleep(retry.delay(retryable[0].attempt))
+            messages = [m._replace(status=OK, attempt=m.attempt + 1) for m in retryable]
+            info = dataclasses.replace(info, size=len(messages), trigger="retry")
+        await self._ender.end(successful, failed)
+
+    async def _call(self, info: BatchInfo, messages: list[Message]) -> list[Message]:
+        instrumented = (
+            telemetry.has_handlers(BATCH_START)
+            or telemetry.has_handlers(BATCH_STOP)
+            or telemetry.has_handlers(BATCH_EXCEPTION)
+        )
+        now = self.node.clock.now
+        size = len(messages)
+        meta: dict[str, object] = {}
+        start = 0.0
+        if instrumented:
+            meta = {**self._meta, "batch_info": info}
+            start = now()
+            telemetry.emit(BATCH_START, {"monotonic_time": start, "size": size}, meta)
+        try:
+            returned: Any = self._handle(self._batcher, messages, info, self._context)
+            if self._handle_async:
+                returned = await returned
+        except Exception as exc:
+            if instrumented:
+                stop = now()
+                telemetry.emit(
+                    BATCH_EXCEPTION,
+                    {"duration": stop - start, "monotonic_time": stop, "size": size},
+                    {**meta, "kind": type(exc), "reason": exc},
+                )
+            return [m.mark_failed(exc) for m in messages]
+        result = _checked(returned, messages)
+        if instrumented:
+            stop = now()
+            ok = [m.status for m in result].count(OK)
+            telemetry.emit(
+                BATCH_STOP,
+                {
+                    "duration": stop - start,
+                    "monotonic_time": stop,
+                    "size": size,
+                    "successful": ok,
+                    "failed": size - ok,
+                },
+                meta,
+            )
+        return result
+
+
+def _checked(returned: object, given: list[Message]) -> list[Message]:
+    """``returned`` as a list of messages, or every given message failed with the broken
+    contract as the reason."""
+    if isinstance(returned, Sequence) and not isinstance(returned, str | bytes):
+        if len(returned) == len(given) and {type(m) for m in returned} <= {Message}:
+            return list(returned)
+        if len(returned) != len(given):
+            problem = f"returned {len(returned)} messages for a batch of {len(given)}"
+        else:
+            problem = "returned something that is not a Message"
+    else:
+        problem = f"returned {returned!r} for a batch of {len(given)}"
+    error = TypeError(f"Pipeline.handle_batch {problem}; it must return every message it was given")
+    return [m.mark_failed(error, retry=False) for m in given]

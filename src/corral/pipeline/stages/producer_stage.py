@@ -1,0 +1,221 @@
+"""The producer stage: a process that runs one ``Producer`` and hands its messages to the
+processors that asked for them.
+
+Processors subscribe (``("subscribe", pid, partition)``) and ask for demand
+(``("ask", pid, n)``). The stage passes on to ``Producer.handle_demand`` only the demand its
+buffers cannot meet (``Dispatcher.want``), sends each processor at most what it asked for
+(``("events", index, messages)``), and with ``rate_limiting`` no more than the shared limiter
+allows per window; what waits is buffered, bounded by the processors' total demand.
+
+``("drain",)`` (a call, from the pipeline's supervisor when it stops) makes it stop
+pulling: ``Producer.prepare_for_draining`` runs, owed demand is forgiven, and each processor
+is told ``("producer_done", index)`` once nothing buffered is waiting for it.
+
+Every producer hook runs in this stage's task and the stage waits for it: while an async
+``handle_demand`` waits on its source, asks and emits queue up in the mailbox.
+``ProducerContext.emit`` reaches the stage as ``("emit", messages)``.
+
+A producer hook that raises crashes this stage; so does a producer that emits more than it
+was asked for. Its supervisor restarts it and the new stage announces itself to the
+processors (``("producer_up", index, pid)``), which subscribe again.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from corral.pipeline.message import Message
+from corral.pipeline.policy import Dispatcher
+from corral.pipeline.producer import Producer, ProducerContext
+from corral.pipeline.stages.ending import Ender
+from corral.pipeline.stages.topology import Topology
+from corral.runtime import Actor, Down, ExitReason, Pid, Timer
+
+__all__ = ["ProducerStage"]
+
+logger = logging.getLogger("corral.pipeline")
+
+
+class ProducerStage(Actor):
+    """One producer stage; every hook runs in its own task."""
+
+    def __init__(self, topology: Topology, index: int) -> None:
+        self._topology = topology
+        self._index = index
+        options = topology.options
+        partitions = topology.processors if topology.partitioned else 1
+        capacity = topology.processors * topology.processor_options.max_demand
+        self._dispatcher: Dispatcher[Pid] = Dispatcher(partitions, capacity)
+        self._partition_by = options.partition_by
+        self._producer: Producer | None = None
+        self._demand_async = False
+        self._draining = False
+        self._done_pending: set[Pid] = set()
+        self._rate_timer: Timer | None = None
+        self._rate_limited = options.rate_limiting is not None
+        self._ender = Ender(topology.pipeline, f"pipeline '{topology.name}' producer {index}")
+
+    def __repr__(self) -> str:
+        return f"ProducerStage({self._topology.name!r}, {self._index})"
+
+    async def init(self) -> None:
+        topology = self._topology
+        cls = topology.options.producer.module
+        context = ProducerContext(topology.name, self._index, self.pid, self.node.clock)
+        producer = self._producer = cls(topology.options.producer.options, context)
+        self._demand_async = inspect.iscoroutinefunction(producer.handle_demand)
+        result = producer.init()
+        if result is not None:
+            await result
+        whereis = self.node.whereis
+        for j in range(topology.processors):
+            pid = whereis(topology.processor(j))
+            if pid is not None:
+                pid.cast(("producer_up", self._index, self.pid))
+
+    async def handle_cast(self, msg: Any) -> None:  # a tuple; see the module doc
+        tag = msg[0]
+        if tag == "ask":
+            _, pid, n = msg
+            self._dispatcher.ask(pid, n)
+            await self._pull_and_dispatch()
+        elif tag == "emit":
+            if self._draining:
+                logger.warning(
+                    "pipeline '%s' producer %d: dropped %d messages emitted after "
+                    "prepare_for_draining; they are not acknowledged",
+                    self._topology.name,
+                    self._index,
+                    len(msg[1]),
+                )
+                return
+            await self._accept(msg[1])
+            await self._pull_and_dispatch()
+        elif tag == "subscribe":
+            _, pid, partition = msg
+            self._dispatcher.subscribe(pid, partition)
+            self.monitor(pid)
+            if self._draining:
+                self._done_pending.add(pid)
+                self._dispatch()
+
+    async def handle_call(self, msg: object) -> object:
+        if msg == ("drain",):
+            await self._drain()
+            return None
+        raise ValueError(f"{self!r}: unknown call {msg!r}")
+
+    async def handle_info(self, msg: object) -> None:
+        if isinstance(msg, Down):
+            self._dispatcher.cancel(msg.pid)
+            self._done_pending.discard(msg.pid)
+            await self._pull_and_dispatch()
+        elif msg == ("rate_reset",):
+            self._rate_timer = None
+            await self._pull_and_dispatch()
+
+    async def terminate(self, reason: ExitReason) -> None:
+        if self._producer is not None:
+            try:
+                result = self._producer.terminate(reason)
+                if result is not None:
+                    await result
+            except Exception:
+                logger.exception("%r: Producer.terminate raised", self)
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _pull_and_dispatch(self) -> None:
+        dispatcher = self._dispatcher
+        producer = self._producer
+        assert producer is not None
+        while not self._draining:
+            n = dispatcher.want()
+            if n <= 0:
+                break
+            dispatcher.asked(n)
+            result: Any = producer.handle_demand(n)
+            if self._demand_async:
+                result = await result
+            if not result:
+                break
+            await self._accept(result)
+            self._dispatch()
+        self._dispatch()
+
+    async def _accept(self, messages: Sequence[Message]) -> None:
+        dispatcher = self._dispatcher
+        owed = dispatcher.owed
+        if not dispatcher.emitted(len(messages)):
+            raise RuntimeError(
+                f"{type(self._producer).__name__} (pipeline '{self._topology.name}' "
+                f"producer {self._index}) emitted {len(messages)} messages with demand for "
+                f"{owed}; a producer emits at most the demand it was asked for"
+            )
+        if self._partition_by is None:
+            dispatcher.push(0, messages)
+            return
+        await self._partition(messages)
+
+    async def _partition(self, messages: Sequence[Message]) -> None:
+        partition_by = self._partition_by
+        assert partition_by is not None
+        dispatcher = self._dispatcher
+        n = dispatcher.partitions
+        parts: dict[int, list[Message]] = {}
+        failed: list[Message] = []
+        for m in messages:
+            try:
+                key = partition_by(m)
+                if type(key) is not int:
+                    raise TypeError(f"partition_by must return an int; got {key!r}")
+            except Exception as exc:
+                failed.append(m.mark_failed(exc, retry=False))
+                continue
+            parts.setdefault(key % n, []).append(m)
+        for p, chunk in parts.items():
+            dispatcher.push(p, chunk)
+        if failed:
+            await self._ender.end([], failed)
+
+    def _dispatch(self) -> None:
+        dispatcher = self._dispatcher
+        if not self._rate_limited:
+            out = dispatcher.take()
+        else:
+            now = self.node.clock.now()
+            limiter = self._topology.rate_limiter(now)
+            assert limiter is not None
+            wanted = dispatcher.deliverable()
+            granted = limiter.take(now, wanted)
+            out = dispatcher.take(granted)
+            if granted < wanted and self._rate_timer is None:
+                self._rate_timer = self.send_after(limiter.window_end(now) - now, ("rate_reset",))
+        index = self._index
+        for pid, messages in out:
+            if pid.alive:
+                pid.cast(("events", index, messages))
+        if self._done_pending:
+            for pid in list(self._done_pending):
+                if dispatcher.buffered_for(pid) == 0:
+                    self._done_pending.discard(pid)
+                    if pid.alive:
+                        pid.cast(("producer_done", index))
+
+    async def _drain(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        self._dispatcher.forgive()
+        assert self._producer is not None
+        result = self._producer.prepare_for_draining()
+        if result is not None:
+            await result
+        self._done_pending.update(self._subscribers())
+        self._dispatch()
+
+    def _subscribers(self) -> list[Pid]:
+        return [pid for pid in self._dispatcher.consumers() if pid.alive]
