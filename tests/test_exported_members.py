@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import corral
+import corral.pipeline
+import corral.port
 import corral.runtime
 import corral.testing
+
+MODULES = (corral, corral.runtime, corral.testing, corral.port, corral.pipeline)
 
 
 def _isort_key(name: str) -> tuple[int, str]:
@@ -14,13 +18,13 @@ def _isort_key(name: str) -> tuple[int, str]:
 
 
 def test_all_is_sorted() -> None:
-    for module in (corral, corral.runtime, corral.testing):
+    for module in MODULES:
         exported = list(module.__all__)
         assert exported == sorted(exported, key=_isort_key), module.__name__
 
 
 def test_all_lists_every_public_name() -> None:
-    for module in (corral, corral.runtime, corral.testing):
+    for module in MODULES:
         public = {
             name
             for name, value in vars(module).items()

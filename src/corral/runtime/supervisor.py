@@ -209,6 +209,11 @@ class Supervisor(Actor):
     supervisor (``ChildSpec(..., type="supervisor")``). Manage it through the class's async
     functions, which take its pid: ``start_child``, ``terminate_child``, ``restart_child``,
     ``delete_child``, ``which_children``, ``count_children``.
+
+    Subclassing: ``terminate(reason)`` runs only when the supervisor itself stops (never on a
+    restart inside it), and ``await super().terminate(reason)`` stops the children in reverse
+    start order. A subclass may do work first — a pipeline drains its stages there — and
+    this order is part of the API.
     """
 
     _corral_supervisor = True
