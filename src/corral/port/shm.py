@@ -66,20 +66,27 @@ Back-pressure
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import logging
 import math
-import mmap
 import os
 import socket
 import struct
-import threading
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from corral.errors import ProtocolError
+from corral.port._shm_pool import _held_by_a_receiver as _held_by_a_receiver  # for tests
+from corral.port._shm_pool import _Pool
+from corral.port._shm_segment import (
+    _SIZE_SEALS,
+    SharedSegment,
+    _counters,
+    _new_segment,
+    _raw_bytes,
+    _segment_of,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -90,30 +97,10 @@ __all__ = ["SharedMemoryStore", "SharedSegment", "ShmStatistics", "share", "stat
 logger = logging.getLogger("corral.port")
 
 _RECORD: Final = struct.Struct(">Q")
-_FLOCK: Final = struct.Struct("hhqqi4x")  # struct flock on 64-bit Linux
-_MEMFD_FLAGS: Final = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
-_SIZE_SEALS: Final = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
-_ALL_SEALS: Final = _SIZE_SEALS | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
 _SEND_FLAGS: Final = socket.MSG_DONTWAIT
 _RECV_FLAGS: Final = socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
 _ALLOWED_KINDS: Final = frozenset("biufcmMSUV")  # as the codec's inline arrays
 _MAX_SEQ: Final = (1 << 64) - 1
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_mmap = _libc.mmap
-_mmap.argtypes = (
-    ctypes.c_void_p,
-    ctypes.c_size_t,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_int64,
-)
-_mmap.restype = ctypes.c_void_p
-_munmap = _libc.munmap
-_munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
-_munmap.restype = ctypes.c_int
-_MAP_FAILED: Final = ctypes.c_void_p(-1).value
 
 
 # -- statistics ------------------------------------------------------------------------------
@@ -139,16 +126,6 @@ class ShmStatistics:
     """Bytes of those mappings."""
 
 
-class _Counters:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()  # mappings are released by GC, in any thread
-        self.created = self.reused = self.forwarded = self.received = self.fallbacks = 0
-        self.mapped = self.mapped_bytes = 0
-
-
-_counters = _Counters()
-
-
 def statistics() -> ShmStatistics:
     """This process's shared-memory counts since it started."""
     c = _counters
@@ -159,110 +136,6 @@ def statistics() -> ShmStatistics:
 
 
 # -- mappings --------------------------------------------------------------------------------
-
-
-def _unmap(address: int, size: int, fd: int) -> None:
-    _munmap(address, size)
-    os.close(fd)
-    c = _counters
-    with c.lock:
-        c.mapped -= 1
-        c.mapped_bytes -= size
-
-
-class SharedSegment:
-    """A read-only mapping of one segment: the ``base`` of every array received through it.
-
-    It owns the segment's descriptor (kept so that the segment can be forwarded) and
-    unmaps it and closes the descriptor when the last array viewing it is garbage. Its
-    bytes are never writable here (``PROT_READ``). Not constructed by users.
-    """
-
-    __slots__ = ("__weakref__", "_finalizer", "address", "fd", "size")
-
-    def __init__(self, fd: int, size: int) -> None:
-        """Map ``size`` bytes of ``fd`` and take ownership of ``fd`` (``OSError`` if the
-        mapping fails; ``fd`` is then still the caller's to close)."""
-        address = _mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-        if address is None or address == _MAP_FAILED:
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"mmap of a shared-memory segment failed: {os.strerror(errno)}")
-        self.address: int = address
-        self.size = size
-        self.fd = fd
-        c = _counters
-        with c.lock:
-            c.mapped += 1
-            c.mapped_bytes += size
-        self._finalizer = weakref.finalize(self, _unmap, address, size, fd)
-        # At exit the process's mappings go anyway; unmapping earlier could pull memory
-        # from under arrays that other finalizers still read.
-        self._finalizer.atexit = False
-
-    def __repr__(self) -> str:
-        return f"<SharedSegment {self.size} bytes at {self.address:#x}>"
-
-    @property
-    def __array_interface__(self) -> dict[str, object]:
-        return {
-            "shape": (self.size,),
-            "typestr": "|u1",
-            "data": (self.address, True),  # read-only
-            "version": 3,
-        }
-
-    def array(
-        self, dtype: np.dtype[np.generic], shape: tuple[int, ...], offset: int
-    ) -> npt.NDArray[np.generic]:
-        """A read-only array of ``dtype`` and ``shape`` at ``offset`` bytes (checked by
-        the caller to lie inside the segment)."""
-        import numpy as np
-
-        return np.ndarray(shape, dtype=dtype, buffer=np.asarray(self), offset=offset)
-
-
-def _segment_of(array: npt.NDArray[np.generic]) -> tuple[SharedSegment, int] | None:
-    """The segment ``array`` (C-contiguous) views and the offset in it, if it is worth
-    forwarding."""
-    import numpy as np
-
-    base: object = array.base
-    while isinstance(base, np.ndarray):
-        base = base.base
-    if type(base) is not SharedSegment:
-        return None
-    offset: int = array.__array_interface__["data"][0] - base.address
-    nbytes = array.nbytes
-    if offset < 0 or offset + nbytes > base.size or 2 * nbytes < base.size:
-        return None
-    return base, offset
-
-
-def _raw_bytes(array: npt.NDArray[np.generic]) -> memoryview:
-    import numpy as np
-
-    # A uint8 view: memoryview refuses some dtypes (datetime64) that the wire accepts.
-    return array.reshape(-1).view(np.uint8).data
-
-
-def _write_all(fd: int, data: memoryview) -> None:
-    offset = 0
-    while offset < len(data):
-        offset += os.pwrite(fd, data[offset:], offset)
-
-
-def _new_segment(data: memoryview) -> int:
-    """A one-shot segment holding ``data``, sealed against any change."""
-    fd = os.memfd_create("corral", _MEMFD_FLAGS)
-    try:
-        _write_all(fd, data)
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _ALL_SEALS)
-    except BaseException:
-        os.close(fd)
-        raise
-    with _counters.lock:
-        _counters.created += 1
-    return fd
 
 
 def share(array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
@@ -299,124 +172,6 @@ def _check_dtype(dtype: np.dtype[np.generic], error: type[Exception]) -> None:
         or dtype.hasobject
     ):
         raise error(f"shared-memory arrays of dtype {dtype} are refused")
-
-
-# -- the pool --------------------------------------------------------------------------------
-
-
-def _flock(kind: int) -> bytes:
-    return _FLOCK.pack(kind, os.SEEK_SET, 0, 0, 0)
-
-
-def _held_by_a_receiver(fd: int) -> bool:
-    """Whether some open file description other than ``fd``'s holds a lock on the file."""
-    result = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _flock(fcntl.F_WRLCK))
-    held: bool = _FLOCK.unpack(result)[0] != fcntl.F_UNLCK
-    return held
-
-
-class _Pooled:
-    """A pooled segment: its owning descriptor and a writable mapping of it."""
-
-    __slots__ = ("address", "capacity", "fd")
-
-    def __init__(self, fd: int, capacity: int, address: int) -> None:
-        self.fd = fd
-        self.capacity = capacity
-        self.address = address
-
-    def close(self) -> None:
-        _munmap(self.address, self.capacity)
-        os.close(self.fd)
-
-
-class _Pool:
-    """Reusable segments of one store. Each send hands out a new locked description.
-
-    Each segment stays mapped writable here, so a reuse is one ``memmove`` into pages that
-    are already allocated and mapped (about 3x faster than ``pwrite``, which walks the page
-    cache page by page); a new segment is written with ``pwrite`` (no zeroing, no faults)
-    and then mapped with ``MAP_POPULATE``.
-    """
-
-    def __init__(self, segments: int, max_bytes: int) -> None:
-        self.segments = segments
-        self.max_bytes = max_bytes
-        self.entries: list[_Pooled] = []
-
-    @property
-    def bytes(self) -> int:
-        return sum(entry.capacity for entry in self.entries)
-
-    def fill(self, array: npt.NDArray[np.generic]) -> int | None:
-        """A fresh locked read-only description of a pooled segment holding ``array``'s
-        bytes (C-contiguous), or None when the pool has no room for a segment this size."""
-        nbytes = array.nbytes
-        entry = self._free(nbytes)
-        if entry is not None:
-            ctypes.memmove(entry.address, array.__array_interface__["data"][0], nbytes)
-        else:
-            entry = self._grow(_raw_bytes(array))
-            if entry is None:
-                return None
-        fd = os.open(f"/proc/self/fd/{entry.fd}", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_RDLCK))
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    def _free(self, nbytes: int) -> _Pooled | None:
-        best: _Pooled | None = None
-        for entry in self.entries:
-            fits = nbytes <= entry.capacity <= 2 * nbytes
-            better = best is None or entry.capacity < best.capacity
-            if fits and better and not _held_by_a_receiver(entry.fd):
-                best = entry
-        if best is not None:
-            with _counters.lock:
-                _counters.reused += 1
-        return best
-
-    def _grow(self, data: memoryview) -> _Pooled | None:
-        capacity = -(-len(data) // mmap.PAGESIZE) * mmap.PAGESIZE
-        if capacity > self.max_bytes:
-            return None
-        while len(self.entries) >= self.segments or self.bytes + capacity > self.max_bytes:
-            if not self._evict_one():
-                return None
-        fd = os.memfd_create("corral", _MEMFD_FLAGS)
-        try:
-            os.ftruncate(fd, capacity)
-            _write_all(fd, data)
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SIZE_SEALS | fcntl.F_SEAL_SEAL)
-            prot = mmap.PROT_READ | mmap.PROT_WRITE
-            address = _mmap(None, capacity, prot, mmap.MAP_SHARED | mmap.MAP_POPULATE, fd, 0)
-            if address is None or address == _MAP_FAILED:
-                errno = ctypes.get_errno()
-                raise OSError(errno, f"mmap of a pooled segment failed: {os.strerror(errno)}")
-        except BaseException:
-            os.close(fd)
-            raise
-        entry = _Pooled(fd, capacity, address)
-        self.entries.append(entry)
-        with _counters.lock:
-            _counters.created += 1
-        return entry
-
-    def _evict_one(self) -> bool:
-        for index, entry in enumerate(self.entries):
-            if not _held_by_a_receiver(entry.fd):
-                del self.entries[index]
-                entry.close()
-                return True
-        return False
-
-    def close(self) -> None:
-        entries, self.entries = self.entries, []
-        for entry in entries:
-            entry.close()
 
 
 # -- the store -------------------------------------------------------------------------------
