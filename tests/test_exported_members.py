@@ -27,7 +27,27 @@ def test_all_lists_every_public_name() -> None:
     for module in MODULES:
         public = {
             name
-            for name, value in vars(module).items()
-            if not name.startswith("_") and not isinstance(value, type(corral))
+            for name in dir(module)
+            if not name.startswith("_")
+            and not isinstance(getattr(module, name), type(corral))
+            and name not in ("TYPE_CHECKING", "exports_from", "lazy_exports")
         }
         assert public == set(module.__all__) - {"__version__"}, module.__name__
+
+
+def test_every_exported_name_resolves() -> None:
+    for module in MODULES:
+        for name in module.__all__:
+            assert getattr(module, name) is not None, f"{module.__name__}.{name}"
+
+
+def test_importing_corral_loads_neither_asyncio_nor_the_runtime() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, corral, corral.port.worker; "
+        "print(sorted(m for m in ('asyncio', 'corral.runtime', 'logging') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

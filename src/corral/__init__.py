@@ -1,58 +1,107 @@
 """corral: Erlang/OTP-style processes, supervisors, ports, pipelines and batched inference
-for Python machine-learning services. This module only re-exports."""
+for Python machine-learning services. This module only re-exports, lazily: ``import corral``
+loads nothing until a name is used (see ``corral._lazy``)."""
 
-import logging as _logging
+from typing import TYPE_CHECKING
 
-from corral.errors import (
-    AlreadyRegistered,
-    CallTimeout,
-    CorralError,
-    FrameTooLarge,
-    MailboxFull,
-    NodeError,
-    NoProcess,
-    Overloaded,
-    PortCallError,
-    PortError,
-    PortExited,
-    ProcessError,
-    ProcessExited,
-    ProtocolError,
-    RestartIntensityExceeded,
-    StartError,
-    SupervisorError,
-    UnknownChild,
-)
-from corral.runtime import (
-    KILL,
-    KILLED,
-    NOPROC,
-    NORMAL,
-    SHUTDOWN,
-    Actor,
-    Caller,
-    ChildInfo,
-    ChildSpec,
-    Clock,
-    CrashReport,
-    Down,
-    Exit,
-    ExitReason,
-    MonitorRef,
-    Node,
-    Pid,
-    Supervisor,
-    SupervisorOptions,
-    Timer,
-    get_node,
-    self_pid,
-)
+from corral._lazy import exports_from, lazy_exports
+
+if TYPE_CHECKING:
+    from corral.errors import (
+        AlreadyRegistered,
+        CallTimeout,
+        CorralError,
+        FrameTooLarge,
+        MailboxFull,
+        NodeError,
+        NoProcess,
+        Overloaded,
+        PortCallError,
+        PortError,
+        PortExited,
+        ProcessError,
+        ProcessExited,
+        ProtocolError,
+        RestartIntensityExceeded,
+        StartError,
+        SupervisorError,
+        UnknownChild,
+    )
+    from corral.runtime import (
+        KILL,
+        KILLED,
+        NOPROC,
+        NORMAL,
+        SHUTDOWN,
+        Actor,
+        Caller,
+        ChildInfo,
+        ChildSpec,
+        Clock,
+        CrashReport,
+        Down,
+        Exit,
+        ExitReason,
+        MonitorRef,
+        Node,
+        Pid,
+        Supervisor,
+        SupervisorOptions,
+        Timer,
+        get_node,
+        self_pid,
+    )
 
 __version__ = "0.1.0"
 
-# A library adds no handlers of its own: crash reports reach whatever logging the
-# application configures, and nothing is printed when it configures none.
-_logging.getLogger("corral").addHandler(_logging.NullHandler())
+_ERRORS = (
+    "AlreadyRegistered",
+    "CallTimeout",
+    "CorralError",
+    "FrameTooLarge",
+    "MailboxFull",
+    "NodeError",
+    "NoProcess",
+    "Overloaded",
+    "PortCallError",
+    "PortError",
+    "PortExited",
+    "ProcessError",
+    "ProcessExited",
+    "ProtocolError",
+    "RestartIntensityExceeded",
+    "StartError",
+    "SupervisorError",
+    "UnknownChild",
+)
+_RUNTIME = (
+    "KILL",
+    "KILLED",
+    "NOPROC",
+    "NORMAL",
+    "SHUTDOWN",
+    "Actor",
+    "Caller",
+    "ChildInfo",
+    "ChildSpec",
+    "Clock",
+    "CrashReport",
+    "Down",
+    "Exit",
+    "ExitReason",
+    "MonitorRef",
+    "Node",
+    "Pid",
+    "Supervisor",
+    "SupervisorOptions",
+    "Timer",
+    "get_node",
+    "self_pid",
+)
+
+__getattr__, __dir__ = lazy_exports(
+    __name__, {**exports_from("corral.errors", _ERRORS), **exports_from("corral.runtime", _RUNTIME)}
+)
 
 __all__ = [
     "KILL",

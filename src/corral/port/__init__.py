@@ -2,12 +2,29 @@
 
 See ``corral.port.port`` (the parent side), ``corral.port.worker`` (the worker side, run as
 ``python -m corral.port MODULE:HANDLER``), ``corral.port.codec`` (msgpack with numpy arrays)
-and ``corral.port.frames``.
+and ``corral.port.frames``. Names load lazily, so a worker's start-up imports only what it
+uses.
 """
 
-from corral.port.codec import Codec
-from corral.port.frames import FrameDecoder
-from corral.port.port import Port, PortOptions
-from corral.port.worker import Handler
+from typing import TYPE_CHECKING
+
+from corral._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from corral.port.codec import Codec
+    from corral.port.frames import FrameDecoder
+    from corral.port.port import Port, PortOptions
+    from corral.port.worker import Handler
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "Codec": "corral.port.codec",
+        "FrameDecoder": "corral.port.frames",
+        "Handler": "corral.port.worker",
+        "Port": "corral.port.port",
+        "PortOptions": "corral.port.port",
+    },
+)
 
 __all__ = ["Codec", "FrameDecoder", "Handler", "Port", "PortOptions"]

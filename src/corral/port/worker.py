@@ -27,7 +27,6 @@ Erlang or Elixir program can drive it (see ``corral.port.erlang``).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import inspect
 import os
@@ -35,7 +34,7 @@ import select
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Final, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from corral.errors import ProtocolError
 from corral.port.codec import Codec
@@ -54,6 +53,9 @@ from corral.port.protocol import (
     STOP,
     describe_exception,
 )
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["Handler", "load_handler", "main"]
 
@@ -203,7 +205,7 @@ class _Server:
             if setup is not None:
                 result = setup(**args)
                 if inspect.isawaitable(result):
-                    asyncio.run(_await(result))
+                    _run(result)
         except Exception as exc:
             self._init_failed(exc)
         self.wire.write([self.codec.dumps([READY, PROTOCOL_VERSION, {"pid": os.getpid()}])])
@@ -228,7 +230,7 @@ class _Server:
         handle_call = _hook(self.handler, "handle_call")
         assert handle_call is not None
         if inspect.iscoroutinefunction(handle_call):
-            asyncio.run(self._serve_async())
+            _run(self._serve_async())
             return
         handle_cast = _hook(self.handler, "handle_cast")
         dumps = self.codec.dumps
@@ -277,6 +279,8 @@ class _Server:
             return self.codec.dumps([ERROR, call_id, describe_exception(encode_error)])
 
     async def _serve_async(self) -> None:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         handle_call = _hook(self.handler, "handle_call")
         handle_cast = _hook(self.handler, "handle_cast")
@@ -340,11 +344,19 @@ class _Server:
         if terminate is not None:
             result = terminate()
             if inspect.isawaitable(result):
-                asyncio.run(_await(result))
+                _run(result)
 
 
 async def _await(awaitable: object) -> None:
     await awaitable  # type: ignore[misc]
+
+
+def _run(awaitable: object) -> None:
+    """Run an awaitable to completion on a fresh event loop; asyncio is imported only by
+    workers whose handlers are async, to keep cold starts short."""
+    import asyncio
+
+    asyncio.run(_await(awaitable))
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -3,6 +3,7 @@
 See ``docs/architecture.md`` for the supervision tree and the shutdown order.
 """
 
+import corral._logging  # noqa: F401  (installs the NullHandler)
 from corral.runtime.clock import Clock
 from corral.runtime.context import get_node, self_pid
 from corral.runtime.messages import (
