@@ -38,6 +38,9 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install --quiet --upgrade pip || echo "make venv: warning: could not upgrade pip; continuing"
 	@echo "installing corral -e .[test,fast] into $(VENV)"
 	@$(BIN)/python -m pip install --quiet -e ".[test,fast]"
+	@# Benchmark data (benchmarks/train.py): river ships the Shuttle stream; recbole ships
+	@# MovieLens 100K, read from its install path (--no-deps: only the data is used).
+	@$(BIN)/python -m pip install --quiet river && $(BIN)/python -m pip install --quiet --no-deps "recbole==1.2.1"
 	@touch $@
 
 debs:

@@ -20,13 +20,30 @@ Cases
     with batch_size 100, batch_timeout 1 s, concurrency 2. The handlers are the trivial
     ones above, so that the pipeline's own cost is what is measured.
 
-Baseline ``asyncio.Queue pipeline``: the same topology written directly with asyncio, as
-one would without corral: a producer task feeding a bounded ``asyncio.Queue`` (maxsize
-max_demand x processors), the processor tasks calling the same ``handle_message`` and
-putting results on a second bounded queue, one batcher task cutting batches of 100 (with a
-``batch_timeout`` deadline when its queue runs dry) onto a third, the batch tasks calling
-the same ``handle_batch`` then ``ack`` on the same acknowledger. Per-message hand-offs take
-the non-blocking path (``get_nowait``) whenever one is possible.
+``redis_streams_end_to_end``
+    Messages per second through the Redis Streams producer
+    (``corral.pipeline.producers.redis_streams``) and the same pipeline as
+    ``memory_end_to_end`` (processors concurrency 2, a batcher of 100), acknowledged with
+    XACK. A ``redis-server`` is started on a free loopback port for the run (no persistence);
+    without ``redis-server`` or redis-py the case prints one JSON line with ``skipped`` and
+    its reason. Each measurement gets a fresh stream, filled with N entries (one field) before
+    the clock starts; the clock runs from starting the pipeline (connect, create the group)
+    until Redis reports every entry acknowledged (XINFO GROUPS: pending 0, lag 0). The
+    producer reads with ``count`` 100.
+
+    Baseline ``redis-py XREADGROUP/XACK loop``: what one writes with redis-py's asyncio
+    client alone, on the same kind of fresh stream: connect, create the group, then loop
+    XREADGROUP COUNT 100 -> wrap each entry in a ``Message`` (fields, id metadata) -> the
+    same ``handle_message`` per entry and ``handle_batch`` per read -> one XACK for the read,
+    until N are acknowledged. Target: >= 0.7 x this baseline.
+
+Baseline ``asyncio.Queue pipeline`` (the memory cases): the same topology written directly
+with asyncio, as one would without corral: a producer task feeding a bounded
+``asyncio.Queue`` (maxsize max_demand x processors), the processor tasks calling the same
+``handle_message`` and putting results on a second bounded queue, one batcher task cutting
+batches of 100 (with a ``batch_timeout`` deadline when its queue runs dry) onto a third, the
+batch tasks calling the same ``handle_batch`` then ``ack`` on the same acknowledger.
+Per-message hand-offs take the non-blocking path (``get_nowait``) whenever one is possible.
 
 Each line also carries ``ceiling``: the same handler and ack calls made in one plain loop
 with no tasks and no queues (the cost of the user's code alone), and ``ratio`` to it.
@@ -37,15 +54,24 @@ created before the clock starts and, for both sides alike, moved out of the coll
 reach with ``gc.freeze()`` during the run: a streaming system holds only the messages in
 flight, not N of them. ``cpu`` and ``cpu_share`` are as in ``runtime.py``.
 
-Targets: >= 200,000 messages/s end to end and >= 0.5 x the asyncio baseline.
+Targets: >= 200,000 messages/s end to end and >= 0.5 x the asyncio baseline (memory);
+>= 0.7 x the redis-py baseline (Redis Streams).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Awaitable, Callable, Sequence
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from _common import (
     Settings,
@@ -59,7 +85,7 @@ from _common import (
     say,
 )
 from corral import Node
-from corral.pipeline import BatchInfo, Message, Pipeline
+from corral.pipeline import BatchInfo, Message, NoAcknowledger, Pipeline
 from corral.pipeline.producers.memory import MemoryQueue
 
 BENCH = "pipeline"
@@ -88,10 +114,11 @@ class Sizes:
     """Messages per measurement (warm-ups use a tenth)."""
 
     messages: int
+    redis_messages: int
 
 
-FULL = Sizes(messages=1_000_000)
-QUICK = Sizes(messages=200_000)
+FULL = Sizes(messages=1_000_000, redis_messages=200_000)
+QUICK = Sizes(messages=200_000, redis_messages=50_000)
 
 
 class Trivial(Pipeline):
@@ -283,6 +310,235 @@ async def ceiling_side(shape: Shape, n: int) -> Timing:
     return await _timed(run, n)
 
 
+# -- Redis Streams ---------------------------------------------------------------------------
+
+REDIS_CASE = "redis_streams_end_to_end"
+REDIS_COUNT = 100
+REDIS_GROUP = "bench"
+REDIS_SHAPE = SHAPES[0]  # processors 2, one batcher of 100
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A ``redis-server`` on a free loopback port, without persistence; yields its URL.
+    ``RuntimeError`` if it is missing or does not come up within 10 s."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server not found (Debian package redis-server)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="corral-bench-redis-") as directory:
+        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "no", "--dir", directory]
+        server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10.0
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("redis-server did not start") from None
+                    time.sleep(0.01)  # waiting for the server process to listen
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            server.terminate()
+            server.wait()
+
+
+class RedisBench:
+    """One redis-server for the case; a fresh stream of N entries for each measurement."""
+
+    def __init__(self, url: str, node: Node) -> None:
+        from redis.asyncio import Redis
+
+        self.url = url
+        self.node = node
+        self.client = Redis.from_url(url, protocol=2)
+        self._streams = 0
+
+    async def fresh_stream(self, n: int) -> str:
+        self._streams += 1
+        stream = f"bench-{self._streams}"
+        await self.client.delete(stream)
+        for start in range(0, n, 10_000):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for i in range(start, min(start + 10_000, n)):
+                    pipe.xadd(stream, {b"n": i})
+                await pipe.execute()
+        return stream
+
+    async def wait_acked(self, stream: str) -> None:
+        """Until the group has every entry of ``stream`` acknowledged (polled every 0.2 ms)."""
+        while True:
+            groups: Any = await self.client.xinfo_groups(stream)
+            if groups and groups[0]["pending"] == 0 and groups[0]["lag"] == 0:
+                return
+            await asyncio.sleep(0.0002)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class CountingTrivial(Trivial):
+    """``Trivial``, resolving ``done`` once ``handle_batch`` has seen ``n`` messages."""
+
+    def __init__(self, n: int, done: asyncio.Future[None], **options: object) -> None:
+        super().__init__(**options)
+        self.n = n
+        self.seen = 0
+        self.done = done
+
+    def handle_batch(
+        self, batcher: str, messages: list[Message], batch_info: BatchInfo, context: object
+    ) -> Sequence[Message]:
+        self.seen += len(messages)
+        if self.seen >= self.n and not self.done.done():
+            self.done.set_result(None)
+        return messages
+
+
+async def redis_corral_side(bench: RedisBench, n: int) -> Timing:
+    stream = await bench.fresh_stream(n)
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    shape = REDIS_SHAPE
+    pipeline = CountingTrivial(
+        n,
+        done,
+        name=f"bench-{stream}",
+        producer={
+            "module": "redis_streams",
+            "options": {
+                "url": bench.url,
+                "stream": stream,
+                "group": REDIS_GROUP,
+                "consumer": "corral",
+                "count": REDIS_COUNT,
+                "block": 0.1,
+                "claim_idle": None,
+                "on_failure": "ack",
+            },
+        },
+        processors={"default": {"concurrency": shape.processors}},
+        batchers={
+            "default": {
+                "batch_size": shape.batch_size,
+                "batch_timeout": shape.batch_timeout,
+                "concurrency": shape.batch_processors,
+            }
+        },
+    )
+
+    async def run() -> None:
+        await pipeline.start(bench.node)
+        await done
+        await bench.wait_acked(stream)
+
+    try:
+        return await _timed(run, n)
+    finally:
+        await pipeline.stop()
+        await bench.client.delete(stream)
+
+
+async def redis_baseline_side(bench: RedisBench, n: int) -> Timing:
+    from redis.asyncio import Redis
+
+    stream = await bench.fresh_stream(n)
+    pipeline = Trivial(name="baseline", producer={"module": "memory"})
+    handle_message, handle_batch = pipeline.handle_message, pipeline.handle_batch
+    no_ack = NoAcknowledger()
+
+    async def run() -> None:
+        client = Redis.from_url(bench.url, protocol=2)
+        try:
+            await client.xgroup_create(stream, REDIS_GROUP, id="0")
+            acked = 0
+            while acked < n:
+                reply: Any = await client.xreadgroup(
+                    REDIS_GROUP, "raw", {stream: ">"}, count=REDIS_COUNT, block=100
+                )
+                if not reply:
+                    continue
+                entries = reply[0][1]
+                batch = []
+                for entry in entries:
+                    metadata = {"id": entry[0].decode(), "stream": stream}
+                    m = Message(entry[1], metadata, no_ack, entry)
+                    r = handle_message("default", m, None)
+                    assert isinstance(r, Message)
+                    batch.append(r)
+                info = BatchInfo("default", None, None, len(batch), "size")
+                handle_batch("default", batch, info, None)
+                await client.xack(stream, REDIS_GROUP, *[e[0] for e in entries])
+                acked += len(entries)
+        finally:
+            await client.aclose()
+
+    try:
+        return await _timed(run, n)
+    finally:
+        await bench.client.delete(stream)
+
+
+async def _redis_case(settings: Settings, node: Node, n: int) -> None:
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        _skip(REDIS_CASE, "redis-py is not installed (pip install 'corral[redis]')")
+        return
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(redis_server())
+        except RuntimeError as exc:
+            _skip(REDIS_CASE, str(exc))
+            return
+        bench = RedisBench(url, node)
+        try:
+            await _redis_measure(settings, bench, n)
+        finally:
+            await bench.aclose()
+
+
+async def _redis_measure(settings: Settings, bench: RedisBench, n: int) -> None:
+    say(f"pipeline: {REDIS_CASE} ({n} messages x {settings.repeats} repeats, {settings.loop})")
+    warm = max(1, n // 10)
+    await redis_corral_side(bench, warm)
+    await redis_baseline_side(bench, warm)
+    sides: list[Callable[[], Awaitable[Timing]]] = [
+        lambda: redis_corral_side(bench, n),
+        lambda: redis_baseline_side(bench, n),
+    ]
+    corral_runs, baseline_runs = await interleaved(sides, settings.repeats)
+    if settings.verbose:
+        for side, runs in (("corral", corral_runs), ("baseline", baseline_runs)):
+            say(f"  {side:8} wall {[round(t.rate) for t in runs]}")
+            say(f"  {side:8} cpu  {[round(t.cpu_rate) for t in runs]}")
+    value = median([t.rate for t in corral_runs])
+    cpu_value = median([t.cpu_rate for t in corral_runs])
+    cpu_baseline = median([t.cpu_rate for t in baseline_runs])
+    emit(
+        bench=BENCH,
+        case=REDIS_CASE,
+        metric="throughput",
+        value=value,
+        unit="messages/s",
+        baseline_name="redis-py XREADGROUP/XACK loop",
+        baseline_value=median([t.rate for t in baseline_runs]),
+        loop=settings.loop,
+        count=REDIS_COUNT,
+        cpu={"value": cpu_value, "baseline": cpu_baseline, "ratio": cpu_value / cpu_baseline},
+        cpu_share=median([t.cpu_share for t in corral_runs + baseline_runs]),
+    )
+
+
+def _skip(case: str, reason: str) -> None:
+    say(f"pipeline: {case} skipped: {reason}")
+    print(json.dumps({"bench": BENCH, "case": case, "skipped": reason}), flush=True)
+
+
 # -- driver ----------------------------------------------------------------------------------
 
 
@@ -332,6 +588,7 @@ async def run(settings: Settings) -> None:
     async with Node(name="bench") as node:
         for shape in SHAPES:
             await _case(settings, node, shape, sizes.messages)
+        await _redis_case(settings, node, sizes.redis_messages)
 
 
 def main() -> None:

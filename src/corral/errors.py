@@ -14,7 +14,8 @@ The tree::
     │   ├── CallTimeout               no reply within the call's timeout (also a TimeoutError)
     │   └── AlreadyRegistered         the name is taken by a live process
     ├── Overloaded                    a bounded buffer is full; retry later or shed load
-    │   └── MailboxFull               a process's mailbox holds mailbox_size messages
+    │   ├── MailboxFull               a process's mailbox holds mailbox_size messages
+    │   └── ServingOverloaded         a serving's queue holds max_queue requests
     ├── StartError                    a process's init hook failed; the process never ran
     ├── PortError                     a port's OS process or its wire failed
     │   ├── PortExited                the worker process ended (exit status or signal)
@@ -22,9 +23,15 @@ The tree::
     │   └── ProtocolError             a frame or term could not be decoded, or broke the protocol
     │       ├── FrameTooLarge         a frame is larger than max_frame_size
     │       └── EtfError              bytes that are not a valid Erlang term (corral.port.etf)
+    ├── ServingError                  a serving could not run a request
+    │   ├── DeadlineExceeded          the request's deadline passed before its batch ran
+    │   ├── ServingNotRunning         the serving is not started, or has stopped
+    │   ├── PartitionCrashed          the partition running the batch died, retries used up
+    │   └── SwapFailed                a new model version failed to load or warm up; rolled back
     ├── SupervisorError
     │   ├── RestartIntensityExceeded  more than max_restarts restarts within max_seconds
     │   └── UnknownChild              no child with that id under the supervisor
+    ├── TrainingFailed                a training run stopped: a worker kept dying, a model raised
     └── NodeError                     the node is not running, or already running
 """
 
@@ -40,11 +47,13 @@ __all__ = [
     "AlreadyRegistered",
     "CallTimeout",
     "CorralError",
+    "DeadlineExceeded",
     "FrameTooLarge",
     "MailboxFull",
     "NoProcess",
     "NodeError",
     "Overloaded",
+    "PartitionCrashed",
     "PortCallError",
     "PortError",
     "PortExited",
@@ -52,8 +61,13 @@ __all__ = [
     "ProcessExited",
     "ProtocolError",
     "RestartIntensityExceeded",
+    "ServingError",
+    "ServingNotRunning",
+    "ServingOverloaded",
     "StartError",
     "SupervisorError",
+    "SwapFailed",
+    "TrainingFailed",
     "UnknownChild",
 ]
 
@@ -167,7 +181,11 @@ class StartError(CorralError):
     def __init__(self, who: str, reason: ExitReason) -> None:
         self.who = who
         self.reason = reason
-        super().__init__(f"start {who}: init failed with {describe_reason(reason)}")
+        if isinstance(reason, StartError):
+            # A supervisor whose child failed: chain the texts instead of nesting reprs.
+            super().__init__(f"start {who}: init failed because {reason}")
+        else:
+            super().__init__(f"start {who}: init failed with {describe_reason(reason)}")
         if isinstance(reason, BaseException):
             self.__cause__ = reason
 
@@ -289,3 +307,105 @@ class FrameTooLarge(ProtocolError):
             f"{where}: frame of {size} bytes exceeds max_frame_size={limit}; "
             "send large arrays through shared memory or raise max_frame_size"
         )
+
+
+class ServingOverloaded(Overloaded):
+    """A serving's queue already holds ``max_queue`` requests; the request was refused at once.
+
+    Shed load or retry later (HTTP 429/503); the queue never grows past the limit.
+    """
+
+    def __init__(self, serving: str, queued: int, max_queue: int) -> None:
+        self.serving = serving
+        self.queued = queued
+        self.max_queue = max_queue
+        super().__init__(
+            f"serving '{serving}' is overloaded: {queued} requests queued (max_queue={max_queue})"
+        )
+
+
+class ServingError(CorralError):
+    """A serving could not run a request."""
+
+
+class DeadlineExceeded(ServingError, TimeoutError):
+    """The request's deadline passed before its batch ran; it was dropped unrun.
+
+    ``deadline`` is the budget the caller gave, in seconds; ``waited`` how long it waited.
+    """
+
+    def __init__(self, serving: str, deadline: float, waited: float) -> None:
+        self.serving = serving
+        self.deadline = deadline
+        self.waited = waited
+        super().__init__(
+            f"serving '{serving}': request dropped unrun after {waited:g} s in the queue "
+            f"(deadline={deadline:g}); the serving is slower than the load, or the deadline "
+            "is shorter than batch_timeout plus the model's compute time"
+        )
+
+
+class ServingNotRunning(ServingError):
+    """The serving has not been started, or its process is not alive (stopped, restarting)."""
+
+    def __init__(self, serving: str, detail: str = "") -> None:
+        self.serving = serving
+        message = f"serving '{serving}' is not running"
+        super().__init__(message + (f"; {detail}" if detail else ""))
+
+
+class PartitionCrashed(ServingError):
+    """The partition running the request's batch died and no retry was left.
+
+    ``reason`` is the partition's exit reason (also the ``__cause__`` when an exception).
+    """
+
+    def __init__(self, serving: str, partition: str, attempts: int, reason: object) -> None:
+        self.serving = serving
+        self.partition = partition
+        self.attempts = attempts
+        self.reason = reason
+        super().__init__(
+            f"serving '{serving}': partition {partition} died while running the batch "
+            f"({attempts} attempts, retry_on_crash={attempts - 1}); last reason: {reason!r}"
+        )
+        if isinstance(reason, BaseException):
+            self.__cause__ = reason
+
+
+class SwapFailed(ServingError):
+    """A new model version failed to start or to warm up; the old version keeps serving.
+
+    ``version`` is the version that was refused; the error that refused it is the
+    ``__cause__``.
+    """
+
+    def __init__(self, serving: str, version: str, reason: BaseException) -> None:
+        self.serving = serving
+        self.version = version
+        super().__init__(
+            f"serving '{serving}': swap to version '{version}' failed and was rolled back: "
+            f"{reason!r}"
+        )
+        self.__cause__ = reason
+
+
+class TrainingFailed(CorralError):
+    """A training run stopped before its last round (``corral.train.Trainer.fit``).
+
+    ``round`` is the round that failed (0-based), ``worker`` the worker's index (``None``
+    when the failure is not one worker's), ``reason`` what happened: the supervisor's
+    ``RestartIntensityExceeded`` when a worker kept dying, the model's ``PortCallError``,
+    or a ``CallTimeout``. The reason is also the ``__cause__`` when it is an exception.
+    """
+
+    def __init__(self, trainer: str, round: int, worker: int | None, reason: object) -> None:
+        self.trainer = trainer
+        self.round = round
+        self.worker = worker
+        self.reason = reason
+        who = "" if worker is None else f", worker {worker}"
+        what = repr(reason) if isinstance(reason, BaseException) else str(reason)
+        super().__init__(f"trainer {trainer}: round {round}{who} failed: {what}")
+        if isinstance(reason, BaseException):
+            self.__cause__ = reason

@@ -382,3 +382,15 @@ def test_child_specs_are_validated_and_unknown_keys_are_listed() -> None:
         ChildSpec(id="", start=Recorder)
     assert ChildSpec(id="s", start=Supervisor, type="supervisor").shutdown_timeout == "infinity"
     assert ChildSpec(id="w", start=Recorder).shutdown_timeout == 5.0
+
+
+async def test_a_nested_start_failure_reads_as_a_chain_not_nested_reprs() -> None:
+    broken = ChildSpec(id="broken", start=lambda: _BrokenRecorder("x", []))
+    async with Node() as node:
+        with pytest.raises(StartError) as info:
+            await start_sup(node, [broken])
+    text = str(info.value)
+    assert text.startswith("start process <")
+    assert ": init failed because start process <" in text
+    assert text.endswith(": init failed with ConnectionError('model server unreachable')")
+    assert "\\\\" not in text

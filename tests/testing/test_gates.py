@@ -270,3 +270,18 @@ def test_gate_fail_needs_an_exception_instance() -> None:
     assert str(error.value) == (
         "Gate.fail: exc must be an exception instance; got <class 'ValueError'>"
     )
+
+
+async def test_a_held_task_cancelled_a_moment_ago_is_not_counted_or_released() -> None:
+    gate = Gate()
+    first = asyncio.ensure_future(gate.enter())
+    second = asyncio.ensure_future(gate.enter())
+    await gate.wait_blocked(2)
+    first.cancel()
+    # Same loop step: the cancelled task has not resumed yet.
+    assert gate.blocked == 1
+    gate.release()
+    await second
+    gate.open()
+    with pytest.raises(asyncio.CancelledError):
+        await first

@@ -37,7 +37,12 @@ __all__ = [
 _WHAT = "pipeline"
 
 PRODUCER_MODULES: Mapping[str, str] = MappingProxyType(
-    {"memory": "corral.pipeline.producers.memory"}
+    {
+        "memory": "corral.pipeline.producers.memory",
+        "redis_streams": "corral.pipeline.producers.redis_streams",
+        "rabbitmq": "corral.pipeline.producers.rabbitmq",
+        "nats": "corral.pipeline.producers.nats",
+    }
 )
 """Short names of the producers corral ships; any other str is a module path."""
 

@@ -50,8 +50,9 @@ class Gate:
 
     @property
     def blocked(self) -> int:
-        """How many tasks are held at the gate now (released or failed ones are not)."""
-        return len(self._held)
+        """How many tasks are held at the gate now (released, failed or cancelled ones are
+        not)."""
+        return self._live()
 
     @property
     def entered(self) -> int:
@@ -85,7 +86,8 @@ class Gate:
             return await held
         except asyncio.CancelledError:
             if held.cancelled():
-                self._held.remove(held)
+                if held in self._held:
+                    self._held.remove(held)
             else:
                 # The verdict arrived, then the task was cancelled before it could act on it.
                 self._deliver(held.result())
@@ -97,7 +99,7 @@ class Gate:
         Returns at once if they already are. Blocks otherwise; cancellable.
         """
         count = _check_count("Gate.wait_blocked", count)
-        if len(self._held) >= count:
+        if self._live() >= count:
             return
         watcher: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (count, watcher)
@@ -128,7 +130,9 @@ class Gate:
     def release_all(self) -> None:
         """Let every held task through. Gives no credit: later tasks are held as before."""
         while self._held:
-            self._held.popleft().set_result(None)
+            held = self._held.popleft()
+            if not held.done():
+                held.set_result(None)
 
     def open(self) -> None:
         """Let every held task through, and every later one without holding it.
@@ -140,13 +144,20 @@ class Gate:
         self.release_all()
 
     def _deliver(self, verdict: _Verdict) -> None:
-        if self._held:
-            self._held.popleft().set_result(verdict)
-        elif not self._is_open:
+        # A held task cancelled a moment ago still sits in _held until it resumes: skip it.
+        while self._held:
+            held = self._held.popleft()
+            if not held.done():
+                held.set_result(verdict)
+                return
+        if not self._is_open:
             self._credits.append(verdict)
 
+    def _live(self) -> int:
+        return sum(not held.done() for held in self._held)
+
     def _notify_watchers(self) -> None:
-        blocked = len(self._held)
+        blocked = self._live()
         for count, watcher in self._watchers:
             if count <= blocked and not watcher.done():
                 watcher.set_result(None)

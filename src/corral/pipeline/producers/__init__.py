@@ -1,4 +1,10 @@
 """Producers shipped with corral, one module each, imported only when a pipeline names one:
 
 - ``memory`` (``corral.pipeline.producers.memory``): an in-memory queue, for tests and demos.
+- ``redis_streams`` (``corral.pipeline.producers.redis_streams``): a Redis stream read
+  through a consumer group (needs ``corral[redis]``).
+- ``rabbitmq`` (``corral.pipeline.producers.rabbitmq``): a RabbitMQ queue consumed with
+  prefetch, ack / reject with or without requeue (needs ``corral[rabbitmq]``).
+- ``nats`` (``corral.pipeline.producers.nats``): a NATS JetStream durable pull consumer
+  (needs ``corral[nats]``).
 """

@@ -1,0 +1,48 @@
+"""Real data sets for benchmarks/train.py, read from the packages that ship them.
+
+MovieLens 100K comes from the installed ``recbole==1.2.1`` package
+(``recbole/dataset_example/ml-100k/ml-100k.inter``); river's ``Shuttle`` stream
+(49,097 rows, 9 features) from river's bundled ``shuttle.csv.gz``. Nothing is copied into
+the repository. Install both with ``make venv``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+Arrays = dict[str, np.ndarray]
+
+
+def movielens_100k(seed: int = 0) -> tuple[Arrays, Arrays, int, int]:
+    """(train, test, users, items): ratings shuffled with ``seed``, 90/10 split."""
+    spec = importlib.util.find_spec("recbole")
+    if spec is None or spec.origin is None:
+        raise SystemExit("benchmarks/train.py: recbole is not installed; run `make venv`")
+    path = Path(spec.origin).parent / "dataset_example" / "ml-100k" / "ml-100k.inter"
+    raw = np.loadtxt(path, skiprows=1, usecols=(0, 1, 2), dtype=np.float64)
+    users, user = np.unique(raw[:, 0].astype(np.int64), return_inverse=True)
+    items, item = np.unique(raw[:, 1].astype(np.int64), return_inverse=True)
+    order = np.random.default_rng(seed).permutation(len(raw))
+    data = {"user": user[order], "item": item[order], "rating": raw[order, 2]}
+    cut = int(0.9 * len(raw))
+    train = {k: v[:cut] for k, v in data.items()}
+    test = {k: v[cut:] for k, v in data.items()}
+    return train, test, len(users), len(items)
+
+
+def shuttle(seed: int = 0) -> tuple[Arrays, Arrays]:
+    """(train, test): standardized features, label 1 for the rare class; 80/20 split."""
+    from river import datasets
+
+    rows = list(datasets.Shuttle())
+    x = np.array([[float(v) for v in features.values()] for features, _ in rows])
+    y = np.array([float(label) for _, label in rows])
+    order = np.random.default_rng(seed).permutation(len(y))
+    x, y = x[order], y[order]
+    cut = int(0.8 * len(y))
+    mean, std = x[:cut].mean(axis=0), x[:cut].std(axis=0) + 1e-9
+    x = (x - mean) / std
+    return {"x": x[:cut], "y": y[:cut]}, {"x": x[cut:], "y": y[cut:]}

@@ -1,0 +1,272 @@
+"""Benchmarks of corral.serving against the model's own batched throughput (the ceiling).
+
+    python benchmarks/serving.py [--quick] [--loop uvloop|asyncio] [--verbose]
+
+Prints one JSON object per line (see ``_common.emit``). Every case runs in this process: the
+ceiling is the model called in a tight loop on batches of ``batch_size`` on one thread,
+measured in the same run; ``ratio`` is served samples/s over that ceiling.
+
+Method (issue 4): ``OPENBLAS_NUM_THREADS=1``; 64 caller tasks on the node's loop, closed loop
+(each awaits its result, then sends the next), one sample per request, ``batch_size=64``,
+``batch_timeout=0.002``, one partition. Latency is per request, from ``run()`` to its result.
+
+Cases
+-----
+``tiny_mlp_thread`` / ``tiny_mlp_port``
+    The 64->256->256->10 MLP on a thread partition / a port partition (worker process).
+``tiny_mlp_unbatched``
+    The same with ``batch_size=1`` (thread): what serving without batching gives.
+``big_mlp_thread`` / ``big_mlp_port``
+    A compute-bound 1024->4096->4096->1024 MLP against its own ceiling.
+``fault_sigkill_port``
+    Two port partitions; one worker SIGKILLed every 2 s: failed requests and p99.
+``fault_swap``
+    Thread partition; a hot swap to a new version every 5 s: failed requests and p99.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy is imported
+
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _common import Settings, emit, loop_factory, parse_settings, percentile, say  # noqa: E402
+from _serving_models import big_mlp, tiny_mlp  # noqa: E402
+from corral import Node  # noqa: E402
+from corral.serving import Serving  # noqa: E402
+
+BENCH = "serving"
+CALLERS = 64
+BATCH = 64
+
+
+def ceiling(model: Callable[[np.ndarray], np.ndarray], width: int, seconds: float) -> float:
+    """Samples/s of the model alone on batches of BATCH, in a tight loop."""
+    x = np.random.default_rng(1).standard_normal((BATCH, width)).astype(np.float32)
+    model(x)
+    n = 0
+    start = time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        model(x)
+        n += BATCH
+    return n / elapsed
+
+
+def port_env() -> tuple[tuple[str, object], ...]:
+    path = os.environ.get("PYTHONPATH", "")
+    value = f"{HERE}{os.pathsep}{path}" if path else str(HERE)
+    return (("env", {"PYTHONPATH": value, "OPENBLAS_NUM_THREADS": "1"}),)
+
+
+class Load:
+    """Closed-loop callers; records each request's latency and failures."""
+
+    def __init__(self, serving: Serving, width: int) -> None:
+        self.serving = serving
+        self.x = np.random.default_rng(2).standard_normal(width).astype(np.float32)
+        self.latencies: list[float] = []
+        self.failed = 0
+        self.stop = False
+
+    async def caller(self) -> None:
+        run, x, lat = self.serving.run, self.x, self.latencies
+        clock = time.perf_counter
+        while not self.stop:
+            t0 = clock()
+            try:
+                await run(x)
+            except Exception:
+                self.failed += 1
+                continue
+            lat.append(clock() - t0)
+
+    async def run_for(self, seconds: float, during: Callable[[], object] | None = None) -> float:
+        """Run CALLERS callers for ``seconds`` (after a short warm-up); returns req/s."""
+        tasks = [asyncio.create_task(self.caller()) for _ in range(CALLERS)]
+        await asyncio.sleep(min(0.5, seconds / 4))  # warm-up, not measured
+        self.latencies.clear()
+        self.failed = 0
+        start = time.perf_counter()
+        if during is not None:
+            side = asyncio.create_task(during())  # type: ignore[arg-type]
+        await asyncio.sleep(seconds)
+        elapsed = time.perf_counter() - start
+        done = len(self.latencies)
+        self.stop = True
+        if during is not None:
+            side.cancel()
+            await asyncio.gather(side, return_exceptions=True)
+        await asyncio.gather(*tasks)
+        return done / elapsed
+
+
+async def served(
+    settings: Settings,
+    case: str,
+    factory: str,
+    width: int,
+    ceil: float,
+    seconds: float,
+    **options: object,
+) -> dict[str, float]:
+    options.setdefault("batch_size", BATCH)
+    options.setdefault("batch_timeout", 0.002)
+    if options.get("kind") == "port":
+        options["port_options"] = (*port_env(), ("spares", 1))
+    serving = Serving(factory, name=case, max_queue=4096, **options)  # type: ignore[arg-type]
+    async with Node([serving.child_spec()]):
+        load = Load(serving, width)
+        rate = await load.run_for(seconds)
+        stats = serving.statistics()
+    lat = load.latencies
+    result = {
+        "p50_ms": percentile(lat, 50) * 1e3,
+        "p99_ms": percentile(lat, 99) * 1e3,
+        "mean_batch_size": stats.mean_batch_size,
+        "failed": float(load.failed + stats.failed),
+    }
+    emit(
+        bench=BENCH,
+        case=case,
+        metric="throughput",
+        value=rate,
+        unit="req/s",
+        baseline_name="model ceiling (tight loop, batches of 64)",
+        baseline_value=ceil,
+        loop=settings.loop,
+        **result,
+    )
+    say(f"{case}: {rate:,.0f} req/s, {result}")
+    return {"rate": rate, **result}
+
+
+async def fault_case(
+    settings: Settings, case: str, seconds: float, steady_p99: float, ceil: float, **kw: object
+) -> None:
+    kind = kw.pop("kind")
+    options: dict[str, object] = {"batch_size": BATCH, "batch_timeout": 0.002, "kind": kind}
+    if kind == "port":
+        options["port_options"] = (*port_env(), ("spares", 1))
+        options["partitions"] = 2
+    serving = Serving("_serving_models:tiny_mlp", name=case, **options)  # type: ignore[arg-type]
+    events = 0
+
+    async def kill_every_2s() -> None:
+        nonlocal events
+        while True:
+            await asyncio.sleep(2.0)
+            pid = serving.statistics().partitions[events % 2].os_pid
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                events += 1
+
+    async def swap_every_5s() -> None:
+        nonlocal events
+        versions = ["_serving_models:tiny_mlp_b", "_serving_models:tiny_mlp"]
+        while True:
+            await asyncio.sleep(5.0 if not settings.quick else 2.0)
+            events += 1
+            await serving.swap(
+                versions[events % 2], version=str(events + 1), warmup=np.zeros(64, np.float32)
+            )
+
+    async with Node([serving.child_spec()]):
+        load = Load(serving, 64)
+        during = kill_every_2s if kind == "port" else swap_every_5s
+        rate = await load.run_for(seconds, during)
+        stats = serving.statistics()
+    p99 = percentile(load.latencies, 99) * 1e3
+    emit(
+        bench=BENCH,
+        case=case,
+        metric="p99_latency",
+        value=p99,
+        unit="ms",
+        baseline_name="steady-state p99 (same partition kind)",
+        baseline_value=steady_p99,
+        loop=settings.loop,
+        lower_is_better=True,
+        failed=load.failed + stats.failed,
+        events=events,
+        req_per_s=rate,
+        retried_batches=stats.retried_batches,
+        ratio_to_ceiling=rate / ceil,
+    )
+    say(f"{case}: failed={load.failed + stats.failed} p99={p99:.2f} ms events={events}")
+
+
+async def main(settings: Settings) -> None:
+    quick = settings.quick
+    seconds = 3.0 if quick else 10.0
+    tiny_ceiling = ceiling(tiny_mlp(), 64, 1.0)
+    say(f"tiny MLP ceiling: {tiny_ceiling:,.0f} samples/s")
+    thread = await served(
+        settings, "tiny_mlp_thread", "_serving_models:tiny_mlp", 64, tiny_ceiling, seconds
+    )
+    port = await served(
+        settings,
+        "tiny_mlp_port",
+        "_serving_models:tiny_mlp",
+        64,
+        tiny_ceiling,
+        seconds,
+        kind="port",
+    )
+    unbatched = await served(
+        settings,
+        "tiny_mlp_unbatched",
+        "_serving_models:tiny_mlp",
+        64,
+        tiny_ceiling,
+        seconds,
+        batch_size=1,
+        batch_timeout=0.0,
+    )
+    for name, res in (("thread", thread), ("port", port)):
+        emit(
+            bench=BENCH,
+            case=f"tiny_mlp_{name}_vs_unbatched",
+            metric="throughput",
+            value=res["rate"],
+            unit="req/s",
+            baseline_name="unbatched serving (batch_size=1, thread)",
+            baseline_value=unbatched["rate"],
+            loop=settings.loop,
+        )
+    big_ceiling = ceiling(big_mlp(), 1024, 2.0 if quick else 5.0)
+    say(f"big MLP ceiling: {big_ceiling:,.0f} samples/s")
+    for kind in ("thread", "port"):
+        await served(
+            settings,
+            f"big_mlp_{kind}",
+            "_serving_models:big_mlp",
+            1024,
+            big_ceiling,
+            seconds,
+            kind=kind,
+        )
+    fault_seconds = 6.0 if quick else 20.0
+    await fault_case(
+        settings, "fault_sigkill_port", fault_seconds, port["p99_ms"], tiny_ceiling, kind="port"
+    )
+    await fault_case(
+        settings, "fault_swap", fault_seconds, thread["p99_ms"], tiny_ceiling, kind="thread"
+    )
+
+
+if __name__ == "__main__":
+    settings = parse_settings(__doc__.splitlines()[0])
+    with asyncio.Runner(loop_factory=loop_factory(settings.loop)) as runner:
+        runner.run(main(settings))

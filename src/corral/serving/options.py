@@ -1,0 +1,114 @@
+"""``ServingOptions``: every option of a ``Serving``, with its doc, default, unit and rule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Literal
+
+from corral._options import Options, is_int, is_number, one_of, option
+
+__all__ = ["ServingOptions"]
+
+PartitionKind = Literal["thread", "port"]
+
+
+def _valid_pad_to(value: object) -> bool:
+    return type(value) is tuple and all(type(v) is int and v >= 1 for v in value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServingOptions(Options):
+    """How a serving batches, where it runs batches, and how it fails."""
+
+    _what = "serving"
+
+    batch_size: int = option(
+        64,
+        doc="Most samples in one batch; a full key is cut at once.",
+        rule="an int >= 1",
+        check=is_int(1),
+    )
+    batch_timeout: float = option(
+        0.005,
+        doc="Seconds the oldest queued request waits for its batch to fill before the batch "
+        "is cut anyway.",
+        rule="a number >= 0",
+        check=is_number(0),
+    )
+    max_queue: int = option(
+        4096,
+        doc="Most requests queued (all keys); beyond it run() fails at once with "
+        "ServingOverloaded.",
+        rule="an int >= 1",
+        check=is_int(1),
+    )
+    partitions: int = option(
+        1,
+        doc="How many partitions (model instances) run batches concurrently.",
+        rule="an int >= 1",
+        check=is_int(1),
+    )
+    kind: PartitionKind = option(
+        "thread",
+        doc="'thread': each partition runs the model on a dedicated thread of this process "
+        "(for numpy/torch/onnxruntime, which release the GIL); 'port': each partition runs it "
+        "in a corral Port worker OS process (the model factory must be an importable "
+        "'module:attr' path).",
+        rule="'thread' or 'port'",
+        check=one_of("thread", "port"),
+    )
+    batch_keys: Callable[[object], Hashable] | None = option(
+        None,
+        doc="Called on each request's input; requests with equal keys batch together (one "
+        "queue per key, e.g. a shape bucket). None: one queue.",
+        rule="a callable or None",
+        check=lambda v: v is None or callable(v),
+    )
+    pad_to: tuple[int, ...] = option(
+        (),
+        doc="Batch sizes to pad to (with zeros) for models that need static shapes; the "
+        "largest must be >= batch_size. Empty: no padding.",
+        rule="a tuple of ints >= 1",
+        check=_valid_pad_to,
+    )
+    retry_on_crash: int = option(
+        1,
+        doc="Times a batch whose partition died is run again on another partition before "
+        "its requests fail with PartitionCrashed (inference is idempotent).",
+        rule="an int >= 0",
+        check=is_int(0),
+    )
+    version: str = option(
+        "1",
+        doc="The first model version's label; results and statistics carry it.",
+        rule="a non-empty str",
+        check=lambda v: type(v) is str and v != "",
+    )
+    device: str | None = option(
+        None,
+        doc="Device for adapters that have one (torch: 'cpu', 'cuda:0'); None: the default.",
+        rule="a str or None",
+        check=lambda v: v is None or type(v) is str,
+    )
+    port_options: tuple[tuple[str, object], ...] = option(
+        (),
+        doc="Extra PortOptions for 'port' partitions, as (name, value) pairs.",
+        rule="a tuple of (str, value) pairs",
+        check=lambda v: type(v) is tuple and all(type(p) is tuple and len(p) == 2 for p in v),
+    )
+    call_timeout: float | None = option(
+        None,
+        doc="Seconds one batch may run on a partition before the partition is killed and "
+        "the batch treated as crashed. None: no limit.",
+        rule="a number > 0 or None",
+        check=lambda v: v is None or is_number(0, strict=True)(v),
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pad_to and max(self.pad_to) < self.batch_size:
+            raise ValueError(
+                f"invalid options for {self._what}: pad_to must hold a size >= batch_size="
+                f"{self.batch_size}; got {self.pad_to!r}"
+            )

@@ -1,0 +1,41 @@
+"""The port worker side of ``"port"`` partitions: loads the model, runs one batch per call.
+
+Runs in the worker OS process (``python -m corral.port corral.serving.port_handler:
+ServingHandler``); ``setup`` imports the model factory named by ``factory`` and loads the
+model (blocking the worker, before it reports ready); ``handle_call(batch)`` runs it and
+returns the output array. A model error fails only that call (``PortCallError``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from corral.serving.adapters import AsyncFunctionModel, Model
+from corral.serving.factory import load_model
+
+__all__ = ["ServingHandler"]
+
+
+class ServingHandler:
+    """A port handler running one model."""
+
+    def __init__(self) -> None:
+        self.model: Model | None = None
+
+    def setup(self, *, factory: str, device: str | None = None) -> None:
+        model = load_model(factory, device=device)
+        if isinstance(model, AsyncFunctionModel):
+            raise TypeError(
+                f"serving port worker: {factory} gave an async model; ports run plain models"
+            )
+        self.model = model
+
+    def handle_call(self, batch: object) -> object:
+        assert self.model is not None
+        if not isinstance(batch, np.ndarray):
+            raise TypeError(f"serving port worker: expected an array batch; got {batch!r}")
+        return self.model.run(batch)
+
+    def terminate(self) -> None:
+        if self.model is not None:
+            self.model.close()

@@ -1,0 +1,65 @@
+"""Frozen records a serving hands out: ``Result`` and ``statistics()``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["PartitionStatistics", "Result", "ServingStatistics"]
+
+
+class Result(NamedTuple):
+    """One request's answer: ``output`` (its rows of the batch's output: one sample's
+    output for ``run``, a leading batch axis for ``run_batch``) and the model ``version``
+    that computed it. A named tuple: frozen, and cheap to make on the hot path."""
+
+    output: np.ndarray
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionStatistics:
+    """One partition: ``state`` is ``"idle"``, ``"busy"``, ``"down"`` (restarting) or
+    ``"draining"`` (an old version finishing its batch during a swap). ``os_pid`` is the
+    worker process of a ``"port"`` partition (None for threads)."""
+
+    index: int
+    version: str
+    kind: str
+    state: str
+    batches: int
+    crashes: int
+    os_pid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServingStatistics:
+    """A snapshot of a serving. Times are seconds on the node's clock.
+
+    ``batch_sizes`` maps real (unpadded) batch size to how many batches had it;
+    ``wait_*`` is the time from a request's arrival until its batch started; ``compute_*``
+    the time a batch spent on its partition.
+    """
+
+    name: str
+    version: str
+    queue_length: int
+    queued_samples: int
+    requests: int
+    completed: int
+    failed: int
+    expired: int
+    overloaded: int
+    cancelled: int
+    batches: int
+    retried_batches: int
+    batch_sizes: tuple[tuple[int, int], ...]
+    mean_batch_size: float
+    mean_wait: float
+    max_wait: float
+    mean_compute: float
+    max_compute: float
+    swaps: int
+    partitions: tuple[PartitionStatistics, ...]

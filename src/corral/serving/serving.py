@@ -1,0 +1,220 @@
+"""``Serving``: an inert value (a model factory and options) that runs inline or as a process.
+
+- ``serving.run_inline(x)`` loads the model once and runs it on the calling thread: no
+  batching, no process; for scripts and tests.
+- ``serving.child_spec()`` puts it in a supervision tree (or ``await serving.start(node)``);
+  then ``await serving.run(x)`` from any task on the node's loop, and
+  ``serving.run_sync(x)`` from any other thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from corral.errors import ServingNotRunning
+from corral.runtime.node import Node
+from corral.runtime.process import Pid
+from corral.runtime.supervisor import ChildSpec, Supervisor
+from corral.serving.adapters import AsyncFunctionModel, Model
+from corral.serving.factory import ModelFactory, factory_path, load_model
+from corral.serving.options import ServingOptions
+from corral.serving.records import Result, ServingStatistics
+
+if TYPE_CHECKING:
+    from corral.serving.server import ServingServer
+
+__all__ = ["Serving"]
+
+
+class Serving:
+    """Batched inference for one model.
+
+    ``factory`` loads the model (a zero-argument callable, or ``"module:attr"``; required
+    for ``kind="port"``); what it returns is adapted by ``corral.serving.adapters.adapt``.
+    ``options`` are ``ServingOptions`` fields (``batch_size``, ``batch_timeout``,
+    ``max_queue``, ``partitions``, ``kind``, ``batch_keys``, ``pad_to``, ``retry_on_crash``,
+    ...), validated here: a bad value raises ``ValueError`` naming the option.
+    """
+
+    def __init__(self, factory: ModelFactory, *, name: str = "serving", **options: object) -> None:
+        if type(name) is not str or not name:
+            raise ValueError(f"Serving: name must be a non-empty str; got {name!r}")
+        self.name = name
+        self.factory = factory
+        try:
+            self.options = ServingOptions(**options)  # type: ignore[arg-type]
+        except TypeError as exc:
+            valid = ", ".join(ServingOptions.__dataclass_fields__)
+            raise ValueError(
+                f"invalid options for serving '{name}': {exc}; valid options: {valid}"
+            ) from None
+        except ValueError as exc:
+            raise ValueError(
+                str(exc).replace("for serving:", f"for serving '{name}':", 1)
+            ) from None
+        if self.options.kind == "port":
+            factory_path(factory)  # a port worker imports it: refuse lambdas now
+        self._server: ServingServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inline: Model | None = None
+
+    def __repr__(self) -> str:
+        state = "running" if self._server is not None else "not running"
+        return f"<Serving '{self.name}' {self.options.kind} x{self.options.partitions} {state}>"
+
+    # -- inline ------------------------------------------------------------------------------
+
+    def run_inline(self, x: object) -> Result:
+        """Run one sample through the model on the calling thread, unbatched (loading the
+        model on first use). Blocks for the load and the compute."""
+        out = self._inline_model().run(np.expand_dims(np.asarray(x), 0))
+        return Result(out[0], self.options.version)
+
+    def run_batch_inline(self, xs: object) -> Result:
+        """As ``run_inline`` for a batch (first axis) of samples."""
+        return Result(self._inline_model().run(np.asarray(xs)), self.options.version)
+
+    def _inline_model(self) -> Model:
+        if self._inline is None:
+            model = load_model(self.factory, device=self.options.device)
+            if isinstance(model, AsyncFunctionModel):
+                raise TypeError(f"serving '{self.name}': an async model cannot run inline")
+            self._inline = model
+        return self._inline
+
+    # -- as a process ------------------------------------------------------------------------
+
+    def child_spec(self, *, id: str | None = None) -> ChildSpec:
+        """A child spec for a supervisor: the serving process registered as ``name``; it
+        starts its partitions (each loading the model) before the next child starts."""
+        from corral.serving.server import ServingServer
+
+        return ChildSpec(
+            id=id or self.name, start=lambda: ServingServer(self), name=self.name, shutdown=30.0
+        )
+
+    async def start(self, node: Node) -> Pid:
+        """Start the serving under ``node``'s root supervisor; returns when every partition
+        has loaded its model. Raises ``StartError`` if one fails to."""
+        return await Supervisor.start_child(node.root, self.child_spec())
+
+    def _attach(self, server: ServingServer) -> None:
+        self._server = server
+        self._loop = server._loop
+
+    def _detach(self, server: ServingServer) -> None:
+        if self._server is server:
+            self._server = None
+
+    def _running_server(self) -> ServingServer:
+        server = self._server
+        if server is None:
+            raise ServingNotRunning(self.name, "start it with child_spec() or start(node)")
+        return server
+
+    # -- callers -----------------------------------------------------------------------------
+
+    async def run(self, x: object, *, deadline: float | None = None) -> Result:
+        """Run one sample, batched with other callers'; returns its output and version.
+
+        ``deadline``: seconds from now; if its batch has not started by then the request is
+        dropped unrun with ``DeadlineExceeded``. Raises ``ServingOverloaded`` at once when
+        the queue is full. Cancelling the caller takes the request out of the queue (or
+        drops its result if its batch is running). Must be called on the node's loop.
+        """
+        if deadline is not None:
+            _check_deadline(self.name, deadline)
+        server = self._server
+        if server is None:
+            raise ServingNotRunning(self.name, "start it with child_spec() or start(node)")
+        request, fut = server.submit(np.asarray(x), 1, True, deadline)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            server.withdraw(request)
+            raise
+
+    async def run_batch(self, xs: object, *, deadline: float | None = None) -> Result:
+        """As ``run`` for a small batch of samples (first axis; at most ``batch_size``);
+        they stay together in one batch and the output keeps the first axis."""
+        arr = np.asarray(xs)
+        if arr.ndim == 0 or arr.shape[0] < 1:
+            raise ValueError(
+                f"serving '{self.name}': run_batch needs an array with a first axis of at "
+                f"least 1 sample; got shape {arr.shape}"
+            )
+        return await self._submit(arr, arr.shape[0], False, deadline)
+
+    async def _submit(
+        self, x: np.ndarray, size: int, single: bool, deadline: float | None
+    ) -> Result:
+        if deadline is not None:
+            _check_deadline(self.name, deadline)
+        server = self._running_server()
+        request, fut = server.submit(x, size, single, deadline)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            server.withdraw(request)
+            raise
+
+    def run_sync(self, x: object, *, deadline: float | None = None) -> Result:
+        """``run`` from a thread that is not the node's loop (a Flask handler, say); blocks
+        the calling thread until the result. Thread-safe."""
+        return self._sync(self.run(x, deadline=deadline))
+
+    def run_batch_sync(self, xs: object, *, deadline: float | None = None) -> Result:
+        """``run_batch`` from another thread; blocks it until the result. Thread-safe."""
+        return self._sync(self.run_batch(xs, deadline=deadline))
+
+    def _sync(self, coro: object) -> Result:
+        loop = self._loop
+        if loop is None or self._server is None or loop.is_closed():
+            coro.close()  # type: ignore[attr-defined]
+            raise ServingNotRunning(self.name, "start it with child_spec() or start(node)")
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            coro.close()  # type: ignore[attr-defined]
+            raise RuntimeError(
+                f"serving '{self.name}': run_sync called on the node's event loop thread, where "
+                "it would deadlock; use `await serving.run(x)` there"
+            )
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()  # type: ignore[arg-type]
+
+    async def swap(self, factory: ModelFactory, *, version: str, warmup: object = None) -> None:
+        """Load ``factory`` as ``version`` beside the running model, warm it on ``warmup``
+        (one sample), flip new batches to it, let the old version's running batches
+        finish, then stop it. Raises ``SwapFailed`` (the old version keeps serving) if the
+        new one fails to load or to warm up. Returns when the old version has stopped."""
+        if type(version) is not str or not version:
+            raise ValueError(
+                f"serving '{self.name}': version must be a non-empty str; got {version!r}"
+            )
+        server = self._running_server()
+        await server.pid.call(("swap", factory, version, warmup), timeout=None)
+
+    def statistics(self) -> ServingStatistics:
+        """A snapshot of the queue, batches, timings and partitions. Call on the node's
+        loop (or while the serving is idle)."""
+        return self._running_server().statistics()
+
+    @property
+    def version(self) -> str:
+        """The model version new batches run on."""
+        server = self._server
+        if server is None or server.current is None:
+            return self.options.version
+        return server.current.version
+
+
+def _check_deadline(name: str, deadline: object) -> None:
+    if type(deadline) not in (int, float) or deadline < 0:  # type: ignore[operator]
+        raise ValueError(
+            f"serving '{name}': deadline must be a number of seconds >= 0 or None; got {deadline!r}"
+        )

@@ -1,0 +1,77 @@
+"""Hot swap: load a new model version beside the old one, warm it, flip, drain, stop the old.
+
+``run_swap`` runs as a task of the server (so the new partitions supervisor is linked to the
+server). Steps:
+
+1. start the new version's partitions (each loads its model);
+2. warm up: run ``warmup`` (one sample) through every new partition; an error or a partition
+   failing to start stops the new partitions and raises ``SwapFailed`` (rolled back: the old
+   version never stopped serving);
+3. flip: batches cut from now on go to the new version (one assignment, between two batches);
+4. drain: wait until the old version's running batches finish (their results carry the old
+   version), then stop its partitions.
+
+No request fails because of a swap: queued requests wait for the flip like any others, and
+a batch of the old version whose partition dies is retried on the new one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from corral import telemetry
+from corral.errors import SwapFailed
+from corral.serving.partitions import ModelFailed
+
+if TYPE_CHECKING:
+    from corral.serving.factory import ModelFactory
+    from corral.serving.generation import Generation
+    from corral.serving.server import ServingServer
+
+__all__ = ["SWAP_EVENT", "run_swap"]
+
+SWAP_EVENT = ("corral", "serving", "swapped")
+
+
+async def run_swap(
+    server: ServingServer, factory: ModelFactory, version: str, warmup: object
+) -> None:
+    """Swap ``server`` to ``factory`` as ``version``; raises ``SwapFailed`` on rollback.
+    Cancelling it before the flip stops the new partitions; after, the drain goes on."""
+    name = server.name
+    new: Generation | None = None
+    try:
+        new = await server.start_generation(factory, version)
+        if warmup is not None:
+            batch = np.expand_dims(np.asarray(warmup), 0)
+            padded = server.policy.padded_size(1)
+            if padded > 1:
+                pad = np.zeros((padded - 1, *batch.shape[1:]), batch.dtype)
+                batch = np.concatenate([batch, pad])
+            for slot in new.slots:
+                out = await slot.pid.call(batch, timeout=server.options.call_timeout)
+                if isinstance(out, ModelFailed):
+                    raise out.error
+    except BaseException as exc:
+        if new is not None:
+            await new.stop()
+        if isinstance(exc, Exception):
+            telemetry.emit((*SWAP_EVENT, "failed"), {}, {"serving": name, "version": version})
+            raise SwapFailed(name, version, exc) from exc
+        raise
+    old = server.current
+    server.current = new
+    if old is not None:
+        server.retired.append(old)
+    server.pump()
+    telemetry.emit(
+        SWAP_EVENT,
+        {},
+        {"serving": name, "version": version, "previous": None if old is None else old.version},
+    )
+    if old is not None:
+        await old.drain()
+        await old.stop()
+        server.retired.remove(old)

@@ -1,0 +1,43 @@
+"""Data-parallel training that averages what supervised workers learn (see
+``docs/training.md``). This module only re-exports; the torch wrapper lives in
+``corral.train.torch`` and is imported only when used."""
+
+from corral.errors import TrainingFailed
+from corral.train.averaging import weighted_average
+from corral.train.checkpoint import Checkpoint
+from corral.train.factorization import MatrixFactorization
+from corral.train.linear import LinearRegression, LogisticRegression
+from corral.train.model import Data, Model, Parameters, StatefulModel, TrainStats, load_model
+from corral.train.options import TrainerOptions
+from corral.train.rounds import round_seed, train_locally, train_round
+from corral.train.sharding import shard_bounds, split
+from corral.train.trainer import RESUMED_EVENT, ROUND_EVENT, RoundStats, Trainer, TrainResult
+from corral.train.workers import PortWorkers, WorkerPool
+
+__all__ = [
+    "RESUMED_EVENT",
+    "ROUND_EVENT",
+    "Checkpoint",
+    "Data",
+    "LinearRegression",
+    "LogisticRegression",
+    "MatrixFactorization",
+    "Model",
+    "Parameters",
+    "PortWorkers",
+    "RoundStats",
+    "StatefulModel",
+    "TrainResult",
+    "TrainStats",
+    "Trainer",
+    "TrainerOptions",
+    "TrainingFailed",
+    "WorkerPool",
+    "load_model",
+    "round_seed",
+    "shard_bounds",
+    "split",
+    "train_locally",
+    "train_round",
+    "weighted_average",
+]

@@ -1,0 +1,261 @@
+"""``Trainer``: data-parallel training that averages what supervised workers learn.
+
+::
+
+    async with Node():
+        async with Trainer(data, model="corral.train:LinearRegression",
+                           model_args={"features": 10}, workers=4) as trainer:
+            result = await trainer.fit(rounds=20)
+
+Entering the trainer cuts ``data`` into ``workers`` contiguous shards, writes each shard's
+columns as ``.npy`` files (the only time the data moves: workers map them read-only), and
+starts the workers under one supervisor (``corral.train.workers``). Each round of ``fit``
+sends every worker the current parameters, lets it train its shard for ``local_epochs``
+with a seed derived from (``seed``, round, worker), and averages the returned parameters
+weighted by shard rows. A worker that dies mid-round is restarted by its supervisor and
+its shard re-run for that round, with the same seed, so the round's result does not change.
+After every round the parameters (and optimizer state) and the round number go to the
+``checkpoint`` file; ``fit`` resumes from it when it exists.
+
+Telemetry (see ``docs/training.md``): ``("corral", "train", "round")`` after every round and
+``("corral", "train", "resumed")`` when ``fit`` starts from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+import numpy as np
+
+from corral import telemetry
+from corral.errors import TrainingFailed
+from corral.runtime.context import get_node
+from corral.train import checkpoint
+from corral.train.averaging import weighted_average
+from corral.train.model import Data, Parameters, StatefulModel, load_model, rows
+from corral.train.options import TrainerOptions
+from corral.train.rounds import Reply, parse_reply, round_seed
+from corral.train.sharding import split
+from corral.train.workers import PortWorkers
+
+__all__ = ["RESUMED_EVENT", "ROUND_EVENT", "RoundStats", "TrainResult", "Trainer"]
+
+ROUND_EVENT: Final = ("corral", "train", "round")
+RESUMED_EVENT: Final = ("corral", "train", "resumed")
+
+
+@dataclass(frozen=True)
+class RoundStats:
+    """One round: weighted mean training ``loss`` of the workers, held-out ``metrics``
+    (empty without ``eval_data``), ``samples`` processed (rows x local epochs), worker
+    ``restarts`` during the round and its ``duration`` in seconds."""
+
+    round: int
+    loss: float
+    metrics: dict[str, float]
+    samples: int
+    restarts: int
+    duration: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What ``fit`` returns: the final ``parameters``, the number of ``rounds`` completed
+    (resumed ones included) and the ``history`` of the rounds this call ran."""
+
+    parameters: Parameters
+    rounds: int
+    history: list[RoundStats] = field(default_factory=list)
+
+
+class Trainer:
+    """Data-parallel trainer over supervised port workers (see the module doc).
+
+    Options are ``TrainerOptions`` fields (validated here, ``ValueError`` naming the
+    option). ``eval_data`` is evaluated here after every round, in the event loop's thread
+    (it blocks the loop for that long). Use from inside a running ``Node``.
+    """
+
+    def __init__(
+        self, data: Data, *, eval_data: Data | None = None, name: str = "trainer", **options: object
+    ) -> None:
+        self.options = TrainerOptions(**options)  # type: ignore[arg-type]
+        self.name = name
+        n = rows(data)
+        if n < self.options.workers:
+            raise ValueError(
+                f"invalid options for trainer '{name}': workers must be at most "
+                f"the data's {n} rows; got {self.options.workers}"
+            )
+        self._data = data
+        self._eval = eval_data
+        self._model = load_model(self.options.model, self.options.model_args)
+        self._pool: PortWorkers | None = None
+        self._tmp: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Write the shards and start the workers; blocks until every worker is ready
+        (``StartError`` if one fails its setup). Writing the shards blocks the loop."""
+        opts = self.options
+        base = opts.data_dir
+        if base is None:
+            base = self._tmp = tempfile.mkdtemp(prefix="corral-train-")
+        dirs = []
+        for k, shard in enumerate(split(self._data, opts.workers)):
+            d = Path(base) / f"worker-{k}"
+            d.mkdir(parents=True, exist_ok=True)
+            for column, values in shard.items():
+                np.save(d / f"{column}.npy", np.ascontiguousarray(values), allow_pickle=False)
+            dirs.append(str(d))
+        self._pool = PortWorkers(
+            get_node(),
+            repr(self.name),
+            model=opts.model,
+            model_args=opts.model_args,
+            shard_dirs=dirs,
+            max_restarts=opts.max_restarts,
+            max_seconds=opts.max_seconds,
+            round_timeout=opts.round_timeout,
+            port_options=dict(opts.port_options or {}),
+        )
+        await self._pool.start()
+
+    async def aclose(self) -> None:
+        """Stop the workers and remove the temporary shard directory."""
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    async def __aenter__(self) -> Trainer:
+        try:
+            await self.start()
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def worker_os_pids(self) -> list[int]:
+        """Each worker's OS pid; waits behind a round the worker is running."""
+        return await self._started().os_pids()
+
+    # -- training --------------------------------------------------------------------------
+
+    async def fit(self, rounds: int) -> TrainResult:
+        """Run rounds until ``rounds`` are complete (resuming from the checkpoint if there is
+        one); blocks for the whole run. Raises ``TrainingFailed`` when a worker keeps dying
+        (the supervisor's restart intensity is exceeded), its model raises, or a round
+        exceeds ``round_timeout``; the workers are then stopped."""
+        if type(rounds) is not int or rounds < 0:
+            raise ValueError(
+                f"trainer '{self.name}'.fit: rounds must be an int >= 0; got {rounds!r}"
+            )
+        pool, opts = self._started(), self.options
+        params, state, first = self._initial()
+        history: list[RoundStats] = []
+        clock = pool.node.clock
+        try:
+            for r in range(first, rounds):
+                began, restarts = clock.now(), pool.restarts
+                replies = await self._round(r, params, state)
+                params = weighted_average([(x.params, x.samples) for x in replies])
+                if state is not None:
+                    state = weighted_average([(x.state or {}, x.samples) for x in replies])
+                total = sum(x.samples for x in replies)
+                loss = sum(x.loss * x.samples for x in replies) / total
+                if opts.checkpoint is not None:
+                    checkpoint.save(opts.checkpoint, r, params, state)
+                stats = RoundStats(
+                    r,
+                    loss,
+                    self.evaluate(params),
+                    sum(x.processed for x in replies),
+                    pool.restarts - restarts,
+                    clock.now() - began,
+                )
+                history.append(stats)
+                self._emit(stats)
+        except TrainingFailed:
+            await self.aclose()
+            raise
+        return TrainResult(params, max(first, rounds), history)
+
+    def evaluate(
+        self, params: Mapping[str, np.ndarray], data: Data | None = None
+    ) -> dict[str, float]:
+        """The model's metrics for ``params`` on ``data`` (default ``eval_data``; ``{}``
+        when neither is given); runs here and blocks."""
+        data = self._eval if data is None else data
+        if data is None:
+            return {}
+        self._model.set_parameters(params)
+        return self._model.evaluate(data)
+
+    async def _round(self, r: int, params: Parameters, state: Parameters | None) -> list[Reply]:
+        pool, opts = self._started(), self.options
+
+        async def one(k: int) -> Reply:
+            request = {
+                "params": params,
+                "state": state,
+                "epochs": opts.local_epochs,
+                "seed": round_seed(opts.seed, r, k),
+            }
+            reply = await pool.run(k, r, request)
+            try:
+                return parse_reply(reply)
+            except TypeError as exc:
+                raise TrainingFailed(repr(self.name), r, k, exc) from exc
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(k)) for k in range(opts.workers)]
+        except* TrainingFailed as failures:
+            raise failures.exceptions[0] from None
+        return [task.result() for task in tasks]
+
+    def _initial(self) -> tuple[Parameters, Parameters | None, int]:
+        opts = self.options
+        saved = checkpoint.load(opts.checkpoint) if opts.checkpoint is not None else None
+        wants_state = opts.average_optimizer_state and isinstance(self._model, StatefulModel)
+        if saved is not None:
+            telemetry.emit(RESUMED_EVENT, {"round": saved.round}, {"trainer": self.name})
+            state = saved.optimizer_state if wants_state else None
+            return saved.parameters, state, saved.round + 1
+        state = self._model.get_optimizer_state() if wants_state else None  # type: ignore[attr-defined]
+        return self._model.get_parameters(), state, 0
+
+    def _emit(self, stats: RoundStats) -> None:
+        measurements: dict[str, float] = {
+            "round": stats.round,
+            "loss": stats.loss,
+            "samples": stats.samples,
+            "restarts": stats.restarts,
+            "duration": stats.duration,
+        }
+        measurements.update({f"eval_{k}": v for k, v in stats.metrics.items()})
+        telemetry.emit(ROUND_EVENT, measurements, {"trainer": self.name})
+
+    def _started(self) -> PortWorkers:
+        if self._pool is None:
+            raise RuntimeError(f"trainer '{self.name}': not started; use `async with trainer`")
+        return self._pool

@@ -1,0 +1,145 @@
+"""Where a trainer's workers live: the ``WorkerPool`` seam, and ``PortWorkers`` (local ports).
+
+A pool owns N workers, each holding one shard, and runs a round request on worker ``k``
+until it succeeds. ``PortWorkers`` runs each worker as a ``Port`` under one ``Supervisor``
+(``one_for_one``, the trainer's ``max_restarts`` in ``max_seconds``); a Ray backend would
+supply the same three calls with Ray actors.
+
+Failure handling in ``PortWorkers.run``: when the worker dies mid-round (``PortExited``,
+or the port process gone), it waits for the port process to end, asks the supervisor for
+the child's new pid (the supervisor answers after it has restarted the child, since the
+exit is in its mailbox first) and sends the same request again; the new worker maps the
+same shard file in its setup. When the supervisor has given up (restart intensity
+exceeded) the call fails with ``TrainingFailed`` whose reason is the supervisor's
+``RestartIntensityExceeded``. A model that raises (``PortCallError``) or a round that
+exceeds ``round_timeout`` (``CallTimeout``) fails at once with ``TrainingFailed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from corral.errors import (
+    CallTimeout,
+    NoProcess,
+    PortCallError,
+    PortExited,
+    ProcessExited,
+    TrainingFailed,
+)
+from corral.port import Port
+from corral.runtime.node import Node
+from corral.runtime.process import Actor, Pid
+from corral.runtime.supervisor import ChildSpec, Supervisor
+from corral.train.handler import HANDLER
+
+__all__ = ["PortWorkers", "WorkerPool"]
+
+
+class WorkerPool(Protocol):
+    """What the trainer needs from its workers (see the module doc)."""
+
+    restarts: int
+    """Worker restarts seen by ``run`` so far."""
+
+    async def start(self) -> None:
+        """Start every worker with its shard; blocks until all are ready."""
+        ...
+
+    async def run(self, worker: int, round: int, request: Mapping[str, object]) -> object:
+        """Run ``request`` on ``worker`` until it succeeds; ``TrainingFailed`` otherwise."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop every worker; blocks until they are gone."""
+        ...
+
+
+class PortWorkers:
+    """Workers as supervised ports on ``node`` (see the module doc).
+
+    ``shard_dirs[k]`` is worker ``k``'s data directory; ``port_options`` go to every
+    ``Port`` (``env``, ``spares``, ...).
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        name: str,
+        *,
+        model: str,
+        model_args: Mapping[str, object] | None,
+        shard_dirs: Sequence[str],
+        max_restarts: int,
+        max_seconds: float,
+        round_timeout: float | None,
+        port_options: Mapping[str, object],
+    ) -> None:
+        self.node = node
+        self.name = name
+        self.restarts = 0
+        self._round_timeout = round_timeout
+        self._specs = [
+            ChildSpec(id=f"worker-{k}", start=self._factory(model, model_args, d, port_options))
+            for k, d in enumerate(shard_dirs)
+        ]
+        self._max = (max_restarts, max_seconds)
+        self._sup: Pid | None = None
+        self._pids: list[Pid] = []
+
+    @staticmethod
+    def _factory(
+        model: str,
+        model_args: Mapping[str, object] | None,
+        data_dir: str,
+        options: Mapping[str, object],
+    ) -> Callable[[], Actor]:
+        args = {"model": model, "model_args": dict(model_args or {}), "data_dir": data_dir}
+        return lambda: Port(HANDLER, args=args, **options)
+
+    async def start(self) -> None:
+        """Spawn the supervisor (unlinked: its giving up is reported, not propagated)."""
+        max_restarts, max_seconds = self._max
+        sup = Supervisor(self._specs, max_restarts=max_restarts, max_seconds=max_seconds)
+        self._sup = await self.node.spawn(sup)
+        self._pids = [_child_pid(info.pid) for info in await Supervisor.which_children(self._sup)]
+
+    async def os_pids(self) -> list[int]:
+        """Every worker's OS pid (asks each worker; waits behind a running round)."""
+        return [int(await pid.call(["os_pid"])) for pid in self._pids]  # type: ignore[call-overload]
+
+    async def run(self, worker: int, round: int, request: Mapping[str, object]) -> object:
+        while True:
+            pid = self._pids[worker]
+            try:
+                return await pid.call(["round", dict(request)], timeout=self._round_timeout)
+            except (PortExited, ProcessExited, NoProcess):
+                self._pids[worker] = await self._restarted(worker, round, pid)
+                self.restarts += 1
+            except (PortCallError, CallTimeout) as exc:
+                raise TrainingFailed(self.name, round, worker, exc) from exc
+
+    async def _restarted(self, worker: int, round: int, old: Pid) -> Pid:
+        await old.wait_exit()  # its supervisor has the exit in its mailbox from here on
+        assert self._sup is not None
+        try:
+            children = await Supervisor.which_children(self._sup)
+        except (ProcessExited, NoProcess):
+            reason = await self._sup.wait_exit()
+            raise TrainingFailed(self.name, round, worker, reason) from None
+        pid = children[worker].pid
+        if pid is None or pid is old:
+            raise TrainingFailed(self.name, round, worker, "its worker was not restarted")
+        return pid
+
+    async def aclose(self) -> None:
+        if self._sup is not None and self._sup.alive:
+            self._sup.exit("shutdown")
+            await self._sup.wait_exit()
+
+
+def _child_pid(pid: Pid | None) -> Pid:
+    if pid is None:
+        raise RuntimeError("PortWorkers: a worker has no pid right after start")
+    return pid

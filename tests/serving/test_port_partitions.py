@@ -1,0 +1,87 @@
+"""Port partitions: real worker processes, real SIGKILLs (real time)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from corral import Node
+from corral.errors import PortCallError
+from corral.serving import Serving
+
+HERE = str(Path(__file__).resolve().parent)
+
+
+def port_env() -> tuple[tuple[str, object], ...]:
+    path = os.environ.get("PYTHONPATH", "")
+    return (("env", {"PYTHONPATH": f"{HERE}{os.pathsep}{path}" if path else HERE}),)
+
+
+def serving(factory: str, **options: object) -> Serving:
+    return Serving(factory, name="ports", kind="port", port_options=port_env(), **options)
+
+
+@pytest.mark.realtime
+async def test_port_partition_runs_batches_in_a_worker_process() -> None:
+    s = serving("serving_models:double", batch_size=8, batch_timeout=0.005)
+    async with Node([s.child_spec()]):
+        results = await asyncio.gather(*[s.run(np.full(3, i, np.float32)) for i in range(20)])
+        assert [float(r.output[0]) for r in results] == [2.0 * i for i in range(20)]
+        (part,) = s.statistics().partitions
+        assert part.kind == "port" and part.os_pid not in (None, os.getpid())
+
+
+@pytest.mark.realtime
+async def test_port_model_error_fails_only_its_batch() -> None:
+    s = serving("serving_models:failing", batch_size=2, batch_timeout=0.0)
+    async with Node([s.child_spec()]):
+        with pytest.raises(PortCallError, match="the handler raised ValueError: bad batch"):
+            await s.run(np.ones(2))
+        assert s.statistics().partitions[0].crashes == 0
+
+
+@pytest.mark.realtime
+async def test_sigkilled_port_partition_under_load_loses_no_request() -> None:
+    s = serving("serving_models:slow_double", batch_size=8, batch_timeout=0.002, partitions=2)
+    async with Node([s.child_spec()]):
+        done = 0
+        flowing = asyncio.Event()
+
+        async def caller(i: int) -> None:
+            nonlocal done
+            for j in range(15):
+                result = await s.run(np.full(4, i * 100 + j, np.float32))
+                assert float(result.output[0]) == 2.0 * (i * 100 + j)
+                done += 1
+                if done == 40:
+                    flowing.set()
+
+        callers = [asyncio.create_task(caller(i)) for i in range(32)]
+        await flowing.wait()  # the load is flowing: both partitions run batches
+        victim = s.statistics().partitions[0].os_pid
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        await asyncio.gather(*callers)
+        stats = s.statistics()
+        assert (stats.completed, stats.failed) == (32 * 15, 0)
+        assert stats.partitions[0].crashes == 1 and stats.retried_batches == 1
+
+
+@pytest.mark.realtime
+async def test_swap_port_partitions() -> None:
+    s = serving("serving_models:double", batch_size=4, batch_timeout=0.0)
+    async with Node([s.child_spec()]):
+        assert float((await s.run(np.ones(2))).output[0]) == 2.0
+        await s.swap("serving_models:triple", version="2", warmup=np.ones(2))
+        result = await s.run(np.ones(2))
+        assert (float(result.output[0]), result.version) == (3.0, "2")
+
+
+def test_port_partitions_need_an_importable_factory() -> None:
+    with pytest.raises(ValueError, match="the model factory must be importable"):
+        Serving(lambda: lambda b: b, name="ports", kind="port")
