@@ -215,9 +215,21 @@ class BatchPolicy:
         return size
 
     def _take(self, key: Hashable, queue: _KeyQueue, reason: str) -> Batch:
+        requests = queue.requests
+        if queue.samples <= self.batch_size:
+            # The whole queue fits (the usual case): take it in one go.
+            everything = tuple(requests)
+            requests.clear()
+            for request in everything:
+                request.queued = False
+            size = queue.samples
+            queue.samples = 0
+            self._length -= len(everything)
+            if key is not None:
+                del self._queues[key]
+            return Batch(key, everything, size, self.padded_size(size), reason)
         taken: list[Request] = []
         size = 0
-        requests = queue.requests
         while requests and size + requests[0].size <= self.batch_size:
             request = requests.popleft()
             size += request.size

@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Final, cast
+from collections.abc import Callable, Coroutine
+from operator import attrgetter
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
@@ -58,6 +59,12 @@ _CRASHES = (ProcessExited, NoProcess, PortExited)
 
 _Payload = tuple[np.ndarray, "asyncio.Future[Result]", bool, float | None]
 """What a queued request carries: input, the caller's future, one sample?, deadline budget."""
+
+_payload: Callable[[Request], _Payload] = attrgetter("payload")
+"""``request.payload`` as a ``_Payload`` (a C getter: no ``typing.cast`` call on the hot path)."""
+
+_new_result = tuple.__new__
+"""Builds a ``Result`` without its Python-level ``__new__`` (one per request)."""
 
 
 class _Job:
@@ -198,7 +205,8 @@ class ServingServer(Actor):
         if not self._running:
             raise ServingNotRunning(self.name, "it is stopping")
         policy = self.policy
-        self.counters.requests += 1
+        counters = self.counters
+        counters.requests += 1
         keys = self._keys
         key = None if keys is None else keys(x)
         loop = self._loop
@@ -207,12 +215,13 @@ class ServingServer(Actor):
         expires = None if deadline is None else now + deadline
         request = Request(size, now, expires, key, (x, fut, single, deadline))
         if not policy.push(request):
-            self.counters.overloaded += 1
+            counters.overloaded += 1
             raise ServingOverloaded(self.name, len(policy), policy.max_queue)
         if policy.ready(key):
             self.pump()
         else:
             when = now + self._timeout if expires is None else min(now + self._timeout, expires)
+            # _arm's own check, inlined: most requests find the timer armed early enough.
             if self._timer is None or when < self._timer_at:
                 self._arm(when)
         return request, fut
@@ -268,9 +277,14 @@ class ServingServer(Actor):
 
     def _stack(self, batch: Batch) -> np.ndarray:
         requests = batch.requests
-        payloads = [cast(_Payload, r.payload) for r in requests]
+        payloads = list(map(_payload, requests))
         if batch.pad == 0 and all(p[2] for p in payloads):
-            return np.stack([p[0] for p in payloads])
+            samples = [p[0] for p in payloads]
+            try:
+                # np.array builds the same array as np.stack for equal shapes, ~3x faster.
+                return np.array(samples)
+            except ValueError:
+                return np.stack(samples)  # unequal shapes: np.stack's error, as before
         first = payloads[0][0]
         shape = first.shape if payloads[0][2] else first.shape[1:]
         out = np.zeros((batch.padded_size, *shape), dtype=first.dtype)
@@ -284,7 +298,7 @@ class ServingServer(Actor):
         return out
 
     def _expire(self, request: Request, now: float) -> None:
-        _, fut, _, budget = cast(_Payload, request.payload)
+        _, fut, _, budget = _payload(request)
         self.counters.expired += 1
         if not fut.done():
             waited = now - request.arrived
@@ -363,18 +377,26 @@ class ServingServer(Actor):
                 ),
             )
             return
-        offset = 0
-        wait_total = 0.0
+        requests = batch.requests
         started = job.started
-        for request in batch.requests:
-            _, fut, single, _ = cast(_Payload, request.payload)
-            size = request.size
+        n = len(requests)
+        wait_total = 0.0
+        for request in requests:
             wait_total += started - request.arrived
-            if not fut.done():
-                rows = output[offset] if single else output[offset : offset + size]
-                fut.set_result(Result(rows, version))
-            offset += size
-        n = len(batch.requests)
+        payloads = list(map(_payload, requests))
+        if all(p[2] for p in payloads):
+            # One sample per request (the usual case): row i is request i's (then padding).
+            for (_, fut, _, _), rows in zip(payloads, output, strict=False):
+                if not fut.done():
+                    fut.set_result(_new_result(Result, (rows, version)))
+        else:
+            offset = 0
+            for request, (_, fut, single, _) in zip(requests, payloads, strict=True):
+                size = request.size
+                if not fut.done():
+                    rows = output[offset] if single else output[offset : offset + size]
+                    fut.set_result(_new_result(Result, (rows, version)))
+                offset += size
         counters.completed += n
         counters.batches += 1
         counters.samples += batch.size
@@ -407,7 +429,7 @@ class ServingServer(Actor):
 
     def _fail(self, job: _Job, exc: BaseException) -> None:
         for request in job.batch.requests:
-            fut = cast(_Payload, request.payload)[1]
+            fut = _payload(request)[1]
             if not fut.done():
                 fut.set_exception(exc)
         self.counters.failed += len(job.batch.requests)
@@ -417,7 +439,7 @@ class ServingServer(Actor):
             self._fail(self._retry.popleft(), exc)
         while (batch := self.policy.cut(0.0, force=True)) is not None:
             for request in batch.requests:
-                fut = cast(_Payload, request.payload)[1]
+                fut = _payload(request)[1]
                 if not fut.done():
                     fut.set_exception(exc)
             self.counters.failed += len(batch.requests)
