@@ -3,13 +3,18 @@
 Cases, on real data shipped in packages (see benchmarks/_train_data.py):
 
 * ``movielens_mf``: matrix factorization on MovieLens 100K, held-out RMSE;
-* ``shuttle_logreg``: logistic regression on river's Shuttle stream, held-out accuracy.
+* ``shuttle_logreg``: logistic regression on river's Shuttle stream, held-out accuracy;
+* ``shuttle_torch_mlp``: a small torch MLP (``TorchModel``, one torch thread per worker) on
+  the same data, held-out accuracy.
 
 For each: the held-out metric after the same number of epochs with 1, 2 and 4 workers
 (baseline: single-process ``train_locally``; target within 1% relative), samples/s with 2
-workers against 1 worker, and the wall time and metric of a 2-worker run in which one
-worker is SIGKILLed mid-run (baseline: the same run without the kill; target: costs at most
-one round's time). Output: JSON lines as in benchmarks/_common.py.
+workers against 1 worker (medians of interleaved runs; target >= 1.6x for the MLP on 2
+cores), and the wall time and metric of a 2-worker run in which one worker is SIGKILLed 30%
+into a round (baseline: the same run without the kill, interleaved; both with a warm spare
+per worker and rounds of several local epochs; target: costs at most one round's time,
+reported as ``cost_rounds``). Timing starts after the workers (and spares) are up.
+Output: JSON lines as in benchmarks/_common.py.
 """
 
 from __future__ import annotations
@@ -19,11 +24,14 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import emit, loop_factory, parse_settings, say
+import numpy as np
+
+from _common import emit, loop_factory, median, parse_settings, say
 from _train_data import movielens_100k, shuttle
 from corral import Node, telemetry
 from corral.train import ROUND_EVENT, Trainer, load_model, train_locally
@@ -31,11 +39,37 @@ from corral.train import ROUND_EVENT, Trainer, load_model, train_locally
 BENCH = "train"
 
 
+@dataclass(frozen=True)
+class Run:
+    """One distributed run: held-out metric, wall seconds of ``fit``, samples processed,
+    rounds and restarts."""
+
+    metric: float
+    wall: float
+    samples: int
+    rounds: int
+    restarts: int
+
+    @property
+    def rate(self) -> float:
+        return self.samples / self.wall
+
+    @property
+    def round_s(self) -> float:
+        return self.wall / max(1, self.rounds)
+
+
 async def _distributed(
-    case: dict[str, object], workers: int, rounds: int, kill_at: int | None = None
-) -> tuple[float, float, int, float]:
-    """(metric, wall seconds, samples processed, mean round seconds) of one run."""
-    metric = str(case["metric"])
+    case: dict[str, object],
+    workers: int,
+    rounds: int,
+    *,
+    local_epochs: int = 1,
+    spares: int = 0,
+    kill_at: int | None = None,
+) -> Run:
+    """One run; with ``spares`` the timing starts once every worker's spare is warm, so
+    spares starting up do not compete with training for the CPUs."""
     async with (
         Node(),
         Trainer(
@@ -44,9 +78,11 @@ async def _distributed(
             model=case["model"],
             model_args=case["args"],
             workers=workers,
-            port_options={"spares": 1},
+            local_epochs=local_epochs,
+            port_options={"spares": spares},
         ) as trainer,
     ):
+        await trainer.wait_spares()
         pids = await trainer.worker_os_pids()
 
         def kill(_e: object, m: dict[str, float], _md: object, _c: object) -> None:
@@ -62,12 +98,10 @@ async def _distributed(
             wall = time.perf_counter() - began
         finally:
             telemetry.detach("bench-kill")
-        value = trainer.evaluate(result.parameters, case["test"])[metric]  # type: ignore[arg-type]
+        value = trainer.evaluate(result.parameters, case["test"])[str(case["metric"])]  # type: ignore[arg-type]
         samples = sum(s.samples for s in result.history)
         restarts = sum(s.restarts for s in result.history)
-        if kill_at is not None:
-            say(f"  kill run: {restarts} restart(s)")
-        return value, wall, samples, wall / max(1, rounds)
+        return Run(value, wall, samples, rounds, restarts)
 
 
 def _single(case: dict[str, object], rounds: int) -> tuple[float, float]:
@@ -79,44 +113,82 @@ def _single(case: dict[str, object], rounds: int) -> tuple[float, float]:
     return model.evaluate(case["test"])[str(case["metric"])], wall  # type: ignore[arg-type]
 
 
-async def _run_case(name: str, case: dict[str, object], rounds: int, loop: str) -> None:
+def _metric_line(
+    name: str,
+    case: dict[str, object],
+    label: str,
+    value: float,
+    baseline_value: float,
+    loop: str,
+    baseline: str = "single_process",
+    epochs: object = None,
+) -> None:
     metric = str(case["metric"])
-    lower = metric == "rmse"
+    emit(
+        bench=BENCH,
+        case=f"{name}/{label}",
+        metric=f"heldout_{metric}",
+        value=value,
+        unit=metric,
+        baseline_name=baseline,
+        baseline_value=baseline_value,
+        loop=loop,
+        epochs=case["rounds"] if epochs is None else epochs,
+        lower_is_better=metric == "rmse",
+        within_1pct=abs(value - baseline_value) <= 0.01 * abs(baseline_value),
+    )
+
+
+async def _run_case(
+    name: str, case: dict[str, object], repeats: int, loop: str, *, quick: bool
+) -> None:
+    metric, rounds = str(case["metric"]), int(case["rounds"])  # type: ignore[call-overload]
     single, single_wall = _single(case, rounds)
     say(f"{name}: single-process {metric}={single:.4f} in {single_wall:.2f}s")
-    walls: dict[int, tuple[float, int, float]] = {}
-    for workers in (1, 2, 4):
-        value, wall, samples, per_round = await _distributed(case, workers, rounds)
-        walls[workers] = (wall, samples, per_round)
-        say(f"{name}: {workers} worker(s) {metric}={value:.4f} in {wall:.2f}s")
-        emit(
-            bench=BENCH,
-            case=f"{name}/{workers}_workers",
-            metric=f"heldout_{metric}",
-            value=value,
-            unit=metric,
-            baseline_name="single_process",
-            baseline_value=single,
-            loop=loop,
-            epochs=rounds,
-            lower_is_better=lower,
-            within_1pct=abs(value - single) <= 0.01 * abs(single),
-        )
-    rate = {w: walls[w][1] / walls[w][0] for w in (1, 2)}
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    for workers in case.get("workers", (1, 2, 4)):  # type: ignore[attr-defined]
+        run = await _distributed(case, workers, rounds)
+        if workers in rates:
+            rates[workers].append(run.rate)
+        say(f"{name}: {workers} worker(s) {metric}={run.metric:.4f} in {run.wall:.2f}s")
+        _metric_line(name, case, f"{workers}_workers", run.metric, single, loop)
+    for _ in range(repeats - 1):  # more throughput samples, 1 and 2 workers interleaved
+        for workers in (1, 2):
+            rates[workers].append((await _distributed(case, workers, rounds)).rate)
+    say(f"{name}: samples/s 1 worker {rates[1]}, 2 workers {rates[2]}")
     emit(
         bench=BENCH,
         case=f"{name}/throughput",
         metric="samples_per_s_2_workers",
-        value=rate[2],
+        value=median(rates[2]),
         unit="samples/s",
         baseline_name="1_worker",
-        baseline_value=rate[1],
+        baseline_value=median(rates[1]),
         loop=loop,
         cores=os.cpu_count(),
+        repeats=repeats,
+        target_ratio=1.6,
     )
-    kill_at = max(1, rounds // 2)
-    value, wall, samples, _ = await _distributed(case, 2, rounds, kill_at=kill_at)
-    clean_wall, _, per_round = walls[2]
+    if case.get("kill_rounds"):
+        await _kill_case(name, case, 1 if quick else 3, loop)
+
+
+async def _kill_case(name: str, case: dict[str, object], repeats: int, loop: str) -> None:
+    """2 workers with warm spares, rounds of ``kill_epochs`` local epochs; clean and
+    killed runs interleaved, medians. The kill cost in rounds is extra wall / clean round."""
+    rounds, epochs = int(case["kill_rounds"]), int(case["kill_epochs"])  # type: ignore[call-overload]
+    kill_at = rounds // 2
+    clean: list[Run] = []
+    killed: list[Run] = []
+    for _ in range(repeats):
+        clean.append(await _distributed(case, 2, rounds, local_epochs=epochs, spares=1))
+        killed.append(
+            await _distributed(case, 2, rounds, local_epochs=epochs, spares=1, kill_at=kill_at)
+        )
+    wall, clean_wall = median([r.wall for r in killed]), median([r.wall for r in clean])
+    round_s = median([r.round_s for r in clean])
+    extra = wall - clean_wall
+    say(f"{name}: kill walls {[r.wall for r in killed]}, clean {[r.wall for r in clean]}")
     emit(
         bench=BENCH,
         case=f"{name}/sigkill_1_of_2",
@@ -127,22 +199,26 @@ async def _run_case(name: str, case: dict[str, object], rounds: int, loop: str) 
         baseline_value=clean_wall,
         loop=loop,
         lower_is_better=True,
-        extra_s=wall - clean_wall,
-        round_s=per_round,
-        within_one_round=wall - clean_wall <= per_round,
-        samples_per_s=samples / wall,
+        local_epochs=epochs,
+        rounds=rounds,
+        restarts=[r.restarts for r in killed],
+        extra_s=extra,
+        round_s=round_s,
+        cost_rounds=extra / round_s,
+        within_one_round=extra <= round_s,
+        repeats=repeats,
     )
-    emit(
-        bench=BENCH,
-        case=f"{name}/sigkill_1_of_2",
-        metric=f"heldout_{metric}",
-        value=value,
-        unit=metric,
-        baseline_name="single_process",
-        baseline_value=single,
-        loop=loop,
-        lower_is_better=lower,
-        within_1pct=abs(value - single) <= 0.01 * abs(single),
+    # Same schedule as the clean runs (kill_rounds x kill_epochs), so that is the baseline.
+    value, clean_value = median([r.metric for r in killed]), median([r.metric for r in clean])
+    _metric_line(
+        name,
+        case,
+        "sigkill_1_of_2",
+        value,
+        clean_value,
+        loop,
+        "2_workers_no_kill",
+        epochs * rounds,
     )
 
 
@@ -166,6 +242,8 @@ def main() -> None:
             "train": ml_train,
             "test": ml_test,
             "rounds": 15 if settings.quick else 40,
+            "kill_rounds": 4,
+            "kill_epochs": 6,  # ~0.4 s rounds on 2 workers: long against a restart
         },
         "shuttle_logreg": {
             "model": "corral.train:LogisticRegression",
@@ -174,12 +252,33 @@ def main() -> None:
             "train": sh_train,
             "test": sh_test,
             "rounds": 6 if settings.quick else 20,
+            "kill_rounds": 4,
+            "kill_epochs": 8,
+        },
+        "shuttle_torch_mlp": {
+            "model": "corral.train.torch_model:TorchModel",
+            "metric": "accuracy",
+            "args": {
+                "module": "corral.train.torch_model:mlp",
+                "module_args": {"inputs": sh_train["x"].shape[1], "hidden": 32, "outputs": 2},
+                "lr": 0.05,
+                "batch_size": 32,
+                "threads": 1,  # one intra-op thread per worker: N workers on N cores
+            },
+            "train": {"x": sh_train["x"].astype(np.float32), "y": sh_train["y"]},
+            "test": {"x": sh_test["x"].astype(np.float32), "y": sh_test["y"]},
+            "rounds": 2 if settings.quick else 10,
+            "kill_rounds": 0 if settings.quick else 4,  # quick: no kill case (--quick < 60 s)
+            "kill_epochs": 1,
+            "repeats": 2 if settings.quick else 5,
+            "workers": (1, 2) if settings.quick else (1, 2, 4),  # torch starts slowly
         },
     }
 
     async def run_all() -> None:
         for name, case in cases.items():
-            await _run_case(name, case, int(case["rounds"]), settings.loop)  # type: ignore[call-overload]
+            repeats = int(case.get("repeats", 1 if settings.quick else 3))  # type: ignore[call-overload]
+            await _run_case(name, case, repeats, settings.loop, quick=settings.quick)
 
     with asyncio.Runner(loop_factory=loop_factory(settings.loop)) as runner:
         runner.run(run_all())

@@ -34,3 +34,20 @@ def test_a_torch_mlp_follows_the_protocol_and_learns_deterministically() -> None
 def test_torch_model_rejects_an_unknown_loss() -> None:
     with pytest.raises(ValueError, match="loss must be one of cross_entropy, mse; got 'l1'"):
         TorchModel(MLP, loss="l1")
+
+
+def test_the_optimizer_built_once_trains_set_parameters_like_a_fresh_model() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 3)).astype(np.float32)
+    data = {"x": x, "y": (x[:, 1] > 0).astype(np.int64)}
+    args = {"inputs": 3, "hidden": 8, "outputs": 2}
+    reused = TorchModel(MLP, module_args=args, seed=3)
+    start = reused.get_parameters()
+    reused.train(data, epochs=1, seed=0)
+    reused.set_parameters(start)
+    reused.train(data, epochs=2, seed=5)
+    fresh = TorchModel(MLP, module_args=args, seed=4)
+    fresh.set_parameters(start)
+    fresh.train(data, epochs=2, seed=5)
+    a, b = reused.get_parameters(), fresh.get_parameters()
+    assert all(a[k].tobytes() == b[k].tobytes() for k in a)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +156,27 @@ async def test_resuming_from_the_checkpoint_gives_the_uninterrupted_runs_paramet
     assert [s.round for s in resumed.history] == [2, 3, 4]
     assert resumed.rounds == 5
     assert _same(resumed.parameters, uninterrupted.parameters)
+
+
+async def test_a_killed_worker_is_replaced_by_adopting_its_warm_spare(
+    regression: dict[str, np.ndarray],
+) -> None:
+    options = {"workers": 2, "port_options": {"spares": 1}}
+    async with Node(), Trainer(regression, model=LINEAR, model_args=ARGS, **options) as trainer:
+        spares = await trainer.wait_spares()
+        before = await trainer.worker_os_pids()
+        assert [len(s) for s in spares] == [1, 1]
+        assert not set(before) & {pid for s in spares for pid in s}
+        os.kill(before[1], signal.SIGKILL)
+        result = await trainer.fit(rounds=1)
+        after = await trainer.worker_os_pids()
+    assert [s.restarts for s in result.history] == [1]
+    assert after == [before[0], spares[1][0]]
+
+
+async def test_wait_spares_without_spares_returns_no_pids(
+    regression: dict[str, np.ndarray],
+) -> None:
+    options = {"workers": 2, "port_options": {"spares": 0}}
+    async with Node(), Trainer(regression, model=LINEAR, model_args=ARGS, **options) as trainer:
+        assert await trainer.wait_spares() == [[], []]

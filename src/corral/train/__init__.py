@@ -11,6 +11,7 @@ from corral.train.model import Data, Model, Parameters, StatefulModel, TrainStat
 from corral.train.options import TrainerOptions
 from corral.train.rounds import round_seed, train_locally, train_round
 from corral.train.sharding import shard_bounds, split
+from corral.train.sync import GradientModel
 from corral.train.trainer import RESUMED_EVENT, ROUND_EVENT, RoundStats, Trainer, TrainResult
 from corral.train.workers import PortWorkers, WorkerPool
 
@@ -19,6 +20,7 @@ __all__ = [
     "ROUND_EVENT",
     "Checkpoint",
     "Data",
+    "GradientModel",
     "LinearRegression",
     "LogisticRegression",
     "MatrixFactorization",

@@ -5,7 +5,8 @@ model (``model`` 'module:Class' and ``model_args``) and maps its shard read-only
 ``data_dir``, one ``<column>.npy`` file per column: the data crosses to the worker once, as
 a file in the page cache, and a restarted worker maps the same file again. Calls:
 
-- ``["round", request]`` -> ``train_round``'s reply (blocks for the whole local training);
+- ``["round", request]`` -> ``train_round``'s reply (blocks for the whole local training),
+  or ``gradient_step``'s for a request with ``"sync": "gradients"`` (one batch);
 - ``["os_pid"]`` -> the worker's OS pid (for tests and benchmarks that kill it).
 
 A model that raises fails that call with ``PortCallError``; the worker goes on.
@@ -21,6 +22,7 @@ import numpy as np
 
 from corral.train.model import Data, Model, load_model
 from corral.train.rounds import train_round
+from corral.train.sync import gradient_step
 
 __all__ = ["HANDLER", "TrainHandler", "load_shard"]
 
@@ -49,6 +51,8 @@ class TrainHandler:
     def handle_call(self, msg: object) -> object:
         match msg:
             case ["round", Mapping() as request] if self._model is not None:
+                if request.get("sync") == "gradients":
+                    return gradient_step(self._model, self._data, request)
                 return train_round(self._model, self._data, request)
             case ["os_pid"]:
                 return os.getpid()

@@ -51,6 +51,14 @@ class TrainerOptions(Options):
         rule="an int >= 0",
         check=is_int(0),
     )
+    sync: str = option(
+        "parameters",
+        doc="'parameters': each worker trains local_epochs, then parameters are averaged "
+        "(local SGD); 'gradients': gradients are averaged every step, one call per worker "
+        "per step (see corral.train.sync; numpy SGD models).",
+        rule="'parameters' or 'gradients'",
+        check=lambda v: v in ("parameters", "gradients"),
+    )
     average_optimizer_state: bool = option(
         False,
         doc="Also average the models' optimizer state (models with get_optimizer_state).",

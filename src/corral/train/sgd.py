@@ -90,6 +90,11 @@ class SgdModel:
             loss = total / n
         return TrainStats(loss=loss, samples=n * epochs)
 
+    def apply_gradients(self, gradients: Mapping[str, npt.NDArray[np.generic]]) -> None:
+        """One SGD step with ``gradients`` (l2 and momentum as in ``train``); the trainer's
+        synchronous mode (``corral.train.sync``) applies averaged gradients with it."""
+        self._step({name: np.asarray(g, dtype=np.float64) for name, g in gradients.items()})
+
     def _step(self, grads: dict[str, _F64]) -> None:
         for name, grad in grads.items():
             if self.l2:

@@ -72,6 +72,11 @@ class TorchModel:
             if loss == "cross_entropy"
             else torch.nn.functional.mse_loss
         )
+        # Built once, here: the first torch.optim.SGD in a process takes ~1.5 s (lazy
+        # imports), which would land in a worker's first round instead of its setup. Plain
+        # SGD keeps no state, and load_state_dict copies into these same tensors, so one
+        # optimizer serves every round.
+        self._optimizer = torch.optim.SGD(self.net.parameters(), lr=self.lr)
 
     def get_parameters(self) -> Parameters:
         return {k: v.detach().cpu().numpy().copy() for k, v in self.net.state_dict().items()}
@@ -92,7 +97,7 @@ class TorchModel:
         t, n = self._t, rows(data)
         x, y = self._tensors(data)
         generator = t.Generator().manual_seed(seed)
-        optimizer = t.optim.SGD(self.net.parameters(), lr=self.lr)
+        optimizer = self._optimizer
         loss_value = 0.0
         self.net.train()
         for _ in range(epochs):

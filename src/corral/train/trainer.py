@@ -42,7 +42,8 @@ from corral.train.averaging import weighted_average
 from corral.train.model import Data, Parameters, StatefulModel, load_model, rows
 from corral.train.options import TrainerOptions
 from corral.train.rounds import Reply, parse_reply, round_seed
-from corral.train.sharding import split
+from corral.train.sharding import shard_bounds, split
+from corral.train.sync import GradientModel, steps_per_epoch
 from corral.train.workers import PortWorkers
 
 __all__ = ["RESUMED_EVENT", "ROUND_EVENT", "RoundStats", "TrainResult", "Trainer"]
@@ -97,6 +98,11 @@ class Trainer:
         self._data = data
         self._eval = eval_data
         self._model = load_model(self.options.model, self.options.model_args)
+        if self.options.sync == "gradients" and not isinstance(self._model, GradientModel):
+            raise TypeError(
+                f"trainer '{name}': sync='gradients' needs a model with batch_size, "
+                f"batch_gradients and apply_gradients; got {type(self._model).__qualname__}"
+            )
         self._pool: PortWorkers | None = None
         self._tmp: str | None = None
 
@@ -158,6 +164,14 @@ class Trainer:
         """Each worker's OS pid; waits behind a round the worker is running."""
         return await self._started().os_pids()
 
+    async def wait_spares(self, timeout: float = 60.0) -> list[list[int]]:
+        """Block until every worker has a warm spare ready (``port_options`` with
+        ``spares`` >= 1), so a worker killed from now on is replaced by adopting its spare
+        instead of starting an interpreter; each worker's spare OS pids (``[]`` each when
+        spares are off). Benchmarks call it before timing, since spares starting compete
+        with training for the CPUs. ``CallTimeout`` after ``timeout`` seconds."""
+        return await self._started().wait_spares(timeout)
+
     # -- training --------------------------------------------------------------------------
 
     async def fit(self, rounds: int) -> TrainResult:
@@ -176,19 +190,23 @@ class Trainer:
         try:
             for r in range(first, rounds):
                 began, restarts = clock.now(), pool.restarts
-                replies = await self._round(r, params, state)
-                params = weighted_average([(x.params, x.samples) for x in replies])
-                if state is not None:
-                    state = weighted_average([(x.state or {}, x.samples) for x in replies])
-                total = sum(x.samples for x in replies)
-                loss = sum(x.loss * x.samples for x in replies) / total
+                if opts.sync == "gradients":
+                    params, loss, processed = await self._sync_round(r, params)
+                else:
+                    replies = await self._round(r, params, state)
+                    params = weighted_average([(x.params, x.samples) for x in replies])
+                    if state is not None:
+                        state = weighted_average([(x.state or {}, x.samples) for x in replies])
+                    total = sum(x.samples for x in replies)
+                    loss = sum(x.loss * x.samples for x in replies) / total
+                    processed = sum(x.processed for x in replies)
                 if opts.checkpoint is not None:
                     checkpoint.save(opts.checkpoint, r, params, state)
                 stats = RoundStats(
                     r,
                     loss,
                     self.evaluate(params),
-                    sum(x.processed for x in replies),
+                    processed,
                     pool.restarts - restarts,
                     clock.now() - began,
                 )
@@ -233,6 +251,41 @@ class Trainer:
             raise failures.exceptions[0] from None
         return [task.result() for task in tasks]
 
+    async def _sync_round(self, r: int, params: Parameters) -> tuple[Parameters, float, int]:
+        """One round of ``sync="gradients"``: ``local_epochs`` epochs of steps, each averaging
+        every worker's batch gradients and applying them here (``corral.train.sync``)."""
+        opts, model = self.options, self._model
+        if not isinstance(model, GradientModel):  # checked in __init__; narrows the type
+            raise TypeError(f"trainer '{self.name}': not a GradientModel")
+        sizes = [stop - start for start, stop in shard_bounds(rows(self._data), opts.workers)]
+        seeds = [round_seed(opts.seed, r, k) for k in range(opts.workers)]
+        model.set_parameters(params)
+        loss, processed = 0.0, 0
+        for epoch in range(opts.local_epochs):
+            total = 0.0
+            for step in range(steps_per_epoch(sizes, model.batch_size)):
+                base: dict[str, object] = {"sync": "gradients", "epoch": epoch, "step": step}
+                base["params"] = model.get_parameters()
+                replies = await self._gather(r, [{**base, "seed": seed} for seed in seeds])
+                parts = [_gradient_reply(self.name, r, k, x) for k, x in enumerate(replies)]
+                parts = [p for p in parts if p[1] > 0]
+                model.apply_gradients(weighted_average([(g, n) for g, n, _ in parts]))
+                total += sum(batch_loss * n for _, n, batch_loss in parts)
+                processed += sum(n for _, n, _ in parts)
+            loss = total / sum(sizes)
+        return model.get_parameters(), loss, processed
+
+    async def _gather(self, r: int, requests: list[dict[str, object]]) -> list[object]:
+        """Run ``requests[k]`` on worker ``k``, all at once; the first failure cancels the
+        rest and is raised."""
+        pool = self._started()
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(pool.run(k, r, x)) for k, x in enumerate(requests)]
+        except* TrainingFailed as failures:
+            raise failures.exceptions[0] from None
+        return [task.result() for task in tasks]
+
     def _initial(self) -> tuple[Parameters, Parameters | None, int]:
         opts = self.options
         saved = checkpoint.load(opts.checkpoint) if opts.checkpoint is not None else None
@@ -259,3 +312,12 @@ class Trainer:
         if self._pool is None:
             raise RuntimeError(f"trainer '{self.name}': not started; use `async with trainer`")
         return self._pool
+
+
+def _gradient_reply(name: str, r: int, k: int, reply: object) -> tuple[Parameters, int, float]:
+    if isinstance(reply, Mapping):
+        grads, samples, loss = reply.get("grads"), reply.get("samples"), reply.get("loss")
+        if isinstance(grads, Mapping) and type(samples) is int and isinstance(loss, float | int):
+            return dict(grads), samples, float(loss)
+    error = TypeError("gradient reply: must have grads, samples (int) and loss")
+    raise TrainingFailed(repr(name), r, k, error)

@@ -29,6 +29,8 @@ from corral.errors import (
     TrainingFailed,
 )
 from corral.port import Port
+from corral.port.port import PortOptions
+from corral.port.spares import wait_spares as wait_port_spares
 from corral.runtime.node import Node
 from corral.runtime.process import Actor, Pid
 from corral.runtime.supervisor import ChildSpec, Supervisor
@@ -80,22 +82,20 @@ class PortWorkers:
         self.name = name
         self.restarts = 0
         self._round_timeout = round_timeout
+        self._args = [_handler_args(model, model_args, d) for d in shard_dirs]
+        self._port_options = dict(port_options)
         self._specs = [
-            ChildSpec(id=f"worker-{k}", start=self._factory(model, model_args, d, port_options))
-            for k, d in enumerate(shard_dirs)
+            ChildSpec(id=f"worker-{k}", start=self._factory(args, self._port_options))
+            for k, args in enumerate(self._args)
         ]
         self._max = (max_restarts, max_seconds)
         self._sup: Pid | None = None
         self._pids: list[Pid] = []
 
     @staticmethod
-    def _factory(
-        model: str,
-        model_args: Mapping[str, object] | None,
-        data_dir: str,
-        options: Mapping[str, object],
-    ) -> Callable[[], Actor]:
-        args = {"model": model, "model_args": dict(model_args or {}), "data_dir": data_dir}
+    def _factory(args: Mapping[str, object], options: Mapping[str, object]) -> Callable[[], Actor]:
+        # Every start of worker k (first and restarts) builds the same PortOptions, so a
+        # restarted worker finds the warm spare kept for exactly those options.
         return lambda: Port(HANDLER, args=args, **options)
 
     async def start(self) -> None:
@@ -108,6 +108,21 @@ class PortWorkers:
     async def os_pids(self) -> list[int]:
         """Every worker's OS pid (asks each worker; waits behind a running round)."""
         return [int(await pid.call(["os_pid"])) for pid in self._pids]  # type: ignore[call-overload]
+
+    async def wait_spares(self, timeout: float = 60.0) -> list[list[int]]:
+        """Block until the node's spare pool holds a ready spare for every worker (with
+        ``spares`` >= 1 in ``port_options``); each worker's spare OS pids, ``[]`` each when
+        spares are off. ``CallTimeout`` after ``timeout`` seconds."""
+        if not self._port_options.get("spares"):
+            return [[] for _ in self._args]
+        return [
+            await wait_port_spares(
+                self.node,
+                PortOptions(handler=HANDLER, args=args, **self._port_options),  # type: ignore[arg-type]
+                timeout=timeout,
+            )
+            for args in self._args
+        ]
 
     async def run(self, worker: int, round: int, request: Mapping[str, object]) -> object:
         while True:
@@ -137,6 +152,12 @@ class PortWorkers:
         if self._sup is not None and self._sup.alive:
             self._sup.exit("shutdown")
             await self._sup.wait_exit()
+
+
+def _handler_args(
+    model: str, model_args: Mapping[str, object] | None, data_dir: str
+) -> dict[str, object]:
+    return {"model": model, "model_args": dict(model_args or {}), "data_dir": data_dir}
 
 
 def _child_pid(pid: Pid | None) -> Pid:
