@@ -4,6 +4,7 @@ loads nothing until a name is used (see ``corral._lazy``)."""
 
 from typing import TYPE_CHECKING
 
+from corral import errors as _errors
 from corral._lazy import exports_from, lazy_exports
 
 if TYPE_CHECKING:
@@ -61,33 +62,8 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-_ERRORS = (
-    "AlreadyRegistered",
-    "CallTimeout",
-    "CorralError",
-    "DeadlineExceeded",
-    "FrameTooLarge",
-    "MailboxFull",
-    "NodeError",
-    "NoProcess",
-    "Overloaded",
-    "PartitionCrashed",
-    "PortCallError",
-    "PortError",
-    "PortExited",
-    "ProcessError",
-    "ProcessExited",
-    "ProtocolError",
-    "RestartIntensityExceeded",
-    "ServingError",
-    "ServingNotRunning",
-    "ServingOverloaded",
-    "StartError",
-    "SupervisorError",
-    "SwapFailed",
-    "TrainingFailed",
-    "UnknownChild",
-)
+# corral.errors imports nothing heavy, so its own list is the one to use.
+_ERRORS = tuple(_errors.__all__)
 _RUNTIME = (
     "KILL",
     "KILLED",
