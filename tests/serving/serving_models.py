@@ -29,3 +29,8 @@ def failing() -> Callable[[np.ndarray], np.ndarray]:
         raise ValueError("bad batch")
 
     return model
+
+
+def scale(factor: float, *, offset: float = 0.0) -> Callable[[np.ndarray], np.ndarray]:
+    """A factory with arguments, for ``functools.partial`` factories."""
+    return lambda batch: batch * factor + offset

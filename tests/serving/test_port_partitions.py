@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from serving_models import scale
 
 from corral import Node
 from corral.errors import PortCallError
@@ -22,7 +25,7 @@ def port_env() -> tuple[tuple[str, object], ...]:
     return (("env", {"PYTHONPATH": f"{HERE}{os.pathsep}{path}" if path else HERE}),)
 
 
-def serving(factory: str, **options: object) -> Serving:
+def serving(factory: Any, **options: object) -> Serving:
     return Serving(factory, name="ports", kind="port", port_options=port_env(), **options)
 
 
@@ -85,3 +88,20 @@ async def test_swap_port_partitions() -> None:
 def test_port_partitions_need_an_importable_factory() -> None:
     with pytest.raises(ValueError, match="the model factory must be importable"):
         Serving(lambda: lambda b: b, name="ports", kind="port")
+
+
+@pytest.mark.realtime
+async def test_partial_factories_send_their_arguments_to_the_worker() -> None:
+    s = serving(functools.partial(scale, 10.0, offset=1.0), batch_size=4, batch_timeout=0.0)
+    async with Node([s.child_spec()]):
+        assert float((await s.run(np.ones(2))).output[0]) == 11.0
+        await s.swap(functools.partial(scale, 100.0), version="2", warmup=np.ones(2))
+        result = await s.run(np.ones(2))
+        assert (float(result.output[0]), result.version) == (100.0, "2")
+
+
+def test_partial_factory_arguments_must_be_plain_data() -> None:
+    with pytest.raises(ValueError, match="argument 0 is ndarray"):
+        Serving(functools.partial(scale, np.ones(2)), name="ports", kind="port")
+    with pytest.raises(ValueError, match="argument 'offset' is object"):
+        Serving(functools.partial(scale, 1.0, offset=object()), name="ports", kind="port")

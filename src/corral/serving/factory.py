@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from corral.serving.adapters import Model, adapt
 
-__all__ = ["ModelFactory", "factory_path", "load_model", "resolve_factory"]
+__all__ = [
+    "FactorySpec",
+    "ModelFactory",
+    "factory_path",
+    "factory_spec",
+    "load_model",
+    "load_spec",
+    "resolve_factory",
+]
 
 ModelFactory = Callable[[], object] | str
-"""Loads a model: a zero-argument callable, or ``"module:attr"`` naming one (required for
-``"port"`` partitions, whose worker process imports it)."""
+"""Loads a model: a zero-argument callable, or ``"module:attr"`` naming one. ``"port"``
+partitions need one their worker process can import: ``"module:attr"``, a module-level
+function, or a ``functools.partial`` of one whose arguments are plain data (``str``, numbers,
+``bool``, ``None``, lists and dicts of them), e.g. ``partial(load, "model-v2.npz")``."""
+
+FactorySpec = tuple[str, list[object], dict[str, object]]
+"""A factory as a worker process receives it: ``(path, args, kwargs)``."""
+
+_PLAIN = (str, int, float, bool, type(None))
 
 
 def resolve_factory(factory: ModelFactory) -> Callable[[], object]:
@@ -34,9 +50,12 @@ def resolve_factory(factory: ModelFactory) -> Callable[[], object]:
 
 
 def factory_path(factory: ModelFactory) -> str:
-    """``factory`` as a ``"module:attr"`` path, for a port worker to import."""
+    """``factory`` as a ``"module:attr"`` path, for a port worker to import (see
+    ``factory_spec`` for factories with arguments)."""
     if isinstance(factory, str):
         return factory
+    if isinstance(factory, functools.partial):
+        return factory_spec(factory)[0]
     module = getattr(factory, "__module__", None)
     qualname = getattr(factory, "__qualname__", "")
     if not module or not qualname or "<" in qualname or module == "__main__":
@@ -45,6 +64,44 @@ def factory_path(factory: ModelFactory) -> str:
             f"process; pass 'module:attr' or a module-level function; got {factory!r}"
         )
     return f"{module}:{qualname}"
+
+
+def factory_spec(factory: ModelFactory) -> FactorySpec:
+    """``factory`` as ``(path, args, kwargs)`` for a port worker: a ``functools.partial``
+    contributes its arguments, which must be plain data (they cross the process boundary)."""
+    if not isinstance(factory, functools.partial):
+        return factory_path(factory), [], {}
+    args = list(factory.args)
+    kwargs = dict(factory.keywords)
+    for where, value in [*enumerate(args), *kwargs.items()]:
+        if not _is_plain(value):
+            raise ValueError(
+                "serving with kind='port': the arguments of a partial model factory cross to "
+                "the worker process and must be plain data (str, int, float, bool, None, "
+                f"lists and dicts of them); argument {where!r} is {type(value).__name__}"
+            )
+    return factory_path(factory.func), args, kwargs
+
+
+def _is_plain(value: object) -> bool:
+    if isinstance(value, _PLAIN):
+        return True
+    if isinstance(value, list | tuple):
+        return all(_is_plain(item) for item in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def load_spec(
+    path: str,
+    args: list[object] | tuple[object, ...] = (),
+    kwargs: Mapping[str, object] | None = None,
+    *,
+    device: str | None = None,
+) -> Model:
+    """Load and adapt the model of a ``factory_spec`` (in a port worker)."""
+    return adapt(resolve_factory(path)(*args, **dict(kwargs or {})), device=device)
 
 
 def load_model(factory: ModelFactory, *, device: str | None = None) -> Model:

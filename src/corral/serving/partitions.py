@@ -25,7 +25,7 @@ from corral.runtime.messages import ExitReason
 from corral.runtime.process import Actor
 from corral.runtime.supervisor import ChildSpec
 from corral.serving.adapters import AsyncFunctionModel, Model
-from corral.serving.factory import ModelFactory, factory_path, load_model
+from corral.serving.factory import ModelFactory, factory_spec, load_model
 from corral.serving.options import ServingOptions
 
 __all__ = ["ModelFailed", "ThreadPartition", "partition_spec"]
@@ -87,9 +87,12 @@ def partition_spec(
         )
     from corral.port import Port
 
-    path = factory_path(factory)
+    path, factory_args, factory_kwargs = factory_spec(factory)
     port_options = dict(options.port_options)
     args: dict[str, object] = {"factory": path}
+    if factory_args or factory_kwargs:
+        args["factory_args"] = factory_args
+        args["factory_kwargs"] = factory_kwargs
     if options.device is not None:
         args["device"] = options.device
     return ChildSpec(

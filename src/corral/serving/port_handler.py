@@ -1,9 +1,10 @@
 """The port worker side of ``"port"`` partitions: loads the model, runs one batch per call.
 
 Runs in the worker OS process (``python -m corral.port corral.serving.port_handler:
-ServingHandler``); ``setup`` imports the model factory named by ``factory`` and loads the
-model (blocking the worker, before it reports ready); ``handle_call(batch)`` runs it and
-returns the output array. A model error fails only that call (``PortCallError``).
+ServingHandler``); ``setup`` imports the model factory named by ``factory``, calls it with
+``factory_args`` / ``factory_kwargs`` (a ``functools.partial`` factory's) and loads the model
+(blocking the worker, before it reports ready); ``handle_call(batch)`` runs it and returns the
+output array. A model error fails only that call (``PortCallError``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from corral.serving.adapters import AsyncFunctionModel, Model
-from corral.serving.factory import load_model
+from corral.serving.factory import load_spec
 
 __all__ = ["ServingHandler"]
 
@@ -22,8 +23,15 @@ class ServingHandler:
     def __init__(self) -> None:
         self.model: Model | None = None
 
-    def setup(self, *, factory: str, device: str | None = None) -> None:
-        model = load_model(factory, device=device)
+    def setup(
+        self,
+        *,
+        factory: str,
+        factory_args: list[object] | None = None,
+        factory_kwargs: dict[str, object] | None = None,
+        device: str | None = None,
+    ) -> None:
+        model = load_spec(factory, factory_args or (), factory_kwargs, device=device)
         if isinstance(model, AsyncFunctionModel):
             raise TypeError(
                 f"serving port worker: {factory} gave an async model; ports run plain models"

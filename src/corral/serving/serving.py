@@ -19,7 +19,7 @@ from corral.runtime.node import Node
 from corral.runtime.process import Pid
 from corral.runtime.supervisor import ChildSpec, Supervisor
 from corral.serving.adapters import AsyncFunctionModel, Model
-from corral.serving.factory import ModelFactory, factory_path, load_model
+from corral.serving.factory import ModelFactory, factory_spec, load_model
 from corral.serving.options import ServingOptions
 from corral.serving.records import Result, ServingStatistics
 
@@ -56,7 +56,7 @@ class Serving:
                 str(exc).replace("for serving:", f"for serving '{name}':", 1)
             ) from None
         if self.options.kind == "port":
-            factory_path(factory)  # a port worker imports it: refuse lambdas now
+            factory_spec(factory)  # a port worker imports it: refuse lambdas now
         self._server: ServingServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inline: Model | None = None
@@ -196,6 +196,8 @@ class Serving:
             raise ValueError(
                 f"serving '{self.name}': version must be a non-empty str; got {version!r}"
             )
+        if self.options.kind == "port":
+            factory_spec(factory)  # refuse what a port worker cannot import, before starting
         server = self._running_server()
         await server.pid.call(("swap", factory, version, warmup), timeout=None)
 
