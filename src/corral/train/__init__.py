@@ -7,10 +7,18 @@ from corral.train.averaging import weighted_average
 from corral.train.checkpoint import Checkpoint
 from corral.train.factorization import MatrixFactorization
 from corral.train.linear import LinearRegression, LogisticRegression
-from corral.train.model import Data, Model, Parameters, StatefulModel, TrainStats, load_model
+from corral.train.model import (
+    Data,
+    Model,
+    Parameters,
+    SparseModel,
+    StatefulModel,
+    TrainStats,
+    load_model,
+)
 from corral.train.options import TrainerOptions
 from corral.train.rounds import round_seed, train_locally, train_round
-from corral.train.sharding import shard_bounds, split
+from corral.train.sharding import key_shards, shard_bounds, split
 from corral.train.sync import GradientModel
 from corral.train.trainer import RESUMED_EVENT, ROUND_EVENT, RoundStats, Trainer, TrainResult
 from corral.train.workers import PortWorkers, WorkerPool
@@ -28,6 +36,7 @@ __all__ = [
     "Parameters",
     "PortWorkers",
     "RoundStats",
+    "SparseModel",
     "StatefulModel",
     "TrainResult",
     "TrainStats",
@@ -35,6 +44,7 @@ __all__ = [
     "TrainerOptions",
     "TrainingFailed",
     "WorkerPool",
+    "key_shards",
     "load_model",
     "round_seed",
     "shard_bounds",

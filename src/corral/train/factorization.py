@@ -4,6 +4,10 @@ Prediction: ``mu + bu[u] + bi[i] + P[u] . Q[i]``. Data columns: ``user`` and ``i
 (int indices below ``users`` / ``items``) and ``rating`` (float). Each batch updates only the
 rows it touches (``np.add.at``, so a user twice in a batch gets both updates), with L2
 regularisation ``l2`` on those rows. ``evaluate`` gives ``loss`` (half MSE) and ``rmse``.
+
+``row_counts`` (``SparseModel``) counts each user's and item's rows, so the trainer averages
+``P``/``bu`` and ``Q``/``bi`` row by row; with ``shard_by="user"`` each user's rows are
+trained by one worker, whose rows the average then takes as they are.
 """
 
 from __future__ import annotations
@@ -113,6 +117,13 @@ class MatrixFactorization:
         np.add.at(p["bu"], u, -lr * (err + l2 * p["bu"][u]))
         np.add.at(p["bi"], i, -lr * (err + l2 * p["bi"][i]))
         return 0.5 * float(err @ err)
+
+    def row_counts(self, data: Data) -> Parameters:
+        """Samples per user (``P``, ``bu``) and per item (``Q``, ``bi``) in ``data``."""
+        users, items = self._params["P"].shape[0], self._params["Q"].shape[0]
+        per_user = np.bincount(np.asarray(data["user"], dtype=np.int64), minlength=users)
+        per_item = np.bincount(np.asarray(data["item"], dtype=np.int64), minlength=items)
+        return {"P": per_user, "bu": per_user, "Q": per_item, "bi": per_item}
 
     def evaluate(self, data: Data) -> dict[str, float]:
         err = self.predict(data["user"], data["item"]) - np.asarray(data["rating"], np.float64)

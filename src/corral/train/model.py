@@ -13,7 +13,11 @@ A model is a plain object with four methods; nothing here imports an engine::
 the trainer relies on that to re-run a shard after a crash and to resume from a checkpoint
 with the same result bit for bit. A model with optimizer state (momentum, Adam moments) may
 add ``get_optimizer_state`` / ``set_optimizer_state`` with the same dict shape; the trainer
-averages that state too when asked (``average_optimizer_state=True``).
+averages that state too when asked (``average_optimizer_state=True``). A model whose
+parameters include embedding tables (rows that belong to keys of the data, such as users)
+may add ``row_counts(data)`` (``SparseModel``): the trainer then averages those tables row by
+row, weighting each worker by how many of its samples touch the row
+(``corral.train.averaging``).
 
 All four run synchronously, in the worker's only thread; an exception from ``train`` fails
 the round's call with ``PortCallError`` and the trainer fails the run (a bug, not a crash:
@@ -34,6 +38,7 @@ __all__ = [
     "Data",
     "Model",
     "Parameters",
+    "SparseModel",
     "StatefulModel",
     "TrainStats",
     "load_model",
@@ -87,6 +92,17 @@ class StatefulModel(Model, Protocol):
 
     def set_optimizer_state(self, state: Mapping[str, npt.NDArray[np.generic]]) -> None:
         """Replace the optimizer state."""
+        ...
+
+
+@runtime_checkable
+class SparseModel(Model, Protocol):
+    """A model with embedding tables, averaged row by row (see the module doc)."""
+
+    def row_counts(self, data: Data) -> Parameters:
+        """For each embedding-table parameter, an int vector with one entry per row of it:
+        how many rows of ``data`` touch that row in training. Pure; parameters not named are
+        averaged whole."""
         ...
 
 

@@ -51,6 +51,15 @@ class TrainerOptions(Options):
         rule="an int >= 0",
         check=is_int(0),
     )
+    shard_by: str | None = option(
+        None,
+        doc="A data column whose equal values stay in one shard, shards balanced by rows "
+        "(e.g. 'item' for matrix factorization: each item's rows are trained by one worker, "
+        "whose rows of it the per-row average then keeps; see corral.train.sharding); "
+        "None: contiguous shards.",
+        rule="a non-empty str or None",
+        check=lambda v: v is None or (type(v) is str and v != ""),
+    )
     sync: str = option(
         "parameters",
         doc="'parameters': each worker trains local_epochs, then parameters are averaged "

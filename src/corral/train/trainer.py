@@ -12,7 +12,8 @@ columns as ``.npy`` files (the only time the data moves: workers map them read-o
 starts the workers under one supervisor (``corral.train.workers``). Each round of ``fit``
 sends every worker the current parameters, lets it train its shard for ``local_epochs``
 with a seed derived from (``seed``, round, worker), and averages the returned parameters
-weighted by shard rows. A worker that dies mid-round is restarted by its supervisor and
+weighted by shard rows (and, for a ``SparseModel``'s embedding tables, row by row, by the
+rows of each shard that touch them). A worker that dies mid-round is restarted by its supervisor and
 its shard re-run for that round, with the same seed, so the round's result does not change.
 After every round the parameters (and optimizer state) and the round number go to the
 ``checkpoint`` file; ``fit`` resumes from it when it exists.
@@ -39,10 +40,10 @@ from corral.errors import TrainingFailed
 from corral.runtime.context import get_node
 from corral.train import checkpoint
 from corral.train.averaging import weighted_average
-from corral.train.model import Data, Parameters, StatefulModel, load_model, rows
+from corral.train.model import Data, Parameters, SparseModel, StatefulModel, load_model, rows
 from corral.train.options import TrainerOptions
 from corral.train.rounds import Reply, parse_reply, round_seed
-from corral.train.sharding import shard_bounds, split
+from corral.train.sharding import split
 from corral.train.sync import GradientModel, steps_per_epoch
 from corral.train.workers import PortWorkers
 
@@ -95,6 +96,11 @@ class Trainer:
                 f"invalid options for trainer '{name}': workers must be at most "
                 f"the data's {n} rows; got {self.options.workers}"
             )
+        if self.options.shard_by is not None and self.options.shard_by not in data:
+            raise ValueError(
+                f"invalid options for trainer '{name}': shard_by must be a column of the "
+                f"data ({', '.join(data)}); got {self.options.shard_by!r}"
+            )
         self._data = data
         self._eval = eval_data
         self._model = load_model(self.options.model, self.options.model_args)
@@ -105,6 +111,8 @@ class Trainer:
             )
         self._pool: PortWorkers | None = None
         self._tmp: str | None = None
+        self._sizes: list[int] = []
+        self._row_counts: list[Parameters] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -116,7 +124,11 @@ class Trainer:
         if base is None:
             base = self._tmp = tempfile.mkdtemp(prefix="corral-train-")
         dirs = []
-        for k, shard in enumerate(split(self._data, opts.workers)):
+        shards = split(self._data, opts.workers, by=opts.shard_by)
+        self._sizes = [rows(shard) for shard in shards]
+        if isinstance(self._model, SparseModel):
+            self._row_counts = [self._model.row_counts(shard) for shard in shards]
+        for k, shard in enumerate(shards):
             d = Path(base) / f"worker-{k}"
             d.mkdir(parents=True, exist_ok=True)
             for column, values in shard.items():
@@ -194,9 +206,7 @@ class Trainer:
                     params, loss, processed = await self._sync_round(r, params)
                 else:
                     replies = await self._round(r, params, state)
-                    params = weighted_average([(x.params, x.samples) for x in replies])
-                    if state is not None:
-                        state = weighted_average([(x.state or {}, x.samples) for x in replies])
+                    params, state = self._average(replies, state is not None)
                     total = sum(x.samples for x in replies)
                     loss = sum(x.loss * x.samples for x in replies) / total
                     processed = sum(x.processed for x in replies)
@@ -216,6 +226,22 @@ class Trainer:
             await self.aclose()
             raise
         return TrainResult(params, max(first, rounds), history)
+
+    def _average(
+        self, replies: list[Reply], with_state: bool
+    ) -> tuple[Parameters, Parameters | None]:
+        """The replies' parameters (and optimizer state) averaged by shard rows, and per
+        row for the model's embedding tables (``row_counts``)."""
+        counts = self._row_counts
+        params = weighted_average([(x.params, x.samples) for x in replies], row_counts=counts)
+        if not with_state:
+            return params, None
+        states = [(x.state or {}, x.samples) for x in replies]
+        names = set(states[0][0])
+        state_counts = (
+            None if counts is None else [{k: v for k, v in c.items() if k in names} for c in counts]
+        )
+        return params, weighted_average(states, row_counts=state_counts)
 
     def evaluate(
         self, params: Mapping[str, np.ndarray], data: Data | None = None
@@ -257,7 +283,7 @@ class Trainer:
         opts, model = self.options, self._model
         if not isinstance(model, GradientModel):  # checked in __init__; narrows the type
             raise TypeError(f"trainer '{self.name}': not a GradientModel")
-        sizes = [stop - start for start, stop in shard_bounds(rows(self._data), opts.workers)]
+        sizes = self._sizes
         seeds = [round_seed(opts.seed, r, k) for k in range(opts.workers)]
         model.set_parameters(params)
         loss, processed = 0.0, 0
