@@ -6,8 +6,23 @@ import numpy as np
 import pytest
 
 from corral import Node
-from corral.train import LinearRegression, LogisticRegression, Trainer, round_seed
-from corral.train.sync import epoch_order, gradient_step, steps_per_epoch
+from corral.train import (
+    LinearRegression,
+    LogisticRegression,
+    MatrixFactorization,
+    Trainer,
+    round_seed,
+    split,
+)
+from corral.train.sync import (
+    SparseRows,
+    combine_gradients,
+    decode_gradients,
+    encode_gradients,
+    epoch_order,
+    gradient_step,
+    steps_per_epoch,
+)
 
 LINEAR = "corral.train:LinearRegression"
 
@@ -37,14 +52,9 @@ def test_a_step_past_the_end_of_a_shard_contributes_nothing(
 
 
 def test_a_trainer_rejects_sync_gradients_for_a_model_without_gradients() -> None:
-    data = {"user": np.zeros(4, np.int64), "item": np.zeros(4, np.int64), "rating": np.ones(4)}
+    data = {"y": np.ones(4)}
     with pytest.raises(TypeError, match="sync='gradients' needs a model with batch_size"):
-        Trainer(
-            data,
-            model="corral.train:MatrixFactorization",
-            model_args={"users": 1, "items": 1},
-            sync="gradients",
-        )
+        Trainer(data, model="train_models:NoGradients", sync="gradients")
 
 
 def test_sync_must_be_parameters_or_gradients() -> None:
@@ -99,3 +109,87 @@ async def test_n_workers_on_equal_whole_shard_batches_equal_full_batch_gradient_
     expected = full.get_parameters()
     for name in expected:
         np.testing.assert_allclose(result.parameters[name], expected[name], rtol=1e-12, atol=1e-14)
+
+
+MF = "corral.train:MatrixFactorization"
+MF_ARGS = {"users": 12, "items": 9, "factors": 3, "lr": 0.05, "batch_size": 8, "l2": 0.02}
+
+
+def _ratings() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(5)
+    user, item = rng.integers(0, 12, 150), rng.integers(0, 9, 150)
+    return {
+        "user": user,
+        "item": item,
+        "rating": np.clip(np.round(3 + rng.normal(0, 1, 150)), 1, 5),
+    }
+
+
+def test_sparse_gradients_concatenate_and_dense_ones_average_by_rows() -> None:
+    a = {"P": SparseRows(np.array([0, 2]), np.array([1.0, 2.0])), "w": np.array([1.0])}
+    b = {"P": SparseRows(np.array([2]), np.array([4.0])), "w": np.array([4.0])}
+    out = combine_gradients([(a, 2), (b, 1)])
+    assert isinstance(out["P"], SparseRows)
+    assert (out["P"].rows.tolist(), out["P"].values.tolist()) == ([0, 2, 2], [1.0, 2.0, 4.0])
+    assert out["w"].tolist() == [2.0]  # type: ignore[union-attr]
+    assert combine_gradients([(a, 2)]) is a
+    wire = encode_gradients(a)
+    assert isinstance(wire["P"], dict) and sorted(wire["P"]) == ["rows", "values"]
+    back = decode_gradients(wire)
+    assert back["P"] == a["P"] and back["w"] is a["w"]
+    with pytest.raises(
+        ValueError, match=r"every part must have the names \['P', 'w'\] with \['P'\]"
+    ):
+        combine_gradients([(a, 1), ({"P": np.zeros(3), "w": np.zeros(1)}, 1)])
+    with pytest.raises(TypeError, match="gradient 'P': sparse values must match its rows"):
+        decode_gradients({"P": {"rows": np.array([1]), "values": np.zeros(2)}})
+
+
+def test_matrix_factorization_steps_through_its_sparse_gradients_like_train() -> None:
+    data = _ratings()
+    plain = MatrixFactorization(**MF_ARGS)  # type: ignore[arg-type]
+    plain.train(data, epochs=1, seed=3)
+    split_steps = MatrixFactorization(**MF_ARGS)  # type: ignore[arg-type]
+    order = epoch_order(150, 3, 0)
+    for start in range(0, 150, 8):
+        index = order[start : start + 8]
+        _, grads = split_steps.batch_gradients({k: v[index] for k, v in data.items()})
+        split_steps.apply_gradients(grads)
+    assert _same(split_steps.get_parameters(), plain.get_parameters())
+
+
+@pytest.mark.realtime
+async def test_one_mf_worker_with_gradient_sync_equals_plain_training_bit_for_bit() -> None:
+    data = _ratings()
+    plain = MatrixFactorization(**MF_ARGS)  # type: ignore[arg-type]
+    plain.train(data, epochs=2, seed=round_seed(3, 0, 0))
+    async with (
+        Node(),
+        Trainer(
+            data, model=MF, model_args=MF_ARGS, workers=1, local_epochs=2, seed=3, sync="gradients"
+        ) as trainer,
+    ):
+        result = await trainer.fit(rounds=1)
+    assert _same(result.parameters, plain.get_parameters())
+
+
+@pytest.mark.realtime
+async def test_two_mf_workers_with_gradient_sync_step_on_their_batches_end_to_end() -> None:
+    # Each step is one plain SGD step on worker 0's batch followed by worker 1's, at once.
+    data = _ratings()
+    shards = split(data, 2)
+    orders = [epoch_order(75, round_seed(3, 0, k), 0) for k in range(2)]
+    expected = MatrixFactorization(**MF_ARGS)  # type: ignore[arg-type]
+    for start in range(0, 75, 8):
+        index = [order[start : start + 8] for order in orders]
+        union = {
+            c: np.concatenate([s[c][i] for s, i in zip(shards, index, strict=True)]) for c in data
+        }
+        expected.apply_gradients(expected.batch_gradients(union)[1])
+    async with (
+        Node(),
+        Trainer(data, model=MF, model_args=MF_ARGS, workers=2, seed=3, sync="gradients") as trainer,
+    ):
+        result = await trainer.fit(rounds=1)
+    assert result.history[0].samples == 150
+    assert _same(result.parameters, expected.get_parameters())

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Mapping
 from pathlib import Path
+
+import numpy as np
 
 from corral.train import LinearRegression, TrainStats
 from corral.train.model import Data
@@ -39,3 +42,23 @@ class Raising(LinearRegression):
 
     def train(self, data: Data, *, epochs: int, seed: int) -> TrainStats:
         raise ValueError("model bug")
+
+
+class NoGradients:
+    """A model without batch gradients (so no sync='gradients'): a constant predictor."""
+
+    def __init__(self) -> None:
+        self.c = np.zeros(1)
+
+    def get_parameters(self) -> dict[str, np.ndarray]:
+        return {"c": self.c.copy()}
+
+    def set_parameters(self, parameters: Mapping[str, np.ndarray]) -> None:
+        self.c = np.array(parameters["c"], dtype=np.float64)
+
+    def train(self, data: Data, *, epochs: int, seed: int) -> TrainStats:
+        self.c = np.array([float(np.mean(data["y"]))])
+        return TrainStats(loss=0.0, samples=len(data["y"]) * epochs)
+
+    def evaluate(self, data: Data) -> dict[str, float]:
+        return {"loss": float(np.mean((data["y"] - self.c[0]) ** 2))}

@@ -8,6 +8,10 @@ regularisation ``l2`` on those rows. ``evaluate`` gives ``loss`` (half MSE) and 
 ``row_counts`` (``SparseModel``) counts each user's and item's rows, so the trainer averages
 ``P``/``bu`` and ``Q``/``bi`` row by row; with ``shard_by="user"`` each user's rows are
 trained by one worker, whose rows the average then takes as they are.
+
+With ``sync="gradients"`` a step's gradients are sparse (``corral.train.sync.SparseRows``):
+each worker sends one term per sample of its batch, and the trainer applies them all, so N
+workers take plain per-sample SGD steps on batches of N x ``batch_size`` rows.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy.typing as npt
 
 from corral.train.model import Data, Parameters, TrainStats, rows
 from corral.train.sgd import check_hyper
+from corral.train.sync import Gradients, SparseRows
 
 __all__ = ["MatrixFactorization"]
 
@@ -108,15 +113,45 @@ class MatrixFactorization:
         return TrainStats(loss=loss, samples=n * epochs)
 
     def _step(self, u: npt.NDArray[np.int64], i: npt.NDArray[np.int64], r: _F64) -> float:
-        p = self._params
+        loss, grads = self._gradients(u, i, r)
+        self.apply_gradients(grads)
+        return loss
+
+    def _gradients(
+        self, u: npt.NDArray[np.int64], i: npt.NDArray[np.int64], r: _F64
+    ) -> tuple[float, dict[str, SparseRows]]:
+        """The batch's summed half squared error and its per-sample gradient terms."""
+        p, l2 = self._params, self.l2
         pu, qi = p["P"][u], p["Q"][i]
         err = p["mu"][0] + p["bu"][u] + p["bi"][i] + np.einsum("ij,ij->i", pu, qi) - r
-        lr, l2 = self.lr, self.l2
-        np.add.at(p["P"], u, -lr * (err[:, None] * qi + l2 * pu))
-        np.add.at(p["Q"], i, -lr * (err[:, None] * pu + l2 * qi))
-        np.add.at(p["bu"], u, -lr * (err + l2 * p["bu"][u]))
-        np.add.at(p["bi"], i, -lr * (err + l2 * p["bi"][i]))
-        return 0.5 * float(err @ err)
+        grads = {
+            "P": SparseRows(u, err[:, None] * qi + l2 * pu),
+            "Q": SparseRows(i, err[:, None] * pu + l2 * qi),
+            "bu": SparseRows(u, err + l2 * p["bu"][u]),
+            "bi": SparseRows(i, err + l2 * p["bi"][i]),
+        }
+        return 0.5 * float(err @ err), grads
+
+    # -- sync="gradients" (corral.train.sync) ----------------------------------------------
+
+    def batch_gradients(self, batch: Data) -> tuple[float, dict[str, SparseRows]]:
+        """The batch's mean loss and sparse gradients (``SparseRows``: one term per sample
+        and table, l2 included; ``mu`` is not trained). Changes nothing."""
+        rating = np.asarray(batch["rating"], dtype=np.float64)
+        user = np.asarray(batch["user"], dtype=np.int64)
+        loss, grads = self._gradients(user, np.asarray(batch["item"], dtype=np.int64), rating)
+        return loss / len(rating), grads
+
+    def apply_gradients(self, gradients: Gradients) -> None:
+        """One SGD step: ``lr`` times every per-sample term subtracted at its row
+        (``np.add.at``, so a row twice in the batch gets both), as ``train`` does."""
+        for name, grad in gradients.items():
+            if not isinstance(grad, SparseRows) or name not in self._params or name == "mu":
+                raise TypeError(
+                    f"model {_NAME}: apply_gradients takes SparseRows for P, Q, bu and bi; "
+                    f"got {type(grad).__name__} for {name!r}"
+                )
+            np.add.at(self._params[name], grad.rows, -self.lr * grad.values)
 
     def row_counts(self, data: Data) -> Parameters:
         """Samples per user (``P``, ``bu``) and per item (``Q``, ``bi``) in ``data``."""

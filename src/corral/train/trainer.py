@@ -44,7 +44,13 @@ from corral.train.model import Data, Parameters, SparseModel, StatefulModel, loa
 from corral.train.options import TrainerOptions
 from corral.train.rounds import Reply, parse_reply, round_seed
 from corral.train.sharding import split
-from corral.train.sync import GradientModel, steps_per_epoch
+from corral.train.sync import (
+    GradientModel,
+    Gradients,
+    combine_gradients,
+    decode_gradients,
+    steps_per_epoch,
+)
 from corral.train.workers import PortWorkers
 
 __all__ = ["RESUMED_EVENT", "ROUND_EVENT", "RoundStats", "TrainResult", "Trainer"]
@@ -295,7 +301,7 @@ class Trainer:
                 replies = await self._gather(r, [{**base, "seed": seed} for seed in seeds])
                 parts = [_gradient_reply(self.name, r, k, x) for k, x in enumerate(replies)]
                 parts = [p for p in parts if p[1] > 0]
-                model.apply_gradients(weighted_average([(g, n) for g, n, _ in parts]))
+                model.apply_gradients(combine_gradients([(g, n) for g, n, _ in parts]))
                 total += sum(batch_loss * n for _, n, batch_loss in parts)
                 processed += sum(n for _, n, _ in parts)
             loss = total / sum(sizes)
@@ -340,10 +346,13 @@ class Trainer:
         return self._pool
 
 
-def _gradient_reply(name: str, r: int, k: int, reply: object) -> tuple[Parameters, int, float]:
+def _gradient_reply(name: str, r: int, k: int, reply: object) -> tuple[Gradients, int, float]:
+    error = TypeError("gradient reply: must have grads, samples (int) and loss")
     if isinstance(reply, Mapping):
         grads, samples, loss = reply.get("grads"), reply.get("samples"), reply.get("loss")
         if isinstance(grads, Mapping) and type(samples) is int and isinstance(loss, float | int):
-            return dict(grads), samples, float(loss)
-    error = TypeError("gradient reply: must have grads, samples (int) and loss")
+            try:
+                return decode_gradients(grads), samples, float(loss)
+            except TypeError as exc:
+                error = exc
     raise TrainingFailed(repr(name), r, k, error)
