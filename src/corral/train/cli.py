@@ -100,16 +100,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="KEY=VALUE",
         help="a model keyword argument; VALUE is JSON or a string (repeatable)",
     )
-    p.add_argument("--workers", type=_int_at_least(1), default=2, help="default 2")
-    p.add_argument("--rounds", type=_int_at_least(1), default=10, help="total rounds; default 10")
-    p.add_argument("--local-epochs", type=_int_at_least(1), default=1, help="per round; default 1")
+    p.add_argument("--workers", metavar="N", type=_int_at_least(1), default=2, help="default 2")
+    p.add_argument(
+        "--rounds", metavar="R", type=_int_at_least(1), default=10, help="total rounds; default 10"
+    )
+    p.add_argument(
+        "--local-epochs", metavar="E", type=_int_at_least(1), default=1, help="per round; default 1"
+    )
     p.add_argument("--sync", choices=("parameters", "gradients"), default="parameters")
     p.add_argument("--shard-by", metavar="COLUMN", help="keep rows with equal COLUMN in one shard")
-    p.add_argument("--seed", type=_int_at_least(0), default=0, help="default 0")
+    p.add_argument("--seed", metavar="S", type=_int_at_least(0), default=0, help="default 0")
     p.add_argument("--checkpoint", metavar="FILE", help="checkpoint (.npz) written every round")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     p.add_argument("--out", metavar="FILE", help="write the final parameters here (.npz)")
-    p.add_argument("--max-restarts", type=_int_at_least(0), default=3, help="in 5 s; default 3")
+    p.add_argument(
+        "--max-restarts", metavar="N", type=_int_at_least(0), default=3, help="in 5 s; default 3"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
