@@ -1,6 +1,9 @@
 """Benchmarks of corral.serving against the model's own batched throughput (the ceiling).
 
-    python benchmarks/serving.py [--quick] [--loop uvloop|asyncio] [--verbose]
+    python benchmarks/serving.py [--quick] [--loop uvloop|asyncio] [--verbose] [--cases tiny]
+
+``--cases`` picks groups of cases (comma-separated: ``tiny``, ``big``, ``fault``; default all),
+e.g. ``--cases tiny`` to measure only the tiny MLP while tuning the hot path.
 
 Prints one JSON object per line (see ``_common.emit``). Every case runs in this process: the
 ceiling is the model called in a tight loop on batches of ``batch_size`` on one thread,
@@ -30,6 +33,7 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy is imported
 
+import argparse
 import asyncio
 import signal
 import sys
@@ -207,11 +211,54 @@ async def fault_case(
     say(f"{case}: failed={load.failed + stats.failed} p99={p99:.2f} ms events={events}")
 
 
-async def main(settings: Settings) -> None:
+GROUPS = ("tiny", "big", "fault")
+
+
+def parse_cases(argv: list[str]) -> tuple[frozenset[str], list[str]]:
+    """Take ``--cases a,b`` out of ``argv``; returns the groups and the other arguments."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--cases", default=",".join(GROUPS))
+    args, rest = parser.parse_known_args(argv)
+    cases = frozenset(c for c in args.cases.split(",") if c)
+    if not cases or not cases <= set(GROUPS):
+        parser.error(f"--cases: comma-separated groups of {', '.join(GROUPS)}; got {args.cases!r}")
+    return cases, rest
+
+
+async def main(settings: Settings, cases: frozenset[str]) -> None:
     quick = settings.quick
     seconds = 3.0 if quick else 10.0
     tiny_ceiling = ceiling(tiny_mlp(), 64, 1.0)
     say(f"tiny MLP ceiling: {tiny_ceiling:,.0f} samples/s")
+    if "tiny" in cases or "fault" in cases:  # the fault cases compare with the tiny p99s
+        thread, port = await tiny_cases(settings, tiny_ceiling, seconds)
+    if "big" in cases:
+        big_ceiling = ceiling(big_mlp(), 1024, 2.0 if quick else 5.0)
+        say(f"big MLP ceiling: {big_ceiling:,.0f} samples/s")
+        for kind in ("thread", "port"):
+            await served(
+                settings,
+                f"big_mlp_{kind}",
+                "_serving_models:big_mlp",
+                1024,
+                big_ceiling,
+                seconds,
+                kind=kind,
+            )
+    if "fault" in cases:
+        fault_seconds = 6.0 if quick else 20.0
+        await fault_case(
+            settings, "fault_sigkill_port", fault_seconds, port["p99_ms"], tiny_ceiling, kind="port"
+        )
+        await fault_case(
+            settings, "fault_swap", fault_seconds, thread["p99_ms"], tiny_ceiling, kind="thread"
+        )
+
+
+async def tiny_cases(
+    settings: Settings, tiny_ceiling: float, seconds: float
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The tiny MLP on a thread, a port, and unbatched; returns the thread and port figures."""
     thread = await served(
         settings, "tiny_mlp_thread", "_serving_models:tiny_mlp", 64, tiny_ceiling, seconds
     )
@@ -245,28 +292,11 @@ async def main(settings: Settings) -> None:
             baseline_value=unbatched["rate"],
             loop=settings.loop,
         )
-    big_ceiling = ceiling(big_mlp(), 1024, 2.0 if quick else 5.0)
-    say(f"big MLP ceiling: {big_ceiling:,.0f} samples/s")
-    for kind in ("thread", "port"):
-        await served(
-            settings,
-            f"big_mlp_{kind}",
-            "_serving_models:big_mlp",
-            1024,
-            big_ceiling,
-            seconds,
-            kind=kind,
-        )
-    fault_seconds = 6.0 if quick else 20.0
-    await fault_case(
-        settings, "fault_sigkill_port", fault_seconds, port["p99_ms"], tiny_ceiling, kind="port"
-    )
-    await fault_case(
-        settings, "fault_swap", fault_seconds, thread["p99_ms"], tiny_ceiling, kind="thread"
-    )
+    return thread, port
 
 
 if __name__ == "__main__":
-    settings = parse_settings(__doc__.splitlines()[0])
+    cases, argv = parse_cases(sys.argv[1:])
+    settings = parse_settings(__doc__.splitlines()[0], argv)
     with asyncio.Runner(loop_factory=loop_factory(settings.loop)) as runner:
-        runner.run(main(settings))
+        runner.run(main(settings, cases))
