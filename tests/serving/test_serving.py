@@ -270,7 +270,7 @@ async def test_a_plain_model_runs_on_its_partition_thread() -> None:
     serving = Serving(factory, name="plain", batch_size=4, batch_timeout=0.0)
     async with start(serving):
         assert float((await serving.run(sample(1))).output[0]) == 2
-    assert threads == ["corral-plain-v1-p0_0"]
+    assert threads == ["corral-plain-v1-p0"]
 
 
 async def test_run_sync_from_another_thread() -> None:
@@ -339,3 +339,53 @@ def test_options_are_validated_naming_the_option() -> None:
         ValueError, match=r"unexpected keyword argument 'batch_sizy'.*valid options"
     ):
         Serving(double, name="rank", batch_sizy=3)
+
+
+class Held:
+    """A plain (threaded) model whose first batch blocks its thread until ``release``."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.hold = threading.Event()
+        self.calls = 0
+
+    def __call__(self) -> object:
+        def model(batch: np.ndarray) -> np.ndarray:
+            self.calls += 1
+            if self.calls == 1:
+                self.started.set()
+                self.hold.wait(10.0)
+            return batch * 2
+
+        return model
+
+
+async def test_thread_partition_killed_mid_batch_retries_it_and_drops_the_late_result() -> None:
+    model = Held()
+    serving = Serving(model, name="rank", batch_size=2, batch_timeout=0.1, partitions=2)
+    async with start(serving):
+        tasks = [asyncio.create_task(serving.run(sample(i))) for i in range(2)]
+        await asyncio.to_thread(model.started.wait, 10.0)
+        server = serving._server
+        assert server is not None and server.current is not None
+        server.current.slots[0].pid.exit(KILL)
+        results = await asyncio.gather(*tasks)  # the retry, on partition 1
+        assert [float(r.output[0]) for r in results] == [0, 2]
+        model.hold.set()  # the killed partition's thread finishes; its result is dropped
+        stats = serving.statistics()
+        assert (stats.completed, stats.failed, stats.retried_batches) == (2, 0, 1)
+        assert [p.crashes for p in stats.partitions] == [1, 0]
+
+
+@pytest.mark.realtime  # on virtual time the clock would jump past the retry's thread, too
+async def test_thread_batch_past_call_timeout_kills_its_partition_and_retries() -> None:
+    model = Held()
+    serving = Serving(model, name="rank", batch_size=1, batch_timeout=0.0, call_timeout=0.2)
+    async with start(serving):
+        try:
+            result = await serving.run(sample(3))  # retried on the restarted partition
+        finally:
+            model.hold.set()
+        assert float(result.output[0]) == 6
+        stats = serving.statistics()
+        assert (stats.completed, stats.retried_batches, stats.partitions[0].crashes) == (1, 1, 1)

@@ -15,12 +15,12 @@ from corral.errors import NoProcess, ProcessExited
 from corral.runtime.messages import SHUTDOWN
 from corral.runtime.process import Pid
 from corral.runtime.supervisor import Supervisor
-from corral.serving.partitions import partition_spec
+from corral.serving.partitions import ThreadPartition, partition_spec
 from corral.serving.records import PartitionStatistics
 
 if TYPE_CHECKING:
     from corral.serving.factory import ModelFactory
-    from corral.serving.server import ServingServer
+    from corral.serving.server import Job, ServingServer
 
 __all__ = ["Generation", "Slot"]
 
@@ -28,7 +28,7 @@ __all__ = ["Generation", "Slot"]
 class Slot:
     """The server's view of one partition."""
 
-    __slots__ = ("batches", "busy", "crashes", "down", "index", "pid")
+    __slots__ = ("batches", "busy", "crashes", "direct", "down", "index", "job", "pid", "timer")
 
     def __init__(self, index: int, pid: Pid) -> None:
         self.index = index
@@ -37,6 +37,11 @@ class Slot:
         self.down = False
         self.batches = 0
         self.crashes = 0
+        # Set by ServingServer.bind: the partition whose thread takes batches directly
+        # (None: batches go through ``pid.call``), the job it runs, its call_timeout timer.
+        self.direct: ThreadPartition | None = None
+        self.job: Job | None = None
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class Generation:
@@ -68,7 +73,9 @@ class Generation:
         self.supervisor = await self.server.spawn(sup, link=True)
         for info in await Supervisor.which_children(self.supervisor):
             assert info.pid is not None
-            self.slots.append(Slot(len(self.slots), info.pid))
+            slot = Slot(len(self.slots), info.pid)
+            self.server.bind(self, slot)
+            self.slots.append(slot)
         self.idle = list(reversed(self.slots))
 
     def release(self, slot: Slot) -> None:
@@ -97,6 +104,7 @@ class Generation:
         for info in children:
             if info.id == f"partition-{slot.index}" and info.pid is not None:
                 slot.pid = info.pid
+                self.server.bind(self, slot)
                 slot.down = False
                 self.idle.append(slot)
                 self.release_check()

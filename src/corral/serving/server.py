@@ -16,6 +16,7 @@ supervisor gives up, the server crashes and its own supervisor restarts the whol
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -35,11 +36,11 @@ from corral.errors import (
     ServingOverloaded,
 )
 from corral.runtime.messages import KILL, Exit, ExitReason
-from corral.runtime.process import Actor, Caller
+from corral.runtime.process import Actor, Caller, Pid
 from corral.serving.counters import Counters
 from corral.serving.factory import ModelFactory
 from corral.serving.generation import Generation, Slot
-from corral.serving.partitions import ModelFailed
+from corral.serving.partitions import ModelFailed, ThreadPartition
 from corral.serving.policy import Batch, BatchPolicy, Request
 from corral.serving.records import PartitionStatistics, Result, ServingStatistics
 from corral.serving.swap import run_swap
@@ -67,16 +68,18 @@ _new_result = tuple.__new__
 """Builds a ``Result`` without its Python-level ``__new__`` (one per request)."""
 
 
-class _Job:
-    """A cut batch on its way through partitions."""
+class Job:
+    """A cut batch on its way through partitions: ``started`` is when its first attempt
+    began, ``start`` when its current one did."""
 
-    __slots__ = ("attempts", "batch", "inputs", "started")
+    __slots__ = ("attempts", "batch", "inputs", "start", "started")
 
     def __init__(self, batch: Batch, inputs: np.ndarray) -> None:
         self.batch = batch
         self.inputs = inputs
         self.attempts = 0
         self.started = 0.0
+        self.start = 0.0
 
 
 class _TaskFailed:
@@ -103,7 +106,7 @@ class ServingServer(Actor):
         self.current: Generation | None = None
         self.retired: list[Generation] = []
         self.counters = Counters()
-        self._retry: deque[_Job] = deque()
+        self._retry: deque[Job] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -153,6 +156,11 @@ class ServingServer(Actor):
             self._timer.cancel()
         error = ServingNotRunning(self.name, "it stopped with queued requests")
         self._fail_all(error)
+        running = ServingNotRunning(self.name, "it stopped while the batch ran")
+        for gen in (self.current, *self.retired):
+            for slot in () if gen is None else gen.slots:
+                if (job := self._take_job(slot)) is not None:
+                    self._fail(job, running)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -263,10 +271,13 @@ class ServingServer(Actor):
                     batch = policy.cut(now)
                     if batch is None:
                         break
-                    job = _Job(batch, self._stack(batch))
+                    job = Job(batch, self._stack(batch))
                 slot = idle.pop()
                 slot.busy = True
-                self.spawn_task(self._execute(gen, slot, job))
+                if slot.direct is not None:
+                    self._run_on_thread(gen, slot, job)
+                else:
+                    self.spawn_task(self._execute(gen, slot, job))
         if len(policy):
             # With every partition busy, a finished batch pumps again: only deadlines need
             # a timer then.
@@ -305,9 +316,82 @@ class ServingServer(Actor):
             fut.set_exception(DeadlineExceeded(self.name, budget or 0.0, waited))
         telemetry.emit(EXPIRED_EVENT, {"waited": now - request.arrived}, {"serving": self.name})
 
+    # -- running batches on partition threads (loop callbacks, no task) ---------------------
+
+    def bind(self, gen: Generation, slot: Slot) -> None:
+        """``slot.pid`` is a new partition: hand it batches directly if it runs them on a
+        thread (and hear of its exit, to retry the batch it was running)."""
+        actor = slot.pid._actor
+        if isinstance(actor, ThreadPartition) and actor.threaded:
+            slot.direct = actor
+            exited = functools.partial(self._partition_exited, gen, slot, slot.pid)
+            slot.pid.add_exit_callback(exited)
+        else:
+            slot.direct = None
+
+    def _run_on_thread(self, gen: Generation, slot: Slot, job: Job) -> None:
+        loop = self._loop
+        job.attempts += 1
+        start = job.start = loop.time()
+        if job.attempts == 1:
+            job.started = start
+        pid = slot.pid
+        direct = slot.direct
+        if pid.exit_reason is not None or direct is None:
+            self._crashed(gen, slot, job, NoProcess(pid))
+            return
+        slot.job = job
+        direct.run_batch(job.inputs, functools.partial(self._ran, gen, slot, job))
+        timeout = self.options.call_timeout
+        if timeout is not None:
+            slot.timer = loop.call_at(start + timeout, self._ran_too_long, gen, slot, job)
+
+    def _ran(self, gen: Generation, slot: Slot, job: Job, output: object) -> None:
+        """On the loop: the partition's thread finished ``job`` with ``output``."""
+        if slot.job is not job:
+            return  # the partition died, timed out or the server stopped: dropped
+        self._take_job(slot)
+        try:
+            self._finish(gen, slot)
+            if isinstance(output, ModelFailed):
+                self._fail(job, output.error)
+            else:
+                self._deliver(gen, slot, job, output, self._loop.time() - job.start)
+            self.pump()
+        except Exception as exc:  # a bug here crashes the server, as in a batch task
+            if self.pid.alive:
+                self.pid.send(_TaskFailed(exc))
+
+    def _ran_too_long(self, gen: Generation, slot: Slot, job: Job) -> None:
+        if slot.job is not job:
+            return
+        slot.timer = None
+        self._take_job(slot)
+        pid = slot.pid
+        pid.exit(KILL)
+        self._crashed(gen, slot, job, CallTimeout(pid, self.options.call_timeout or 0.0))
+        self.pump()
+
+    def _partition_exited(self, gen: Generation, slot: Slot, pid: Pid, reason: ExitReason) -> None:
+        """``pid`` (a threaded partition) ended: retry the batch it was running, if any."""
+        if slot.pid is not pid or (job := self._take_job(slot)) is None:
+            return
+        self._crashed(gen, slot, job, ProcessExited(pid, reason))
+        self.pump()
+
+    @staticmethod
+    def _take_job(slot: Slot) -> Job | None:
+        job = slot.job
+        if job is not None:
+            slot.job = None
+            if slot.timer is not None:
+                slot.timer.cancel()
+                slot.timer = None
+        return job
+
     # -- running batches (batch tasks) -------------------------------------------------------
 
-    async def _execute(self, gen: Generation, slot: Slot, job: _Job) -> None:
+    async def _execute(self, gen: Generation, slot: Slot, job: Job) -> None:
         loop = self._loop
         job.attempts += 1
         start = loop.time()
@@ -339,7 +423,7 @@ class ServingServer(Actor):
         slot.batches += 1
         gen.release(slot)
 
-    def _crashed(self, gen: Generation, slot: Slot, job: _Job, exc: Exception) -> None:
+    def _crashed(self, gen: Generation, slot: Slot, job: Job, exc: Exception) -> None:
         slot.busy = False
         slot.crashes += 1
         gen.release_check()
@@ -362,7 +446,7 @@ class ServingServer(Actor):
             self._fail(job, PartitionCrashed(self.name, str(slot.index), job.attempts, exc))
 
     def _deliver(
-        self, gen: Generation, slot: Slot, job: _Job, output: object, compute: float
+        self, gen: Generation, slot: Slot, job: Job, output: object, compute: float
     ) -> None:
         batch = job.batch
         version = gen.version
@@ -427,7 +511,7 @@ class ServingServer(Actor):
                 },
             )
 
-    def _fail(self, job: _Job, exc: BaseException) -> None:
+    def _fail(self, job: Job, exc: BaseException) -> None:
         for request in job.batch.requests:
             fut = _payload(request)[1]
             if not fut.done():
