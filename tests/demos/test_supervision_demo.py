@@ -43,13 +43,13 @@ async def test_the_demo_rejects_too_few_events() -> None:
 
 
 def test_the_cli_rejects_bad_options_with_the_rule(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--tick", "-1"]) == 2
-    assert "corral demo: --tick must be >= 0; got -1.0" in capsys.readouterr().err
+    assert main(["supervision", "--tick", "-1"]) == 2
+    assert "corral supervision: --tick must be >= 0; got -1.0" in capsys.readouterr().err
 
 
-def test_corral_demo_runs_as_a_command_and_exits_zero() -> None:
+def test_corral_supervision_runs_as_a_command_and_exits_zero() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "corral.cli", "demo", "--events", "30", "--tick", "0"],
+        [sys.executable, "-m", "corral.cli", "supervision", "--events", "30", "--tick", "0"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -428,3 +428,53 @@ async def test_two_producer_stages_read_as_two_consumers_each_message_once(
     assert sorted(pipeline.handled) == sorted(payloads)
     host = socket.gethostname()
     assert sorted(c["name"].decode() for c in consumers) == [f"{host}.two.0", f"{host}.two.1"]
+
+
+# -- StreamWriter: the feeding end -------------------------------------------------------------
+
+
+@pytest.mark.realtime
+async def test_a_stream_writer_feeds_a_pipeline_and_sees_the_acks(redis_url: str) -> None:
+    from corral.pipeline.producers.redis_streams import StreamWriter
+
+    stream = f"writer-{next(_streams)}"
+    seen: list[Message] = []
+
+    class Keep(Pipeline):
+        def handle_message(self, processor: str, message: Message, context: object) -> Message:
+            seen.append(message)
+            return message
+
+    async with StreamWriter(redis_url, stream) as writer, Node() as node:
+        ids = await writer.add([{"n": str(k)} for k in range(5)] + [{"n": b"5", "x": 1}])
+        assert len(ids) == 6 and await writer.length() == 6
+        producer = {"url": redis_url, "stream": stream, "group": "g", "block": 0.05}
+        pipeline = Keep(name="p", producer={"module": "redis_streams", "options": producer})
+        await pipeline.start(node)
+
+        async def all_acked() -> bool:
+            return len(seen) == 6 and await writer.pending("g") == 0
+
+        await eventually(all_acked, "all handled and acknowledged")
+        await pipeline.stop()
+        assert [m.metadata["id"] for m in seen] == ids
+        assert [m.data[b"n"] for m in seen] == [str(k).encode() for k in range(6)]
+        await writer.delete()
+        assert await writer.length() == 0
+
+
+@pytest.mark.realtime
+async def test_a_stream_writer_says_what_is_wrong() -> None:
+    from corral.pipeline.producers.redis_streams import StreamWriter
+    from servers.common import free_port
+
+    with pytest.raises(ValueError, match="url must start with redis://"):
+        StreamWriter("http://x", "s")
+    with pytest.raises(ValueError, match="stream must be a non-empty str"):
+        StreamWriter("redis://x", "")
+    with pytest.raises(RuntimeError, match="use it as `async with StreamWriter"):
+        await StreamWriter("redis://x", "s").add([{"a": "1"}])
+    writer = StreamWriter(f"redis://:secret@127.0.0.1:{free_port()}/0", "s")
+    with pytest.raises(ConnectionError, match=r"cannot reach redis://:\*\*\*@127.0.0.1") as info:
+        await writer.__aenter__()
+    assert "secret" not in str(info.value)

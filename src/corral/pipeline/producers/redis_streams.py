@@ -74,6 +74,7 @@ __all__ = [
     "RedisStreamsAcknowledger",
     "RedisStreamsOptions",
     "RedisStreamsProducer",
+    "StreamWriter",
 ]
 
 logger = logging.getLogger("corral.pipeline")
@@ -541,6 +542,70 @@ class RedisStreamsProducer(Producer):
             await client.xack(options.stream, options.group, *ids)
         except RedisError as exc:
             logger.warning("%s: acknowledging deleted entries failed: %s", self._where, exc)
+
+
+class StreamWriter:
+    """The other end of the stream, for the code that feeds it (a demo, a test, a bridge):
+    ``async with StreamWriter(url, stream) as w: await w.add([{...}, ...])``.
+
+    ``add`` appends entries with one pipelined ``XADD`` each (one round trip for all);
+    ``pending(group)`` is the group's count of delivered, unacknowledged entries;
+    ``length()`` is ``XLEN``; ``delete()`` removes the stream and its groups.
+    """
+
+    def __init__(self, url: str, stream: str) -> None:
+        if not isinstance(url, str) or not _URL.match(url):
+            raise ValueError(
+                f"StreamWriter: url must start with redis://, rediss:// or unix://; got {url!r}"
+            )
+        if not _name(stream):
+            raise ValueError(f"StreamWriter: stream must be a non-empty str; got {stream!r}")
+        self.url, self.stream = url, stream
+        self._client: Redis | None = None
+
+    async def __aenter__(self) -> StreamWriter:
+        try:
+            from redis.asyncio import Redis
+        except ImportError as exc:
+            raise ImportError(
+                f"StreamWriter needs redis-py: pip install 'corral[redis]' ({exc})"
+            ) from exc
+        client = Redis.from_url(self.url, protocol=2, socket_connect_timeout=10.0)
+        try:
+            await client.ping()
+        except Exception as exc:
+            await client.aclose()
+            raise ConnectionError(f"StreamWriter: cannot reach {_redact(self.url)}: {exc}") from exc
+        self._client = client
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def _connected(self) -> Redis:
+        if self._client is None:
+            raise RuntimeError("StreamWriter: use it as `async with StreamWriter(...) as w`")
+        return self._client
+
+    async def add(self, entries: Sequence[Mapping[str, str | bytes | int | float]]) -> list[str]:
+        """Append ``entries`` in order; returns their ids."""
+        async with self._connected().pipeline(transaction=False) as pipe:
+            for fields in entries:
+                pipe.xadd(self.stream, dict(fields))  # type: ignore[arg-type]
+            ids = await pipe.execute()
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    async def length(self) -> int:
+        return int(await self._connected().xlen(self.stream))
+
+    async def pending(self, group: str) -> int:
+        summary = await self._connected().xpending(self.stream, group)
+        return int(summary["pending"] if isinstance(summary, dict) else summary[0])
+
+    async def delete(self) -> None:
+        await self._connected().delete(self.stream)
 
 
 PRODUCER: Final = RedisStreamsProducer

@@ -1,0 +1,461 @@
+"""``corral demo``: train, serve and replay a MovieLens recommender, end to end.
+
+1. Load MovieLens 100K from the installed recbole package; sort by time; the first
+   ``train_fraction`` of ratings is history, the rest is the live stream.
+2. Train implicit matrix factorization with ``corral.train`` (``workers`` port processes,
+   weighted averaging each round), with a progress bar.
+3. Start a node: a ``Serving`` of the model on ``partitions`` port partitions, the
+   ``RecommendationSystem`` process, and the ``RecommenderPipeline`` reading the stream from
+   memory or a Redis stream.
+4. Replay the stream with at most ``window`` events in flight (a closed-loop load
+   generator: latency is from the event entering the source to its recommendation
+   reaching the client), score every recommendation against the item the user rated next,
+   and the popularity baseline the same way.
+5. Print the table. ``chaos`` SIGKILLs a model worker every ``chaos_interval`` seconds;
+   ``swap`` retrains on the history plus the first half of the stream and hot-swaps the
+   model halfway through. The run fails (``lost`` > 0) if any valid event got no
+   recommendation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from corral import telemetry
+from corral._progress import ProgressBar
+from corral.demos.recommender.data import LICENCE, MovieLens, load_movielens
+from corral.demos.recommender.model import encode_request, implicit_ratings, load, save
+from corral.demos.recommender.stream import (
+    Catalogue,
+    DemoContext,
+    RecommendationSystem,
+    RecommenderPipeline,
+    Report,
+    make_events,
+    partition_by_user,
+)
+from corral.pipeline.message import Message
+from corral.runtime import ChildSpec, Node
+from corral.serving import Serving
+from corral.train import Trainer
+from corral.train.trainer import ROUND_EVENT
+
+__all__ = ["DemoOptions", "DemoResult", "run_recommender_demo"]
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``corral demo`` runs; every field is a command-line option."""
+
+    events: int | None = None  # replay only the first N stream ratings (None: all)
+    workers: int = 4
+    rounds: int = 8
+    factors: int = 32
+    negatives: int = 8
+    lr: float = 0.1
+    partitions: int = 2
+    processors: int = 2
+    batchers: int = 4
+    batch_size: int = 64
+    window: int = 256
+    chaos: bool = False
+    chaos_interval: float = 2.0
+    swap: bool = False
+    swap_rounds: int = 2
+    rate: float = 0.0  # events/s the source offers; 0: as fast as the pipeline takes them
+    source: str = "memory"
+    train_fraction: float = 0.8
+    bad_every: int = 100
+    seed: int = 0
+
+    def check(self) -> None:
+        """``ValueError`` naming the first option out of range."""
+        positive = {
+            "workers": self.workers,
+            "rounds": self.rounds,
+            "factors": self.factors,
+            "partitions": self.partitions,
+            "processors": self.processors,
+            "batchers": self.batchers,
+            "batch_size": self.batch_size,
+            "window": self.window,
+            "swap_rounds": self.swap_rounds,
+        }
+        for name, value in positive.items():
+            if type(value) is not int or value < 1:
+                raise ValueError(f"--{name} must be an int >= 1; got {value!r}")
+        if self.events is not None and (type(self.events) is not int or self.events < 100):
+            raise ValueError(f"--events must be an int >= 100; got {self.events!r}")
+        if self.negatives < 0:
+            raise ValueError(f"--negatives must be >= 0; got {self.negatives!r}")
+        if self.bad_every < 0:
+            raise ValueError(f"--bad-every must be >= 0; got {self.bad_every!r}")
+        if not self.rate >= 0:
+            raise ValueError(f"--rate must be >= 0; got {self.rate!r}")
+        if not self.chaos_interval > 0:
+            raise ValueError(f"--chaos-interval must be > 0; got {self.chaos_interval!r}")
+        if not 0.1 <= self.train_fraction <= 0.95:
+            raise ValueError(f"--train-fraction must be in [0.1, 0.95]; got {self.train_fraction}")
+        if self.source != "memory" and not self.source.startswith(("redis://", "unix://")):
+            raise ValueError(
+                f"--source must be 'memory' or a redis://host:port/db URL; got {self.source!r}"
+            )
+
+
+@dataclass
+class DemoResult:
+    """What the demo measured (the table's figures)."""
+
+    trained_on: int
+    stream: int  # events replayed, injected bad ones included
+    valid: int
+    scored: int
+    dropped: dict[str, int]
+    failed: list[str]
+    hit_rate: float
+    ndcg: float
+    popular_hit_rate: float
+    popular_ndcg: float
+    events_per_second: float
+    latency_p50: float
+    latency_p99: float
+    train_seconds: float
+    versions: dict[str, int]
+    kills: int = 0
+    retried_batches: int = 0
+    swap_at: int | None = None
+    duplicates: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def lost(self) -> int:
+        return self.valid - self.scored
+
+
+async def _train(
+    data: MovieLens,
+    stop: int,
+    options: DemoOptions,
+    directory: Path,
+    name: str,
+    out: TextIO,
+    *,
+    start_from: Path | None = None,
+) -> tuple[Path, float]:
+    """Train on ratings ``[0, stop)``: ``options.rounds`` rounds from scratch, or
+    ``options.swap_rounds`` more rounds from the checkpoint ``start_from``. Writes the
+    serving's model file and this run's checkpoint; returns (model file, seconds)."""
+    columns = implicit_ratings(
+        data.user[:stop],
+        data.item[:stop],
+        items=data.items,
+        negatives=options.negatives,
+        seed=options.seed,
+    )
+    model_args = {
+        "users": data.users,
+        "items": data.items,
+        "factors": options.factors,
+        "lr": options.lr,
+        "l2": 0.01,
+        "batch_size": 256,
+        "global_mean": 1.0 / (1 + options.negatives),
+        "seed": options.seed,
+    }
+    checkpoint = directory / f"{name}-checkpoint.npz"
+    rounds = options.rounds
+    if start_from is not None:  # resume: the trainer goes on from the round it finds there
+        shutil.copyfile(start_from, checkpoint)
+        rounds += options.swap_rounds
+    started = time.monotonic()
+    todo = options.rounds if start_from is None else options.swap_rounds
+    bar = ProgressBar(todo, label=f"training {name}", stream=out)
+
+    def on_round(_e: object, measurements: object, metadata: object, _c: object) -> None:
+        assert isinstance(measurements, dict) and isinstance(metadata, dict)
+        if metadata.get("trainer") == name:
+            bar.update(1, loss=measurements["loss"])
+
+    handler_id = f"corral-demo-{name}-{uuid.uuid4().hex}"
+    telemetry.attach(handler_id, ROUND_EVENT, on_round)
+    try:
+        async with Trainer(
+            columns,
+            model="corral.train:MatrixFactorization",
+            model_args=model_args,
+            workers=options.workers,
+            local_epochs=1,
+            seed=options.seed,
+            name=name,
+            checkpoint=str(checkpoint),
+            data_dir=str(directory / f"{name}-shards"),
+        ) as trainer:
+            result = await trainer.fit(rounds=rounds)
+    finally:
+        telemetry.detach(handler_id)
+        bar.close()
+    known = np.zeros(data.users, bool)
+    known[data.user[:stop]] = True
+    path = directory / f"{name}.npz"
+    save(path, result.parameters, known)
+    return path, time.monotonic() - started
+
+
+class _Ledger:
+    """The memory source's acknowledger: every event must end exactly once."""
+
+    def __init__(self) -> None:
+        self.ended: dict[int, str] = {}
+        self.twice: list[int] = []
+
+    def ack(self, successful: Sequence[Message], failed: Sequence[Message]) -> None:
+        for outcome, messages in (("ok", successful), ("failed", failed)):
+            for message in messages:
+                seq = int(str(message.metadata["seq"]))
+                if seq in self.ended:
+                    self.twice.append(seq)
+                self.ended[seq] = outcome
+
+
+@contextlib.asynccontextmanager
+async def _source(
+    options: DemoOptions, ledger: _Ledger
+) -> AsyncIterator[tuple[dict[str, object], Callable[[list[dict[str, str]]], Awaitable[None]]]]:
+    """(producer options, push(events)) for memory or a Redis stream the demo feeds."""
+    if options.source == "memory":
+        from corral.pipeline.producers.memory import MemoryQueue
+
+        queue = MemoryQueue(max_size=4 * options.window, name="movielens")
+
+        async def push_memory(events: list[dict[str, str]]) -> None:
+            for event in events:
+                await queue.push([event], metadata={"seq": event["seq"]}, acknowledger=ledger)
+
+        memory: dict[str, object] = {"module": "memory", "options": {"queue": queue}}
+        yield memory, push_memory
+        return
+    from corral.pipeline.producers.redis_streams import StreamWriter
+
+    stream = f"corral-demo:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    async with StreamWriter(options.source, stream) as writer:
+
+        async def push_redis(events: list[dict[str, str]]) -> None:
+            await writer.add(events)
+
+        producer: dict[str, object] = {
+            "module": "redis_streams",
+            "options": {
+                "url": options.source,
+                "stream": stream,
+                "group": "corral-demo",
+                "block": 0.05,
+                "on_failure": "ack",
+            },
+        }
+        try:
+            yield producer, push_redis
+        finally:
+            with contextlib.suppress(Exception):
+                await writer.delete()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+async def run_recommender_demo(
+    options: DemoOptions | None = None, *, out: TextIO | None = None
+) -> DemoResult:
+    """Run the demo (see the module doc); prints progress and the table to ``out``."""
+    options = options or DemoOptions()
+    options.check()
+    out = out or sys.stdout
+    print("corral demo: a real-time recommender on MovieLens 100K", file=out)
+    print(f"  data: {LICENCE}", file=out)
+    data = load_movielens()
+    cut = data.cut(options.train_fraction)
+    stop = len(data) if options.events is None else min(len(data), cut + options.events)
+    print(
+        f"  {len(data):,} ratings by {data.users} users of {data.items} movies; training on "
+        f"the first {cut:,} by time, replaying the next {stop - cut:,} as a live stream",
+        file=out,
+    )
+    with tempfile.TemporaryDirectory(prefix="corral-demo-") as tmp:
+        directory = Path(tmp)
+        async with Node() as node:
+            model_path, train_seconds = await _train(data, cut, options, directory, "v1", out)
+            return await _replay(
+                node, data, cut, stop, options, directory, model_path, train_seconds, out
+            )
+
+
+async def _replay(
+    node: Node,
+    data: MovieLens,
+    cut: int,
+    stop: int,
+    options: DemoOptions,
+    directory: Path,
+    model_path: Path,
+    train_seconds: float,
+    out: TextIO,
+) -> DemoResult:
+    v1_checkpoint = directory / "v1-checkpoint.npz"
+    catalogue = Catalogue.of(data)
+    seen = np.zeros((data.users, data.items), bool)
+    seen[data.user[:cut], data.item[:cut]] = True
+    popularity = np.bincount(data.item[:cut], minlength=data.items).astype(np.float64)
+    events = make_events(data, cut, stop, bad_every=options.bad_every, seed=options.seed)
+    valid = stop - cut
+    window = asyncio.Semaphore(options.window)
+    report = Report(window, swap_at=len(events) // 3)
+    serving = Serving(
+        functools.partial(load, str(model_path)),
+        name="model",
+        kind="port",
+        partitions=options.partitions,
+        batch_size=64,
+        batch_timeout=0.002,
+        version="1",
+        # One BLAS thread per worker: the partitions share the cores, and small matrix
+        # products lose more to OpenBLAS's thread hand-offs than they gain (3x here).
+        port_options=(("env", {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}),),
+    )
+    await serving.start(node)
+    # Supervised: a crash restarts it from the history (what users saw before the stream).
+    await node.start_child(
+        ChildSpec(
+            id="recommendation_system",
+            start=lambda: RecommendationSystem(seen.copy(), popularity),
+            name="recommendation_system",
+        )
+    )
+    ledger = _Ledger()
+    kills = 0
+    swap_at: int | None = None
+    notes: list[str] = []
+    async with _source(options, ledger) as (producer, push):
+        pipeline = RecommenderPipeline(
+            name="events",
+            producer=producer,
+            processors={"default": {"concurrency": options.processors}},
+            batchers={
+                "recommend": {
+                    "batch_size": options.batch_size,
+                    "batch_timeout": 0.005,
+                    "concurrency": options.batchers,
+                }
+            },
+            partition_by=partition_by_user,
+            retry={"max_attempts": 5, "backoff": {"initial": 0.05, "max": 1.0}},
+            context=DemoContext(catalogue, node, serving, report),
+        )
+        await pipeline.start(node)
+        bar = ProgressBar(len(events), label="replaying", stream=out)
+        started = time.monotonic()
+
+        async def feed() -> None:
+            chunk = 8
+            for start in range(0, len(events), chunk):
+                if options.rate:
+                    await asyncio.sleep(started + start / options.rate - time.monotonic())
+                part = events[start : start + chunk]
+                for _ in part:
+                    await window.acquire()
+                now = repr(time.monotonic())
+                for event in part:
+                    event["sent"] = now
+                await push(part)
+                done = report.ended
+                bar.update(done - bar.count, events_per_s=done / (time.monotonic() - started))
+
+        async def chaos() -> None:
+            nonlocal kills
+            victim = 0
+            while True:
+                await asyncio.sleep(options.chaos_interval)
+                parts = serving.statistics().partitions
+                os_pid = parts[victim % len(parts)].os_pid
+                victim += 1
+                if os_pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(os_pid, signal.SIGKILL)
+                        kills += 1
+
+        async def swap() -> None:
+            nonlocal swap_at
+            await report.swap_due.wait()
+            newer = cut + (stop - cut) // 3
+            path, seconds = await _train(
+                data, newer, options, directory, "v2", out, start_from=v1_checkpoint
+            )
+            sample = encode_request(0, np.zeros(data.items, bool))
+            await serving.swap(functools.partial(load, str(path)), version="2", warmup=sample)
+            swap_at = report.ended
+            notes.append(
+                f"swap: v1 trained {options.swap_rounds} more rounds on {newer:,} ratings "
+                f"(history + the first third of the stream) in {seconds:.1f} s; v2 took over "
+                f"after event {swap_at:,} of {len(events):,}"
+            )
+
+        extra = []
+        if options.chaos:
+            extra.append(asyncio.create_task(chaos()))
+        swapping = asyncio.create_task(swap()) if options.swap else None
+        try:
+            await feed()
+            for _ in range(options.window):  # every event in flight has ended
+                await window.acquire()
+            if swapping is not None:
+                await swapping
+        finally:
+            for task in extra:
+                task.cancel()
+            if swapping is not None and not swapping.done():
+                swapping.cancel()
+            await asyncio.gather(*extra, return_exceptions=True)
+        elapsed = time.monotonic() - started
+        bar.update(len(events) - bar.count)
+        bar.close()
+        stats = serving.statistics()
+        await pipeline.stop()
+    if options.source == "memory" and ledger.twice:
+        notes.append(f"acknowledged twice: {len(ledger.twice)} events")
+    scored = max(report.scored, 1)
+    return DemoResult(
+        trained_on=cut,
+        stream=len(events),
+        valid=valid,
+        scored=report.scored,
+        dropped=dict(report.dropped),
+        failed=list(report.failed),
+        hit_rate=report.hits / scored,
+        ndcg=report.ndcg / scored,
+        popular_hit_rate=report.popular_hits / scored,
+        popular_ndcg=report.popular_ndcg / scored,
+        events_per_second=len(events) / elapsed,
+        latency_p50=_percentile(report.latencies, 50),
+        latency_p99=_percentile(report.latencies, 99),
+        train_seconds=train_seconds,
+        versions=dict(report.versions),
+        kills=kills,
+        retried_batches=stats.retried_batches,
+        swap_at=swap_at,
+        duplicates=report.duplicates,
+        notes=notes,
+    )
