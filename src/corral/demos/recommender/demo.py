@@ -27,6 +27,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import textwrap
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -140,6 +141,7 @@ class DemoResult:
     retried_batches: int = 0
     swap_at: int | None = None
     duplicates: int = 0
+    example: str | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -274,6 +276,24 @@ async def _source(
                 await writer.delete()
 
 
+def _example(report: Report, data: MovieLens) -> str | None:
+    """One hit, in words: what a user rated and where it stood in their recommendations."""
+    if report.example is None:
+        return None
+    event, top = report.example
+
+    def title(item: int) -> str:
+        year = data.years[item]
+        return f"'{data.titles[item]}'" + (f" ({year})" if year else "")
+
+    rank = top.index(event.item) + 1
+    others = ", ".join(title(i) for i in top[:4] if i != event.item)
+    return (
+        f"user {data.user_ids[event.user]} rated {title(event.item)}; it was #{rank} of the "
+        f"10 recommended to them just before, beside {others}"
+    )
+
+
 def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -286,15 +306,18 @@ async def run_recommender_demo(
     options.check()
     out = out or sys.stdout
     print("corral demo: a real-time recommender on MovieLens 100K", file=out)
-    print(f"  data: {LICENCE}", file=out)
+    print(
+        textwrap.fill(f"data: {LICENCE}", width=96, initial_indent="  ", subsequent_indent="    "),
+        file=out,
+    )
     data = load_movielens()
     cut = data.cut(options.train_fraction)
     stop = len(data) if options.events is None else min(len(data), cut + options.events)
-    print(
-        f"  {len(data):,} ratings by {data.users} users of {data.items} movies; training on "
-        f"the first {cut:,} by time, replaying the next {stop - cut:,} as a live stream",
-        file=out,
+    summary = (
+        f"{len(data):,} ratings by {data.users} users of {data.items} movies; training on the "
+        f"first {cut:,} by time, replaying the next {stop - cut:,} as a live stream"
     )
+    print(textwrap.fill(summary, width=96, initial_indent="  ", subsequent_indent="    "), file=out)
     with tempfile.TemporaryDirectory(prefix="corral-demo-") as tmp:
         directory = Path(tmp)
         async with Node() as node:
@@ -457,5 +480,6 @@ async def _replay(
         retried_batches=stats.retried_batches,
         swap_at=swap_at,
         duplicates=report.duplicates,
+        example=_example(report, data),
         notes=notes,
     )

@@ -44,6 +44,8 @@ def render(result: DemoResult, options: DemoOptions) -> str:
     if result.duplicates:
         lines.append(f"{'redelivered':<{width}}{result.duplicates} (scored once)")
     lines += result.notes
+    if result.example is not None:
+        lines.append(f"for example: {result.example}")
     verdict = "beats" if result.hit_rate > result.popular_hit_rate else "does NOT beat"
     lines.append(
         f"the model {verdict} the popularity baseline "
