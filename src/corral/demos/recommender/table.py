@@ -33,6 +33,11 @@ def render(result: DemoResult, options: DemoOptions) -> str:
         f"{'events':<{width}}{result.valid:,} valid: {result.scored:,} recommended, "
         f"{result.lost} lost; injected bad events dropped: {dropped}",
     ]
+    if result.failed:
+        lines.append(
+            f"{'failed':<{width}}{len(result.failed)} events failed after retries; "
+            f"the first: {result.failed[0]}"
+        )
     if options.chaos:
         lines.append(
             f"{'chaos':<{width}}{result.kills} model workers SIGKILLed, "
