@@ -457,8 +457,11 @@ async def _replay(
         bar.close()
         stats = serving.statistics()
         await pipeline.stop()
-    if options.source == "memory" and ledger.twice:
-        notes.append(f"acknowledged twice: {len(ledger.twice)} events")
+    if options.source == "memory":  # the source's own view: every event ended exactly once
+        if ledger.twice:
+            notes.append(f"acknowledged twice: {len(ledger.twice)} events")
+        if len(ledger.ended) != len(events):
+            notes.append(f"never acknowledged: {len(events) - len(ledger.ended)} events")
     scored = max(report.scored, 1)
     return DemoResult(
         trained_on=cut,
