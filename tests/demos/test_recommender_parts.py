@@ -20,6 +20,7 @@ from corral.demos.recommender.stream import (
     Catalogue,
     Event,
     InvalidEvent,
+    Parsed,
     RecommendationSystem,
     Report,
     features,
@@ -210,3 +211,12 @@ async def test_the_report_scores_hits_and_ndcg_exactly() -> None:
     assert report.ndcg == pytest.approx(1 / np.log2(3))
     assert report.popular_ndcg == pytest.approx(1.0)
     assert report.versions == {"1": 1, "2": 1} and report.dropped == {"outlier": 1}
+
+
+def test_partition_by_user_agrees_before_and_after_handle_message(movielens: MovieLens) -> None:
+    catalogue = Catalogue.of(movielens)
+    fields = {"seq": "0", "user": "196", "item": "242", "rating": "3", "sent": "0"}
+    fields["timestamp"] = str(catalogue.first_time)
+    event = parse_event(fields, catalogue)
+    parsed = Parsed(fields, event, features(event, catalogue))
+    assert partition_by_user(Message(parsed)) == partition_by_user(Message(fields)) == 196

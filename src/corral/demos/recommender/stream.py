@@ -398,10 +398,13 @@ class RecommenderPipeline(Pipeline):
 
 
 def partition_by_user(message: Message) -> int:
-    """Every event of one user goes to the same processor (``partition_by``)."""
-    fields = message.data
-    if isinstance(fields, Mapping):
-        user = fields.get("user", fields.get(b"user", b""))
+    """Every event of one user goes to the same processor and the same batch processor
+    (``partition_by`` sees the source's fields before ``handle_message``, ``Parsed`` after)."""
+    data = message.data
+    if isinstance(data, Parsed):
+        data = data.original
+    if isinstance(data, Mapping):
+        user = data.get("user", data.get(b"user", b""))
         text = user.decode() if isinstance(user, bytes) else str(user)
         return int(text) if text.isdigit() else 0
     return 0
