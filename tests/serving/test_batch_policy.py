@@ -229,3 +229,13 @@ def test_a_batch_is_ready_exactly_at_wakeup_despite_float_rounding() -> None:
     wakeup = p.wakeup()
     assert wakeup is not None and wakeup - 0.078 < 0.01  # rounding: less than the timeout
     assert p.cut(wakeup) is not None
+
+
+def test_offer_says_how_many_samples_the_key_holds_and_0_when_full() -> None:
+    p = policy(batch_size=3, max_queue=3)
+    assert p.offer(Request(1, 0.0)) == 1
+    assert p.offer(Request(2, 0.0, key="b")) == 2
+    assert p.offer(Request(2, 0.0)) == 3  # 3 >= batch_size: ready, as ready(None) says
+    assert p.ready(None) and not p.ready("b")
+    extra = Request(1, 0.0)
+    assert p.offer(extra) == 0 and not extra.queued and len(p) == 3

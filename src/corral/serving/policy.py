@@ -114,18 +114,24 @@ class BatchPolicy:
 
         Raises ``ValueError`` if the request is larger than ``batch_size`` or empty.
         """
+        return self.offer(request) > 0
+
+    def offer(self, request: Request) -> int:
+        """As ``push``, but say how many samples its key now holds (>= ``batch_size``: the
+        key is full, as ``ready(key)``); 0 (and nothing queued) if ``max_queue`` requests
+        wait. One call instead of ``push`` and ``ready`` on the hot path."""
         if not 1 <= request.size <= self.batch_size:
             raise ValueError(
                 f"request of {request.size} samples: a request must hold 1 to "
                 f"batch_size={self.batch_size} samples"
             )
         if self._length >= self.max_queue:
-            return False
+            return 0
         queue = self._queues.get(request.key)
         if queue is None:
             queue = self._queues[request.key] = _KeyQueue()
         queue.requests.append(request)
-        queue.samples += request.size
+        samples = queue.samples = queue.samples + request.size
         request.queued = True
         self._length += 1
         if request.deadline is not None:
@@ -136,7 +142,7 @@ class BatchPolicy:
                 heapq.heapify(heap)
             self._seq += 1
             heapq.heappush(heap, (request.deadline, self._seq, request))
-        return True
+        return samples
 
     def ready(self, key: Hashable) -> bool:
         """Whether ``key`` holds a full batch (its timeout is not considered)."""

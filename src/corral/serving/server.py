@@ -64,22 +64,52 @@ _Payload = tuple[np.ndarray, "asyncio.Future[Result]", bool, float | None]
 _payload: Callable[[Request], _Payload] = attrgetter("payload")
 """``request.payload`` as a ``_Payload`` (a C getter: no ``typing.cast`` call on the hot path)."""
 
+_arrived: Callable[[Request], float] = attrgetter("arrived")
+
 _new_result = tuple.__new__
 """Builds a ``Result`` without its Python-level ``__new__`` (one per request)."""
 
 
 class Job:
-    """A cut batch on its way through partitions: ``started`` is when its first attempt
-    began, ``start`` when its current one did."""
+    """A cut batch on its way through partitions: ``futs`` are its requests' futures (in
+    order), ``single`` whether every request is one sample (row i answers request i);
+    ``started`` is when its first attempt began, ``start`` when its current one did."""
 
-    __slots__ = ("attempts", "batch", "inputs", "start", "started")
+    __slots__ = ("attempts", "batch", "futs", "inputs", "single", "start", "started")
 
-    def __init__(self, batch: Batch, inputs: np.ndarray) -> None:
+    def __init__(self, batch: Batch) -> None:
         self.batch = batch
-        self.inputs = inputs
+        # One C-level transposition of the payloads: inputs, futures, single flags.
+        xs, futs, singles, _ = zip(*map(_payload, batch.requests), strict=True)
+        self.futs: tuple[asyncio.Future[Result], ...] = futs
+        self.single = all(singles)
+        self.inputs = _stack(batch, xs, singles, self.single)
         self.attempts = 0
         self.started = 0.0
         self.start = 0.0
+
+
+def _stack(
+    batch: Batch, xs: tuple[np.ndarray, ...], singles: tuple[bool, ...], single: bool
+) -> np.ndarray:
+    """The batch's inputs as one array, padded with zero rows to ``batch.padded_size``."""
+    if single and batch.pad == 0:
+        try:
+            # np.array builds the same array as np.stack for equal shapes, ~3x faster.
+            return np.array(xs)
+        except ValueError:
+            return np.stack(xs)  # unequal shapes: np.stack's error, as before
+    first = xs[0]
+    shape = first.shape if singles[0] else first.shape[1:]
+    out = np.zeros((batch.padded_size, *shape), dtype=first.dtype)
+    offset = 0
+    for request, x, one in zip(batch.requests, xs, singles, strict=True):
+        if one:
+            out[offset] = x
+        else:
+            out[offset : offset + request.size] = x
+        offset += request.size
+    return out
 
 
 class _TaskFailed:
@@ -115,6 +145,7 @@ class ServingServer(Actor):
         self._swap_lock = asyncio.Lock()
         self._keys = options.batch_keys
         self._timeout = options.batch_timeout
+        self._batch_size = options.batch_size
 
     # -- lifecycle (the server's own task) ---------------------------------------------------
 
@@ -212,26 +243,28 @@ class ServingServer(Actor):
         if the server is stopping. Does not block."""
         if not self._running:
             raise ServingNotRunning(self.name, "it is stopping")
-        policy = self.policy
-        counters = self.counters
-        counters.requests += 1
+        self.counters.requests += 1
         keys = self._keys
         key = None if keys is None else keys(x)
         loop = self._loop
         now = loop.time()
         fut: asyncio.Future[Result] = loop.create_future()
-        expires = None if deadline is None else now + deadline
-        request = Request(size, now, expires, key, (x, fut, single, deadline))
-        if not policy.push(request):
-            counters.overloaded += 1
-            raise ServingOverloaded(self.name, len(policy), policy.max_queue)
-        if policy.ready(key):
-            self.pump()
+        if deadline is None:
+            request = Request(size, now, None, key, (x, fut, single, None))
+            when = now + self._timeout
         else:
-            when = now + self._timeout if expires is None else min(now + self._timeout, expires)
-            # _arm's own check, inlined: most requests find the timer armed early enough.
-            if self._timer is None or when < self._timer_at:
-                self._arm(when)
+            expires = now + deadline
+            request = Request(size, now, expires, key, (x, fut, single, deadline))
+            when = min(now + self._timeout, expires)
+        queued = self.policy.offer(request)
+        if queued >= self._batch_size:
+            self.pump()
+        elif not queued:
+            self.counters.overloaded += 1
+            raise ServingOverloaded(self.name, len(self.policy), self.policy.max_queue)
+        # _arm's own check, inlined: most requests find the timer armed early enough.
+        elif self._timer is None or when < self._timer_at:
+            self._arm(when)
         return request, fut
 
     def withdraw(self, request: Request) -> None:
@@ -271,7 +304,7 @@ class ServingServer(Actor):
                     batch = policy.cut(now)
                     if batch is None:
                         break
-                    job = Job(batch, self._stack(batch))
+                    job = Job(batch)
                 slot = idle.pop()
                 slot.busy = True
                 if slot.direct is not None:
@@ -285,28 +318,6 @@ class ServingServer(Actor):
             wakeup = policy.wakeup() if free else policy.next_deadline()
             if wakeup is not None:
                 self._arm(wakeup)
-
-    def _stack(self, batch: Batch) -> np.ndarray:
-        requests = batch.requests
-        payloads = list(map(_payload, requests))
-        if batch.pad == 0 and all(p[2] for p in payloads):
-            samples = [p[0] for p in payloads]
-            try:
-                # np.array builds the same array as np.stack for equal shapes, ~3x faster.
-                return np.array(samples)
-            except ValueError:
-                return np.stack(samples)  # unequal shapes: np.stack's error, as before
-        first = payloads[0][0]
-        shape = first.shape if payloads[0][2] else first.shape[1:]
-        out = np.zeros((batch.padded_size, *shape), dtype=first.dtype)
-        offset = 0
-        for request, (x, _, single, _) in zip(requests, payloads, strict=True):
-            if single:
-                out[offset] = x
-            else:
-                out[offset : offset + request.size] = x
-            offset += request.size
-        return out
 
     def _expire(self, request: Request, now: float) -> None:
         _, fut, _, budget = _payload(request)
@@ -464,20 +475,18 @@ class ServingServer(Actor):
         requests = batch.requests
         started = job.started
         n = len(requests)
-        wait_total = 0.0
-        for request in requests:
-            wait_total += started - request.arrived
-        payloads = list(map(_payload, requests))
-        if all(p[2] for p in payloads):
+        wait_total = n * started - sum(map(_arrived, requests))
+        if job.single:
             # One sample per request (the usual case): row i is request i's (then padding).
-            for (_, fut, _, _), rows in zip(payloads, output, strict=False):
+            for fut, rows in zip(job.futs, output, strict=False):
                 if not fut.done():
                     fut.set_result(_new_result(Result, (rows, version)))
         else:
             offset = 0
-            for request, (_, fut, single, _) in zip(requests, payloads, strict=True):
+            for request, fut in zip(requests, job.futs, strict=True):
                 size = request.size
                 if not fut.done():
+                    single = _payload(request)[2]
                     rows = output[offset] if single else output[offset : offset + size]
                     fut.set_result(_new_result(Result, (rows, version)))
                 offset += size
@@ -512,8 +521,7 @@ class ServingServer(Actor):
             )
 
     def _fail(self, job: Job, exc: BaseException) -> None:
-        for request in job.batch.requests:
-            fut = _payload(request)[1]
+        for fut in job.futs:
             if not fut.done():
                 fut.set_exception(exc)
         self.counters.failed += len(job.batch.requests)
