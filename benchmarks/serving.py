@@ -68,10 +68,11 @@ def ceiling(model: Callable[[np.ndarray], np.ndarray], width: int, seconds: floa
     return n / elapsed
 
 
-def port_env() -> tuple[tuple[str, object], ...]:
+def port_options() -> dict[str, object]:
+    """Port workers find the benchmark's models and run BLAS on one thread; one warm spare."""
     path = os.environ.get("PYTHONPATH", "")
     value = f"{HERE}{os.pathsep}{path}" if path else str(HERE)
-    return (("env", {"PYTHONPATH": value, "OPENBLAS_NUM_THREADS": "1"}),)
+    return {"env": {"PYTHONPATH": value, "OPENBLAS_NUM_THREADS": "1"}, "spares": 1}
 
 
 class Load:
@@ -128,7 +129,7 @@ async def served(
     options.setdefault("batch_size", BATCH)
     options.setdefault("batch_timeout", 0.002)
     if options.get("kind") == "port":
-        options["port_options"] = (*port_env(), ("spares", 1))
+        options["port_options"] = port_options()
     serving = Serving(factory, name=case, max_queue=4096, **options)  # type: ignore[arg-type]
     async with Node([serving.child_spec()]):
         load = Load(serving, width)
@@ -162,7 +163,7 @@ async def fault_case(
     kind = kw.pop("kind")
     options: dict[str, object] = {"batch_size": BATCH, "batch_timeout": 0.002, "kind": kind}
     if kind == "port":
-        options["port_options"] = (*port_env(), ("spares", 1))
+        options["port_options"] = port_options()
         options["partitions"] = 2
     serving = Serving("_serving_models:tiny_mlp", name=case, **options)  # type: ignore[arg-type]
     events = 0

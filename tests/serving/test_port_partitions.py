@@ -20,13 +20,13 @@ from corral.serving import Serving
 HERE = str(Path(__file__).resolve().parent)
 
 
-def port_env() -> tuple[tuple[str, object], ...]:
+def port_env() -> dict[str, str]:
     path = os.environ.get("PYTHONPATH", "")
-    return (("env", {"PYTHONPATH": f"{HERE}{os.pathsep}{path}" if path else HERE}),)
+    return {"PYTHONPATH": f"{HERE}{os.pathsep}{path}" if path else HERE}
 
 
 def serving(factory: Any, **options: object) -> Serving:
-    return Serving(factory, name="ports", kind="port", port_options=port_env(), **options)
+    return Serving(factory, name="ports", kind="port", port_options={"env": port_env()}, **options)
 
 
 @pytest.mark.realtime
@@ -105,3 +105,53 @@ def test_partial_factory_arguments_must_be_plain_data() -> None:
         Serving(functools.partial(scale, np.ones(2)), name="ports", kind="port")
     with pytest.raises(ValueError, match="argument 'offset' is object"):
         Serving(functools.partial(scale, 1.0, offset=object()), name="ports", kind="port")
+
+
+def test_port_options_take_a_mapping_or_pairs_and_keep_pairs() -> None:
+    env = port_env()
+    as_mapping = Serving(
+        "serving_models:double", kind="port", port_options={"spares": 0, "env": env}
+    )
+    as_pairs = Serving(
+        "serving_models:double", kind="port", port_options=(("spares", 0), ("env", env))
+    )
+    assert as_mapping.options.port_options == (("spares", 0), ("env", env))
+    assert as_pairs.options.port_options == as_mapping.options.port_options
+
+
+VALID_KEYS = (
+    "valid keys: command, python, env, cwd, max_frame_size, shm_threshold, max_in_flight, "
+    "start_timeout, stop_timeout, spin, spares, crash_on_error"
+)
+
+
+@pytest.mark.parametrize(
+    ("port_options", "message"),
+    [
+        ({"spare": 1}, f"port_options has an unknown key 'spare'; {VALID_KEYS}"),
+        ((("spare", 1),), f"port_options has an unknown key 'spare'; {VALID_KEYS}"),
+        (
+            {"handler": "x:Y"},
+            f"port_options cannot set 'handler': the serving sets it for its partitions; "
+            f"{VALID_KEYS}",
+        ),
+        ((("spares", 1), ("spares", 2)), f"port_options names 'spares' twice; {VALID_KEYS}"),
+        ({"spares": -1}, "port_options: spares must be an int >= 0; got -1"),
+        (
+            {1: 2},
+            "port_options must be a mapping of str to value, or a tuple of (str, value) pairs; "
+            "got {1: 2}",
+        ),
+        (
+            [("spares", 1)],
+            "port_options must be a mapping of str to value, or a tuple of (str, value) pairs; "
+            "got [('spares', 1)]",
+        ),
+    ],
+)
+def test_bad_port_options_are_refused_naming_port_options_and_the_key(
+    port_options: object, message: str
+) -> None:
+    with pytest.raises(ValueError) as info:
+        Serving("serving_models:double", name="ports", kind="port", port_options=port_options)
+    assert str(info.value) == f"invalid options for serving 'ports': {message}"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+import dataclasses
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from corral._options import Options, is_int, is_number, one_of, option
 
@@ -91,11 +92,16 @@ class ServingOptions(Options):
         rule="a str or None",
         check=lambda v: v is None or type(v) is str,
     )
-    port_options: tuple[tuple[str, object], ...] = option(
+    port_options: Mapping[str, object] | tuple[tuple[str, object], ...] = option(
         (),
-        doc="Extra PortOptions for 'port' partitions, as (name, value) pairs.",
-        rule="a tuple of (str, value) pairs",
-        check=lambda v: type(v) is tuple and all(type(p) is tuple and len(p) == 2 for p in v),
+        doc="Extra PortOptions for 'port' partitions (env, spares, spin, ...): a mapping "
+        "({'spares': 1, 'env': {...}}) or (name, value) pairs; kept as pairs. Checked here "
+        "against PortOptions' fields and rules (handler and args are the serving's own).",
+        rule="a mapping of str to value, or a tuple of (str, value) pairs",
+        check=lambda v: (
+            type(v) is tuple
+            and all(type(p) is tuple and len(p) == 2 and type(p[0]) is str for p in v)
+        ),
     )
     call_timeout: float | None = option(
         None,
@@ -106,9 +112,45 @@ class ServingOptions(Options):
     )
 
     def __post_init__(self) -> None:
+        pairs = self.port_options
+        if isinstance(pairs, Mapping) and all(type(k) is str for k in pairs):
+            # Frozen: normalise before the checks run, so every later reader sees pairs.
+            # (A mapping with other keys stays as given, for the check to quote.)
+            object.__setattr__(self, "port_options", tuple(pairs.items()))
         super().__post_init__()
+        if self.port_options:
+            _check_port_options(self._what, cast(tuple[tuple[str, object], ...], self.port_options))
         if self.pad_to and max(self.pad_to) < self.batch_size:
             raise ValueError(
                 f"invalid options for {self._what}: pad_to must hold a size >= batch_size="
                 f"{self.batch_size}; got {self.pad_to!r}"
             )
+
+
+_SERVING_SETS = ("handler", "args")
+"""PortOptions a serving sets itself for its port partitions."""
+
+
+def _check_port_options(what: str, pairs: tuple[tuple[str, object], ...]) -> None:
+    """Refuse unknown, reserved or repeated ``port_options`` keys and values PortOptions
+    would refuse, naming ``port_options`` and the key."""
+    from corral.port.port import PortOptions
+
+    valid = [f.name for f in dataclasses.fields(PortOptions) if f.name not in _SERVING_SETS]
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in _SERVING_SETS:
+            problem = f"port_options cannot set {key!r}: the serving sets it for its partitions"
+        elif key not in valid:
+            problem = f"port_options has an unknown key {key!r}"
+        elif key in seen:
+            problem = f"port_options names {key!r} twice"
+        else:
+            seen.add(key)
+            continue
+        raise ValueError(f"invalid options for {what}: {problem}; valid keys: {', '.join(valid)}")
+    try:
+        PortOptions(handler="corral.serving.port_handler:ServingHandler", **dict(pairs))  # type: ignore[arg-type]
+    except ValueError as exc:
+        detail = str(exc).removeprefix(f"invalid options for {PortOptions._what}: ")
+        raise ValueError(f"invalid options for {what}: port_options: {detail}") from None
