@@ -7,7 +7,10 @@ e.g. ``--cases tiny`` to measure only the tiny MLP while tuning the hot path.
 
 Prints one JSON object per line (see ``_common.emit``). Every case runs in this process: the
 ceiling is the model called in a tight loop on batches of ``batch_size`` on one thread,
-measured in the same run; ``ratio`` is served samples/s over that ceiling.
+measured right before and right after each run (0.5 s each for the tiny model; their mean), so a shared machine's
+load hits both alike; ``ratio`` is served samples/s over that ceiling. The tiny cases run
+3 (``--quick``) or 5 interleaved repeats of 1.5 s or 5 s each (thread, port, unbatched,
+rotated); their lines give medians, ``ratio`` is the median of the per-run ``ratios``.
 
 Method (issue 4): ``OPENBLAS_NUM_THREADS=1``; 64 caller tasks on the node's loop, closed loop
 (each awaits its result, then sends the next), one sample per request, ``batch_size=64``,
@@ -46,7 +49,16 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import Settings, emit, loop_factory, parse_settings, percentile, say  # noqa: E402
+from _common import (  # noqa: E402
+    Settings,
+    emit,
+    interleaved,
+    loop_factory,
+    median,
+    parse_settings,
+    percentile,
+    say,
+)
 from _serving_models import big_mlp, tiny_mlp  # noqa: E402
 from corral import Node  # noqa: E402
 from corral.serving import Serving  # noqa: E402
@@ -54,6 +66,9 @@ from corral.serving import Serving  # noqa: E402
 BENCH = "serving"
 CALLERS = 64
 BATCH = 64
+CEILING_WINDOW = 0.5
+"""Seconds the tiny model's ceiling is measured for, right before and right after each run
+(the big model's: 1 s, or 2.5 s without --quick)."""
 
 
 def ceiling(model: Callable[[np.ndarray], np.ndarray], width: int, seconds: float) -> float:
@@ -117,44 +132,67 @@ class Load:
         return done / elapsed
 
 
-async def served(
-    settings: Settings,
-    case: str,
+async def measure(
     factory: str,
     width: int,
-    ceil: float,
     seconds: float,
+    model: Callable[[np.ndarray], np.ndarray],
+    window: float = CEILING_WINDOW,
     **options: object,
 ) -> dict[str, float]:
+    """One run: the serving under load for ``seconds``, and the model's ceiling measured for
+    ``window`` s right before and right after it (their mean), so that the ratio compares
+    the two under the same conditions on a shared machine."""
     options.setdefault("batch_size", BATCH)
     options.setdefault("batch_timeout", 0.002)
     if options.get("kind") == "port":
         options["port_options"] = port_options()
-    serving = Serving(factory, name=case, max_queue=4096, **options)  # type: ignore[arg-type]
+    serving = Serving(factory, name="bench", max_queue=4096, **options)  # type: ignore[arg-type]
+    before = ceiling(model, width, window)
     async with Node([serving.child_spec()]):
         load = Load(serving, width)
         rate = await load.run_for(seconds)
         stats = serving.statistics()
+    ceil = (before + ceiling(model, width, window)) / 2
     lat = load.latencies
-    result = {
+    return {
+        "rate": rate,
+        "ceiling": ceil,
         "p50_ms": percentile(lat, 50) * 1e3,
         "p99_ms": percentile(lat, 99) * 1e3,
         "mean_batch_size": stats.mean_batch_size,
         "failed": float(load.failed + stats.failed),
     }
+
+
+def report(settings: Settings, case: str, runs: list[dict[str, float]]) -> dict[str, float]:
+    """Emit one line for ``runs`` of a case: medians, and the median of the per-run ratios."""
+
+    def mid(key: str) -> float:
+        return median([run[key] for run in runs])
+
+    ratios = [run["rate"] / run["ceiling"] for run in runs]
+    result = {key: mid(key) for key in ("rate", "ceiling", "p50_ms", "p99_ms", "mean_batch_size")}
+    result["failed"] = sum(run["failed"] for run in runs)
     emit(
         bench=BENCH,
         case=case,
         metric="throughput",
-        value=rate,
+        value=result["rate"],
         unit="req/s",
-        baseline_name="model ceiling (tight loop, batches of 64)",
-        baseline_value=ceil,
+        baseline_name=f"model ceiling (tight loop, batches of {BATCH}, around each run)",
+        baseline_value=result["ceiling"],
         loop=settings.loop,
-        **result,
+        ratio=median(ratios),
+        p50_ms=result["p50_ms"],
+        p99_ms=result["p99_ms"],
+        mean_batch_size=result["mean_batch_size"],
+        failed=result["failed"],
+        repeats=len(runs),
+        ratios=ratios,
     )
-    say(f"{case}: {rate:,.0f} req/s, {result}")
-    return {"rate": rate, **result}
+    say(f"{case}: {result['rate']:,.0f} req/s, ratios {[round(r, 3) for r in ratios]}")
+    return result
 
 
 async def fault_case(
@@ -228,26 +266,19 @@ def parse_cases(argv: list[str]) -> tuple[frozenset[str], list[str]]:
 
 async def main(settings: Settings, cases: frozenset[str]) -> None:
     quick = settings.quick
-    seconds = 3.0 if quick else 10.0
-    tiny_ceiling = ceiling(tiny_mlp(), 64, 1.0)
-    say(f"tiny MLP ceiling: {tiny_ceiling:,.0f} samples/s")
     if "tiny" in cases or "fault" in cases:  # the fault cases compare with the tiny p99s
-        thread, port = await tiny_cases(settings, tiny_ceiling, seconds)
+        thread, port = await tiny_cases(settings, 1.5 if quick else 5.0)
     if "big" in cases:
-        big_ceiling = ceiling(big_mlp(), 1024, 2.0 if quick else 5.0)
-        say(f"big MLP ceiling: {big_ceiling:,.0f} samples/s")
+        seconds = 3.0 if quick else 10.0
+        model = big_mlp()
         for kind in ("thread", "port"):
-            await served(
-                settings,
-                f"big_mlp_{kind}",
-                "_serving_models:big_mlp",
-                1024,
-                big_ceiling,
-                seconds,
-                kind=kind,
+            run = await measure(
+                "_serving_models:big_mlp", 1024, seconds, model, 1.0 if quick else 2.5, kind=kind
             )
+            report(settings, f"big_mlp_{kind}", [run])
     if "fault" in cases:
         fault_seconds = 6.0 if quick else 20.0
+        tiny_ceiling = ceiling(tiny_mlp(), 64, 1.0)
         await fault_case(
             settings, "fault_sigkill_port", fault_seconds, port["p99_ms"], tiny_ceiling, kind="port"
         )
@@ -257,31 +288,21 @@ async def main(settings: Settings, cases: frozenset[str]) -> None:
 
 
 async def tiny_cases(
-    settings: Settings, tiny_ceiling: float, seconds: float
+    settings: Settings, seconds: float
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """The tiny MLP on a thread, a port, and unbatched; returns the thread and port figures."""
-    thread = await served(
-        settings, "tiny_mlp_thread", "_serving_models:tiny_mlp", 64, tiny_ceiling, seconds
-    )
-    port = await served(
-        settings,
-        "tiny_mlp_port",
-        "_serving_models:tiny_mlp",
-        64,
-        tiny_ceiling,
-        seconds,
-        kind="port",
-    )
-    unbatched = await served(
-        settings,
-        "tiny_mlp_unbatched",
-        "_serving_models:tiny_mlp",
-        64,
-        tiny_ceiling,
-        seconds,
-        batch_size=1,
-        batch_timeout=0.0,
-    )
+    """The tiny MLP on a thread, a port, and unbatched, ``settings.repeats`` interleaved
+    runs each; returns the thread and port medians."""
+    model = tiny_mlp()
+    factory = "_serving_models:tiny_mlp"
+    sides = [
+        lambda: measure(factory, 64, seconds, model),
+        lambda: measure(factory, 64, seconds, model, kind="port"),
+        lambda: measure(factory, 64, seconds, model, batch_size=1, batch_timeout=0.0),
+    ]
+    runs = await interleaved(sides, settings.repeats)
+    thread = report(settings, "tiny_mlp_thread", runs[0])
+    port = report(settings, "tiny_mlp_port", runs[1])
+    unbatched = report(settings, "tiny_mlp_unbatched", runs[2])
     for name, res in (("thread", thread), ("port", port)):
         emit(
             bench=BENCH,
