@@ -50,6 +50,7 @@ from corral.demos.recommender.stream import (
     make_events,
     partition_by_user,
 )
+from corral.errors import SwapFailed
 from corral.pipeline.message import Message
 from corral.runtime import ChildSpec, Node
 from corral.serving import Serving
@@ -149,6 +150,10 @@ class DemoResult:
         return self.valid - self.scored
 
 
+def _checkpoint(directory: Path, name: str) -> Path:
+    return directory / f"{name}-checkpoint.npz"
+
+
 async def _train(
     data: MovieLens,
     stop: int,
@@ -179,7 +184,7 @@ async def _train(
         "global_mean": 1.0 / (1 + options.negatives),
         "seed": options.seed,
     }
-    checkpoint = directory / f"{name}-checkpoint.npz"
+    checkpoint = _checkpoint(directory, name)
     rounds = options.rounds
     if start_from is not None:  # resume: the trainer goes on from the round it finds there
         shutil.copyfile(start_from, checkpoint)
@@ -338,7 +343,6 @@ async def _replay(
     train_seconds: float,
     out: TextIO,
 ) -> DemoResult:
-    v1_checkpoint = directory / "v1-checkpoint.npz"
     catalogue = Catalogue.of(data)
     seen = np.zeros((data.users, data.items), bool)
     seen[data.user[:cut], data.item[:cut]] = True
@@ -425,10 +429,14 @@ async def _replay(
             await report.swap_due.wait()
             newer = cut + (stop - cut) // 3
             path, seconds = await _train(
-                data, newer, options, directory, "v2", out, start_from=v1_checkpoint
+                data, newer, options, directory, "v2", out, start_from=_checkpoint(directory, "v1")
             )
             sample = encode_request(0, np.zeros(data.items, bool))
-            await serving.swap(functools.partial(load, str(path)), version="2", warmup=sample)
+            try:
+                await serving.swap(functools.partial(load, str(path)), version="2", warmup=sample)
+            except SwapFailed as exc:
+                notes.append(f"swap failed and was rolled back; v1 kept serving: {exc}")
+                return
             swap_at = report.ended
             notes.append(
                 f"swap: v1 trained {options.swap_rounds} more rounds on {newer:,} ratings "
@@ -444,6 +452,7 @@ async def _replay(
             await feed()
             for _ in range(options.window):  # every event in flight has ended
                 await window.acquire()
+            elapsed = time.monotonic() - started
             if swapping is not None:
                 await swapping
         finally:
@@ -452,7 +461,6 @@ async def _replay(
             if swapping is not None and not swapping.done():
                 swapping.cancel()
             await asyncio.gather(*extra, return_exceptions=True)
-        elapsed = time.monotonic() - started
         bar.update(len(events) - bar.count)
         bar.close()
         stats = serving.statistics()
