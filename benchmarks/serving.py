@@ -7,8 +7,8 @@ e.g. ``--cases tiny`` to measure only the tiny MLP while tuning the hot path.
 
 Prints one JSON object per line (see ``_common.emit``). Every case runs in this process: the
 ceiling is the model called in a tight loop on batches of ``batch_size`` on one thread,
-measured right before and right after each run (0.5 s each for the tiny model; their mean), so a shared machine's
-load hits both alike; ``ratio`` is served samples/s over that ceiling. The tiny cases run
+measured right before and right after each run (their mean), so a shared machine's load
+hits both alike; ``ratio`` is served samples/s over that ceiling. The tiny cases run
 3 (``--quick``) or 5 interleaved repeats of 1.5 s or 5 s each (thread, port, unbatched,
 rotated); their lines give medians, ``ratio`` is the median of the per-run ``ratios``.
 
