@@ -1,1 +1,1 @@
-"""Demos that `corral demo` runs."""
+"""The demos the `corral` command runs: `corral demo` (the recommender) and `corral supervision`."""

@@ -1,4 +1,4 @@
-"""``corral demo``: a small supervision tree that survives crashes, narrated as it runs.
+"""``corral supervision``: a small supervision tree that survives crashes, narrated as it runs.
 
 The tree::
 
@@ -172,7 +172,7 @@ async def run_demo(
         print(f"[{loop.time() - start:6.2f}s] {line}", file=stream, flush=True)
 
     if events < 30:
-        raise ValueError(f"corral demo: events must be >= 30; got {events}")
+        raise ValueError(f"corral supervision: events must be >= 30; got {events}")
     burst_at = events * 3 // 4
     poison = {events // 6, events // 3, events // 2, burst_at, burst_at + 1, burst_at + 2}
     result = DemoResult(events=events)
