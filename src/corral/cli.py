@@ -103,8 +103,12 @@ def _demo(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"corral demo: {exc}", file=sys.stderr)
         return 2
-    with asyncio.Runner(loop_factory=default_loop_factory()) as runner:
-        result = runner.run(run_recommender_demo(options))
+    try:
+        with asyncio.Runner(loop_factory=default_loop_factory()) as runner:
+            result = runner.run(run_recommender_demo(options))
+    except (FileNotFoundError, ConnectionError, ImportError) as exc:  # what the user can fix
+        print(f"corral demo: {exc}", file=sys.stderr)
+        return 1
     print(render(result, options))
     return 0 if result.lost == 0 else 1
 

@@ -61,15 +61,17 @@ async def test_the_trained_model_beats_popularity_and_loses_no_event() -> None:
 
 @pytest.mark.realtime
 async def test_chaos_and_a_hot_swap_fail_no_request() -> None:
-    # A paced source keeps the stream going while workers are killed and v2 trains.
+    # A paced source (20 s) keeps the stream going while workers are killed and v2 trains
+    # (about 5 s, from a third of the way in); kills 2 s apart stay within the partitions
+    # supervisor's restart intensity (4 in 5 s).
     options = DemoOptions(
         events=2000,
         rounds=2,
         swap_rounds=1,
         chaos=True,
-        chaos_interval=1.5,
+        chaos_interval=2.0,
         swap=True,
-        rate=200.0,
+        rate=100.0,
         workers=2,
     )
     out = io.StringIO()
@@ -117,3 +119,12 @@ def test_corral_demo_quick_runs_as_a_command_and_prints_the_table() -> None:
     assert any(line.startswith("events/s") for line in lines)
     assert lines[-1].startswith("the model beats the popularity baseline")
     assert lines[-1].endswith("no event lost")
+
+
+def test_an_unreachable_redis_source_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from servers.common import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    assert main(["demo", "--events", "100", "--rounds", "1", "--source", url]) == 1
+    err = capsys.readouterr().err
+    assert f"corral demo: StreamWriter: cannot reach {url}" in err

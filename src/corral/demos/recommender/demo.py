@@ -150,23 +150,32 @@ class DemoResult:
         return self.valid - self.scored
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every step of one demo run shares."""
+
+    data: MovieLens
+    cut: int  # ratings [0, cut) are history
+    stop: int  # ratings [cut, stop) are the stream
+    options: DemoOptions
+    directory: Path  # model files, checkpoints, shards
+    out: TextIO
+
+
+Source = tuple[dict[str, object], Callable[[list[dict[str, str]]], Awaitable[None]]]
+
+
 def _checkpoint(directory: Path, name: str) -> Path:
     return directory / f"{name}-checkpoint.npz"
 
 
 async def _train(
-    data: MovieLens,
-    stop: int,
-    options: DemoOptions,
-    directory: Path,
-    name: str,
-    out: TextIO,
-    *,
-    start_from: Path | None = None,
+    run: _Run, stop: int, name: str, *, start_from: Path | None = None
 ) -> tuple[Path, float]:
     """Train on ratings ``[0, stop)``: ``options.rounds`` rounds from scratch, or
     ``options.swap_rounds`` more rounds from the checkpoint ``start_from``. Writes the
     serving's model file and this run's checkpoint; returns (model file, seconds)."""
+    data, options, directory = run.data, run.options, run.directory
     columns = implicit_ratings(
         data.user[:stop],
         data.item[:stop],
@@ -191,7 +200,7 @@ async def _train(
         rounds += options.swap_rounds
     started = time.monotonic()
     todo = options.rounds if start_from is None else options.swap_rounds
-    bar = ProgressBar(todo, label=f"training {name}", stream=out)
+    bar = ProgressBar(todo, label=f"training {name}", stream=run.out)
 
     def on_round(_e: object, measurements: object, metadata: object, _c: object) -> None:
         assert isinstance(measurements, dict) and isinstance(metadata, dict)
@@ -240,9 +249,7 @@ class _Ledger:
 
 
 @contextlib.asynccontextmanager
-async def _source(
-    options: DemoOptions, ledger: _Ledger
-) -> AsyncIterator[tuple[dict[str, object], Callable[[list[dict[str, str]]], Awaitable[None]]]]:
+async def _source(options: DemoOptions, ledger: _Ledger) -> AsyncIterator[Source]:
     """(producer options, push(events)) for memory or a Redis stream the demo feeds."""
     if options.source == "memory":
         from corral.pipeline.producers.memory import MemoryQueue
@@ -323,26 +330,32 @@ async def run_recommender_demo(
         f"first {cut:,} by time, replaying the next {stop - cut:,} as a live stream"
     )
     print(textwrap.fill(summary, width=96, initial_indent="  ", subsequent_indent="    "), file=out)
+    ledger = _Ledger()
     with tempfile.TemporaryDirectory(prefix="corral-demo-") as tmp:
-        directory = Path(tmp)
-        async with Node() as node:
-            model_path, train_seconds = await _train(data, cut, options, directory, "v1", out)
-            return await _replay(
-                node, data, cut, stop, options, directory, model_path, train_seconds, out
-            )
+        # The source first: a Redis URL that does not answer fails before any training.
+        async with _source(options, ledger) as source, Node() as node:
+            run = _Run(data, cut, stop, options, Path(tmp), out)
+            model_path, train_seconds = await _train(run, cut, "v1")
+            return await _replay(run, node, source, ledger, model_path, train_seconds)
 
 
 async def _replay(
+    run: _Run,
     node: Node,
-    data: MovieLens,
-    cut: int,
-    stop: int,
-    options: DemoOptions,
-    directory: Path,
+    source: Source,
+    ledger: _Ledger,
     model_path: Path,
     train_seconds: float,
-    out: TextIO,
 ) -> DemoResult:
+    data, cut, stop, options, directory, out = (
+        run.data,
+        run.cut,
+        run.stop,
+        run.options,
+        run.directory,
+        run.out,
+    )
+    producer, push = source
     catalogue = Catalogue.of(data)
     seen = np.zeros((data.users, data.items), bool)
     seen[data.user[:cut], data.item[:cut]] = True
@@ -372,99 +385,95 @@ async def _replay(
             name="recommendation_system",
         )
     )
-    ledger = _Ledger()
     kills = 0
     swap_at: int | None = None
     notes: list[str] = []
-    async with _source(options, ledger) as (producer, push):
-        pipeline = RecommenderPipeline(
-            name="events",
-            producer=producer,
-            processors={"default": {"concurrency": options.processors}},
-            batchers={
-                "recommend": {
-                    "batch_size": options.batch_size,
-                    "batch_timeout": 0.005,
-                    "concurrency": options.batchers,
-                }
-            },
-            partition_by=partition_by_user,
-            retry={"max_attempts": 5, "backoff": {"initial": 0.05, "max": 1.0}},
-            context=DemoContext(catalogue, node, serving, report),
-        )
-        await pipeline.start(node)
-        bar = ProgressBar(len(events), label="replaying", stream=out)
-        started = time.monotonic()
+    pipeline = RecommenderPipeline(
+        name="events",
+        producer=producer,
+        processors={"default": {"concurrency": options.processors}},
+        batchers={
+            "recommend": {
+                "batch_size": options.batch_size,
+                "batch_timeout": 0.005,
+                "concurrency": options.batchers,
+            }
+        },
+        partition_by=partition_by_user,
+        retry={"max_attempts": 5, "backoff": {"initial": 0.05, "max": 1.0}},
+        context=DemoContext(catalogue, node, serving, report),
+    )
+    await pipeline.start(node)
+    bar = ProgressBar(len(events), label="replaying", stream=out)
+    started = time.monotonic()
 
-        async def feed() -> None:
-            chunk = 8
-            for start in range(0, len(events), chunk):
-                if options.rate:
-                    await asyncio.sleep(started + start / options.rate - time.monotonic())
-                part = events[start : start + chunk]
-                for _ in part:
-                    await window.acquire()
-                now = repr(time.monotonic())
-                for event in part:
-                    event["sent"] = now
-                await push(part)
-                done = report.ended
-                bar.update(done - bar.count, events_per_s=done / (time.monotonic() - started))
-
-        async def chaos() -> None:
-            nonlocal kills
-            victim = 0
-            while True:
-                await asyncio.sleep(options.chaos_interval)
-                parts = serving.statistics().partitions
-                os_pid = parts[victim % len(parts)].os_pid
-                victim += 1
-                if os_pid is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(os_pid, signal.SIGKILL)
-                        kills += 1
-
-        async def swap() -> None:
-            nonlocal swap_at
-            await report.swap_due.wait()
-            newer = cut + (stop - cut) // 3
-            path, seconds = await _train(
-                data, newer, options, directory, "v2", out, start_from=_checkpoint(directory, "v1")
-            )
-            sample = encode_request(0, np.zeros(data.items, bool))
-            try:
-                await serving.swap(functools.partial(load, str(path)), version="2", warmup=sample)
-            except SwapFailed as exc:
-                notes.append(f"swap failed and was rolled back; v1 kept serving: {exc}")
-                return
-            swap_at = report.ended
-            notes.append(
-                f"swap: v1 trained {options.swap_rounds} more rounds on {newer:,} ratings "
-                f"(history + the first third of the stream) in {seconds:.1f} s; v2 took over "
-                f"after event {swap_at:,} of {len(events):,}"
-            )
-
-        extra = []
-        if options.chaos:
-            extra.append(asyncio.create_task(chaos()))
-        swapping = asyncio.create_task(swap()) if options.swap else None
-        try:
-            await feed()
-            for _ in range(options.window):  # every event in flight has ended
+    async def feed() -> None:
+        chunk = 8
+        for start in range(0, len(events), chunk):
+            if options.rate:
+                await asyncio.sleep(started + start / options.rate - time.monotonic())
+            part = events[start : start + chunk]
+            for _ in part:
                 await window.acquire()
-            elapsed = time.monotonic() - started
-            if swapping is not None:
-                await swapping
-        finally:
-            for task in extra:
-                task.cancel()
-            if swapping is not None and not swapping.done():
-                swapping.cancel()
-            await asyncio.gather(*extra, return_exceptions=True)
-        bar.update(len(events) - bar.count)
-        bar.close()
-        stats = serving.statistics()
-        await pipeline.stop()
+            now = repr(time.monotonic())
+            for event in part:
+                event["sent"] = now
+            await push(part)
+            done = report.ended
+            bar.update(done - bar.count, events_per_s=done / (time.monotonic() - started))
+
+    async def chaos() -> None:
+        nonlocal kills
+        victim = 0
+        while True:
+            await asyncio.sleep(options.chaos_interval)
+            parts = serving.statistics().partitions
+            os_pid = parts[victim % len(parts)].os_pid
+            victim += 1
+            if os_pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(os_pid, signal.SIGKILL)
+                    kills += 1
+
+    async def swap() -> None:
+        nonlocal swap_at
+        await report.swap_due.wait()
+        newer = cut + (stop - cut) // 3
+        path, seconds = await _train(run, newer, "v2", start_from=_checkpoint(directory, "v1"))
+        sample = encode_request(0, np.zeros(data.items, bool))
+        try:
+            await serving.swap(functools.partial(load, str(path)), version="2", warmup=sample)
+        except SwapFailed as exc:
+            notes.append(f"swap failed and was rolled back; v1 kept serving: {exc}")
+            return
+        swap_at = report.ended
+        notes.append(
+            f"swap: v1 trained {options.swap_rounds} more rounds on {newer:,} ratings "
+            f"(history + the first third of the stream) in {seconds:.1f} s; v2 took over "
+            f"after event {swap_at:,} of {len(events):,}"
+        )
+
+    extra = []
+    if options.chaos:
+        extra.append(asyncio.create_task(chaos()))
+    swapping = asyncio.create_task(swap()) if options.swap else None
+    try:
+        await feed()
+        for _ in range(options.window):  # every event in flight has ended
+            await window.acquire()
+        elapsed = time.monotonic() - started
+        if swapping is not None:
+            await swapping
+    finally:
+        for task in extra:
+            task.cancel()
+        if swapping is not None and not swapping.done():
+            swapping.cancel()
+        await asyncio.gather(*extra, return_exceptions=True)
+    bar.update(len(events) - bar.count)
+    bar.close()
+    stats = serving.statistics()
+    await pipeline.stop()
     if options.source == "memory":  # the source's own view: every event ended exactly once
         if ledger.twice:
             notes.append(f"acknowledged twice: {len(ledger.twice)} events")
