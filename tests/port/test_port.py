@@ -145,7 +145,7 @@ async def test_a_sigkilled_worker_is_restarted_by_its_supervisor_and_serves_agai
         sup = await node.spawn(Supervisor([spec]))
         port = node.lookup("model")
         os_pid = await port.call(["pid"])
-        assert isinstance(os_pid, int)
+        assert isinstance(os_pid, int) and Port.os_pid_of(port) == os_pid
         pending = asyncio.ensure_future(port.call(["sleep", 5.0]))
         await asyncio.sleep(0)
         os.kill(os_pid, signal.SIGKILL)
@@ -158,6 +158,10 @@ async def test_a_sigkilled_worker_is_restarted_by_its_supervisor_and_serves_agai
         assert child.pid is not None
         assert await child.pid.call("next call") == "next call"
         assert await child.pid.call(["pid"]) != os_pid
+        assert Port.os_pid_of(port) is None  # the old port has ended
+        assert Port.os_pid_of(child.pid) == await child.pid.call(["pid"])
+        with pytest.raises(TypeError, match="is not a port; it runs Supervisor"):
+            Port.os_pid_of(sup)
 
 
 async def test_worker_stderr_goes_to_logging_with_the_port_name(

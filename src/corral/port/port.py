@@ -48,7 +48,7 @@ from corral.port.protocol import (
     STOP,
 )
 from corral.runtime.messages import ExitReason
-from corral.runtime.process import Actor, Caller
+from corral.runtime.process import Actor, Caller, Pid
 
 if TYPE_CHECKING:
     from corral.port.shm import SharedMemoryStore
@@ -470,6 +470,18 @@ class Port(Actor):
     def os_pid(self) -> int | None:
         """The worker's OS process id (None before it started)."""
         return None if self._worker is None else self._worker.os_pid
+
+    @staticmethod
+    def os_pid_of(pid: Pid) -> int | None:
+        """The worker OS process id of the port running as ``pid``: None before its worker
+        started or after the port ended. ``TypeError`` if ``pid`` is not a port's. For tools
+        and tests that signal the worker (``os.kill(Port.os_pid_of(pid), SIGKILL)``)."""
+        actor = pid._actor
+        if actor is None:
+            return None
+        if not isinstance(actor, Port):
+            raise TypeError(f"Port.os_pid_of: {pid} is not a port; it runs {type(actor).__name__}")
+        return actor.os_pid
 
     def _label(self) -> str:
         return f"{self.pid} {self.options.handler}"
