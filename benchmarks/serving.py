@@ -2,8 +2,9 @@
 
     python benchmarks/serving.py [--quick] [--loop uvloop|asyncio] [--verbose] [--cases tiny]
 
-``--cases`` picks groups of cases (comma-separated: ``tiny``, ``big``, ``fault``; default all),
-e.g. ``--cases tiny`` to measure only the tiny MLP while tuning the hot path.
+``--cases`` picks groups of cases (comma-separated: ``tiny``, ``big``, ``fault``, ``floor``;
+default ``tiny,big,fault``), e.g. ``--cases tiny`` to measure only the tiny MLP while tuning
+the hot path.
 
 Prints one JSON object per line (see ``_common.emit``). Every case runs in this process: the
 ceiling is the model called in a tight loop on batches of ``batch_size`` on one thread,
@@ -28,6 +29,10 @@ Cases
     Two port partitions; one worker SIGKILLed every 2 s: failed requests and p99.
 ``fault_swap``
     Thread partition; a hot swap to a new version every 5 s: failed requests and p99.
+``tiny_mlp_bare`` / ``tiny_mlp_thread_vs_bare`` (``--cases floor`` only)
+    The same load on ``Bare``: a bare asyncio batcher with one model thread, no corral. Its
+    ratio to the ceiling is what the machine's thread hand-off and asyncio leave for any
+    thread-partition design; ``_vs_bare`` is corral's thread partition against it.
 """
 
 from __future__ import annotations
@@ -40,9 +45,11 @@ import argparse
 import asyncio
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from queue import SimpleQueue
 
 import numpy as np
 
@@ -90,10 +97,54 @@ def port_options() -> dict[str, object]:
     return {"env": {"PYTHONPATH": value, "OPENBLAS_NUM_THREADS": "1"}, "spares": 1}
 
 
+class Bare:
+    """The least an event loop can do for the same load, as a floor to compare with: callers
+    append ``(x, future)`` to a list; the one that fills a batch stacks it and hands it to one
+    model thread (a ``SimpleQueue``), which answers with one ``call_soon_threadsafe`` that
+    resolves the futures. No policy, deadlines, statistics, supervision or timeout (a batch
+    waits until it is full): what asyncio and the thread hand-off alone cost on this machine.
+    """
+
+    def __init__(self, model: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.model = model
+        self.pending: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
+        self.jobs: SimpleQueue[tuple[list[asyncio.Future[np.ndarray]], np.ndarray] | None]
+        self.jobs = SimpleQueue()
+        self.thread = threading.Thread(target=self.work, name="bare-model")
+        self.thread.start()
+
+    def work(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            futs, xs = job
+            self.loop.call_soon_threadsafe(self.deliver, futs, self.model(xs))
+
+    @staticmethod
+    def deliver(futs: list[asyncio.Future[np.ndarray]], out: np.ndarray) -> None:
+        for fut, row in zip(futs, out, strict=False):
+            if not fut.done():
+                fut.set_result(row)
+
+    async def run(self, x: np.ndarray) -> np.ndarray:
+        fut = self.loop.create_future()
+        pending = self.pending
+        pending.append((x, fut))
+        if len(pending) >= BATCH:
+            self.pending = []
+            self.jobs.put(([p[1] for p in pending], np.array([p[0] for p in pending])))
+        return await fut
+
+    def close(self) -> None:
+        for _, fut in self.pending:  # the callers stopped with a part batch queued
+            fut.set_result(np.zeros(0, np.float32))
+        self.jobs.put(None)
+        self.thread.join()
+
+
 class Load:
     """Closed-loop callers; records each request's latency and failures."""
 
-    def __init__(self, serving: Serving, width: int) -> None:
+    def __init__(self, serving: Serving | Bare, width: int) -> None:
         self.serving = serving
         self.x = np.random.default_rng(2).standard_normal(width).astype(np.float32)
         self.latencies: list[float] = []
@@ -162,6 +213,32 @@ async def measure(
         "p99_ms": percentile(lat, 99) * 1e3,
         "mean_batch_size": stats.mean_batch_size,
         "failed": float(load.failed + stats.failed),
+    }
+
+
+async def measure_bare(
+    width: int, seconds: float, model: Callable[[np.ndarray], np.ndarray]
+) -> dict[str, float]:
+    """As ``measure``, for ``Bare`` instead of a serving."""
+    before = ceiling(model, width, CEILING_WINDOW)
+    bare = Bare(model)
+    load = Load(bare, width)
+    stopping = asyncio.create_task(load.run_for(seconds))
+    while not stopping.done():
+        await asyncio.sleep(0.01)
+        if load.stop:
+            bare.close()  # answers the callers left waiting for a batch that never fills
+            break
+    rate = await stopping
+    ceil = (before + ceiling(model, width, CEILING_WINDOW)) / 2
+    lat = load.latencies
+    return {
+        "rate": rate,
+        "ceiling": ceil,
+        "p50_ms": percentile(lat, 50) * 1e3,
+        "p99_ms": percentile(lat, 99) * 1e3,
+        "mean_batch_size": float(BATCH),
+        "failed": float(load.failed),
     }
 
 
@@ -250,13 +327,14 @@ async def fault_case(
     say(f"{case}: failed={load.failed + stats.failed} p99={p99:.2f} ms events={events}")
 
 
-GROUPS = ("tiny", "big", "fault")
+GROUPS = ("tiny", "big", "fault", "floor")
+DEFAULT_GROUPS = ("tiny", "big", "fault")
 
 
 def parse_cases(argv: list[str]) -> tuple[frozenset[str], list[str]]:
     """Take ``--cases a,b`` out of ``argv``; returns the groups and the other arguments."""
     parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--cases", default=",".join(GROUPS))
+    parser.add_argument("--cases", default=",".join(DEFAULT_GROUPS))
     args, rest = parser.parse_known_args(argv)
     cases = frozenset(c for c in args.cases.split(",") if c)
     if not cases or not cases <= set(GROUPS):
@@ -276,6 +354,8 @@ async def main(settings: Settings, cases: frozenset[str]) -> None:
                 "_serving_models:big_mlp", 1024, seconds, model, 1.0 if quick else 2.5, kind=kind
             )
             report(settings, f"big_mlp_{kind}", [run])
+    if "floor" in cases:
+        await floor_cases(settings, 1.5 if quick else 5.0)
     if "fault" in cases:
         fault_seconds = 6.0 if quick else 20.0
         tiny_ceiling = ceiling(tiny_mlp(), 64, 1.0)
@@ -285,6 +365,29 @@ async def main(settings: Settings, cases: frozenset[str]) -> None:
         await fault_case(
             settings, "fault_swap", fault_seconds, thread["p99_ms"], tiny_ceiling, kind="thread"
         )
+
+
+async def floor_cases(settings: Settings, seconds: float) -> None:
+    """The tiny MLP on a thread partition against ``Bare``, interleaved repeats."""
+    model = tiny_mlp()
+    sides = [
+        lambda: measure("_serving_models:tiny_mlp", 64, seconds, model),
+        lambda: measure_bare(64, seconds, model),
+    ]
+    runs = await interleaved(sides, settings.repeats)
+    thread = report(settings, "tiny_mlp_thread", runs[0])
+    bare = report(settings, "tiny_mlp_bare", runs[1])
+    emit(
+        bench=BENCH,
+        case="tiny_mlp_thread_vs_bare",
+        metric="throughput",
+        value=thread["rate"],
+        unit="req/s",
+        baseline_name="bare asyncio batching on one model thread (the floor; see Bare)",
+        baseline_value=bare["rate"],
+        loop=settings.loop,
+        ratio=median([t["rate"] / b["rate"] for t, b in zip(runs[0], runs[1], strict=True)]),
+    )
 
 
 async def tiny_cases(
