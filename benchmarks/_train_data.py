@@ -37,9 +37,12 @@ def shuttle(seed: int = 0) -> tuple[Arrays, Arrays]:
     """(train, test): standardized features, label 1 for the rare class; 80/20 split."""
     from river import datasets
 
-    rows = list(datasets.Shuttle())
-    x = np.array([[float(v) for v in features.values()] for features, _ in rows])
-    y = np.array([float(label) for _, label in rows])
+    # river's own CSV (columns f1..f9, anomaly), parsed by numpy: the same rows as
+    # iterating ``datasets.Shuttle()`` (checked equal), in 0.1 s instead of 2 s.
+    raw = np.loadtxt(datasets.Shuttle().path, delimiter=",", skiprows=1, dtype=np.float64)
+    if raw.shape != (49_097, 10):
+        raise SystemExit(f"benchmarks/train.py: unexpected Shuttle shape {raw.shape}")
+    x, y = raw[:, :9], raw[:, 9]
     order = np.random.default_rng(seed).permutation(len(y))
     x, y = x[order], y[order]
     cut = int(0.8 * len(y))
