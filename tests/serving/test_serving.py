@@ -389,3 +389,17 @@ async def test_thread_batch_past_call_timeout_kills_its_partition_and_retries() 
         assert float(result.output[0]) == 6
         stats = serving.statistics()
         assert (stats.completed, stats.retried_batches, stats.partitions[0].crashes) == (1, 1, 1)
+
+
+async def test_no_timer_stays_armed_once_the_queue_is_empty() -> None:
+    model = Recorder()
+    model.gate.open()
+    serving = Serving(model, name="rank", batch_size=2, batch_timeout=0.1)
+    async with start(serving):
+        server = serving._server
+        assert server is not None
+        first = asyncio.create_task(serving.run(sample(1)))
+        await wait_all_tasks_blocked()
+        assert server._timer is not None  # the batch timeout of the queued request
+        await asyncio.gather(first, serving.run(sample(2)))  # full: cut at once
+        assert server._timer is None and asyncio.get_running_loop().time() == 0.0

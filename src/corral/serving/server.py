@@ -318,6 +318,11 @@ class ServingServer(Actor):
             wakeup = policy.wakeup() if free else policy.next_deadline()
             if wakeup is not None:
                 self._arm(wakeup)
+        elif self._timer is not None:
+            # Nothing queued: a timer left armed would only wake the loop for nothing (and
+            # take the GIL from a partition thread mid-batch); the next request arms one.
+            self._timer.cancel()
+            self._timer = None
 
     def _expire(self, request: Request, now: float) -> None:
         _, fut, _, budget = _payload(request)
