@@ -51,3 +51,31 @@ def test_the_optimizer_built_once_trains_set_parameters_like_a_fresh_model() -> 
     fresh.train(data, epochs=2, seed=5)
     a, b = reused.get_parameters(), fresh.get_parameters()
     assert all(a[k].tobytes() == b[k].tobytes() for k in a)
+
+
+def test_the_hand_written_sgd_step_is_torch_optim_sgd_bit_for_bit() -> None:
+    import torch
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(96, 4)).astype(np.float32)
+    data = {"x": x, "y": (x[:, 0] * x[:, 3] > 0).astype(np.int64)}
+    args = {"inputs": 4, "hidden": 8, "outputs": 2}
+    ours = TorchModel(MLP, module_args=args, lr=0.2, batch_size=16, seed=7)
+    start = ours.get_parameters()
+    ours.train(data, epochs=3, seed=1)
+
+    reference = TorchModel(MLP, module_args=args, lr=0.2, batch_size=16, seed=7)
+    reference.set_parameters(start)
+    net = reference.net
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.2)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(data["y"])
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        order = torch.randperm(96, generator=generator)
+        for start_row in range(0, 96, 16):
+            index = order[start_row : start_row + 16]
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(net(xt[index]), yt[index]).backward()
+            optimizer.step()
+    a, b = ours.get_parameters(), reference.get_parameters()
+    assert all(a[k].tobytes() == b[k].tobytes() for k in a)

@@ -72,11 +72,10 @@ class TorchModel:
             if loss == "cross_entropy"
             else torch.nn.functional.mse_loss
         )
-        # Built once, here: the first torch.optim.SGD in a process takes ~1.5 s (lazy
-        # imports), which would land in a worker's first round instead of its setup. Plain
-        # SGD keeps no state, and load_state_dict copies into these same tensors, so one
-        # optimizer serves every round.
-        self._optimizer = torch.optim.SGD(self.net.parameters(), lr=self.lr)
+        # Plain SGD by hand (``p -= lr * grad``, the very update torch.optim.SGD makes without
+        # momentum or weight decay): building a torch.optim.SGD costs ~1.5-2 s of lazy imports
+        # (torch._dynamo) in each new worker process, spares included.
+        self._params = [p for p in self.net.parameters() if p.requires_grad]
 
     def get_parameters(self) -> Parameters:
         return {k: v.detach().cpu().numpy().copy() for k, v in self.net.state_dict().items()}
@@ -97,17 +96,21 @@ class TorchModel:
         t, n = self._t, rows(data)
         x, y = self._tensors(data)
         generator = t.Generator().manual_seed(seed)
-        optimizer = self._optimizer
+        params, lr = self._params, self.lr
         loss_value = 0.0
         self.net.train()
         for _ in range(epochs):
             order, total = t.randperm(n, generator=generator), 0.0
             for start in range(0, n, self.batch_size):
                 index = order[start : start + self.batch_size]
-                optimizer.zero_grad()
+                for p in params:
+                    p.grad = None
                 loss = self._loss(self.net(x[index]), y[index])
                 loss.backward()
-                optimizer.step()
+                with t.no_grad():
+                    for p in params:
+                        if p.grad is not None:
+                            p.add_(p.grad, alpha=-lr)
                 total += float(loss.detach()) * len(index)
             loss_value = total / n
         return TrainStats(loss=loss_value, samples=n * epochs)
