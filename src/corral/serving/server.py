@@ -3,9 +3,12 @@
 ``ServingServer`` is an actor. Callers never message it for a request: ``submit`` is a plain
 method called on the node's loop thread, which queues the request in the ``BatchPolicy`` and
 returns a future; a full key is cut at once, otherwise one loop timer wakes the server at
-``policy.wakeup()``. Each cut batch is stacked into one array and run by a *batch task*
-(owned by the server, cancelled when it ends) that calls a free partition and splits the
-output per request.
+``policy.wakeup()`` (cancelled when the queue empties). Each cut batch is stacked into one
+array and given to a free partition. A thread partition takes it on its own thread
+(``ThreadPartition.run_batch``) and answers with one loop callback (``_ran``) that splits
+the output per request: no task and no message per batch; the partition's exit callback
+tells the server if it dies mid-batch. Port partitions and async models are called by a
+*batch task* (owned by the server, cancelled when it ends) through ``pid.call``.
 
 The server traps exits and spawns, linked, one partitions ``Supervisor`` per model version
 ("generation"); a partition that dies is restarted by that supervisor, and the batch it was
