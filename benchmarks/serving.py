@@ -10,7 +10,7 @@ Prints one JSON object per line (see ``_common.emit``). Every case runs in this 
 ceiling is the model called in a tight loop on batches of ``batch_size`` on one thread,
 measured right before and right after each run (their mean), so a shared machine's load
 hits both alike; ``ratio`` is served samples/s over that ceiling. The tiny cases run
-3 (``--quick``) or 5 interleaved repeats of 1.5 s or 5 s each (thread, port, unbatched,
+3 (``--quick``) or 5 interleaved repeats of 1.25 s or 5 s each (thread, port, unbatched,
 rotated); their lines give medians, ``ratio`` is the median of the per-run ``ratios``.
 
 Method (issue 4): ``OPENBLAS_NUM_THREADS=1``; 64 caller tasks on the node's loop, closed loop
@@ -345,7 +345,7 @@ def parse_cases(argv: list[str]) -> tuple[frozenset[str], list[str]]:
 async def main(settings: Settings, cases: frozenset[str]) -> None:
     quick = settings.quick
     if "tiny" in cases or "fault" in cases:  # the fault cases compare with the tiny p99s
-        thread, port = await tiny_cases(settings, 1.5 if quick else 5.0)
+        thread, port = await tiny_cases(settings, 1.25 if quick else 5.0)
     if "big" in cases:
         seconds = 3.0 if quick else 10.0
         model = big_mlp()
@@ -355,9 +355,9 @@ async def main(settings: Settings, cases: frozenset[str]) -> None:
             )
             report(settings, f"big_mlp_{kind}", [run])
     if "floor" in cases:
-        await floor_cases(settings, 1.5 if quick else 5.0)
+        await floor_cases(settings, 1.25 if quick else 5.0)
     if "fault" in cases:
-        fault_seconds = 6.0 if quick else 20.0
+        fault_seconds = 5.5 if quick else 20.0
         tiny_ceiling = ceiling(tiny_mlp(), 64, 1.0)
         await fault_case(
             settings, "fault_sigkill_port", fault_seconds, port["p99_ms"], tiny_ceiling, kind="port"
