@@ -20,7 +20,8 @@ from corral.serving.records import PartitionStatistics
 
 if TYPE_CHECKING:
     from corral.serving.factory import ModelFactory
-    from corral.serving.server import Job, ServingServer
+    from corral.serving.job import Job
+    from corral.serving.server import ServingServer
 
 __all__ = ["Generation", "Slot"]
 

@@ -22,8 +22,7 @@ import asyncio
 import functools
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
-from operator import attrgetter
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
@@ -43,8 +42,9 @@ from corral.runtime.process import Actor, Caller, Pid
 from corral.serving.counters import Counters
 from corral.serving.factory import ModelFactory
 from corral.serving.generation import Generation, Slot
+from corral.serving.job import Job, arrived, new_result, payload_of
 from corral.serving.partitions import ModelFailed, ThreadPartition
-from corral.serving.policy import Batch, BatchPolicy, Request
+from corral.serving.policy import BatchPolicy, Request
 from corral.serving.records import PartitionStatistics, Result, ServingStatistics
 from corral.serving.swap import run_swap
 
@@ -60,59 +60,6 @@ EXPIRED_EVENT: Final = ("corral", "serving", "expired")
 CRASH_EVENT: Final = ("corral", "serving", "partition_crashed")
 
 _CRASHES = (ProcessExited, NoProcess, PortExited)
-
-_Payload = tuple[np.ndarray, "asyncio.Future[Result]", bool, float | None]
-"""What a queued request carries: input, the caller's future, one sample?, deadline budget."""
-
-_payload: Callable[[Request], _Payload] = attrgetter("payload")
-"""``request.payload`` as a ``_Payload`` (a C getter: no ``typing.cast`` call on the hot path)."""
-
-_arrived: Callable[[Request], float] = attrgetter("arrived")
-
-_new_result = tuple.__new__
-"""Builds a ``Result`` without its Python-level ``__new__`` (one per request)."""
-
-
-class Job:
-    """A cut batch on its way through partitions: ``futs`` are its requests' futures (in
-    order), ``single`` whether every request is one sample (row i answers request i);
-    ``started`` is when its first attempt began, ``start`` when its current one did."""
-
-    __slots__ = ("attempts", "batch", "futs", "inputs", "single", "start", "started")
-
-    def __init__(self, batch: Batch) -> None:
-        self.batch = batch
-        # One C-level transposition of the payloads: inputs, futures, single flags.
-        xs, futs, singles, _ = zip(*map(_payload, batch.requests), strict=True)
-        self.futs: tuple[asyncio.Future[Result], ...] = futs
-        self.single = all(singles)
-        self.inputs = _stack(batch, xs, singles, self.single)
-        self.attempts = 0
-        self.started = 0.0
-        self.start = 0.0
-
-
-def _stack(
-    batch: Batch, xs: tuple[np.ndarray, ...], singles: tuple[bool, ...], single: bool
-) -> np.ndarray:
-    """The batch's inputs as one array, padded with zero rows to ``batch.padded_size``."""
-    if single and batch.pad == 0:
-        try:
-            # np.array builds the same array as np.stack for equal shapes, ~3x faster.
-            return np.array(xs)
-        except ValueError:
-            return np.stack(xs)  # unequal shapes: np.stack's error, as before
-    first = xs[0]
-    shape = first.shape if singles[0] else first.shape[1:]
-    out = np.zeros((batch.padded_size, *shape), dtype=first.dtype)
-    offset = 0
-    for request, x, one in zip(batch.requests, xs, singles, strict=True):
-        if one:
-            out[offset] = x
-        else:
-            out[offset : offset + request.size] = x
-        offset += request.size
-    return out
 
 
 class _TaskFailed:
@@ -328,7 +275,7 @@ class ServingServer(Actor):
             self._timer = None
 
     def _expire(self, request: Request, now: float) -> None:
-        _, fut, _, budget = _payload(request)
+        _, fut, _, budget = payload_of(request)
         self.counters.expired += 1
         if not fut.done():
             waited = now - request.arrived
@@ -483,20 +430,20 @@ class ServingServer(Actor):
         requests = batch.requests
         started = job.started
         n = len(requests)
-        wait_total = n * started - sum(map(_arrived, requests))
+        wait_total = n * started - sum(map(arrived, requests))
         if job.single:
             # One sample per request (the usual case): row i is request i's (then padding).
             for fut, rows in zip(job.futs, output, strict=False):
                 if not fut.done():
-                    fut.set_result(_new_result(Result, (rows, version)))
+                    fut.set_result(new_result(Result, (rows, version)))
         else:
             offset = 0
             for request, fut in zip(requests, job.futs, strict=True):
                 size = request.size
                 if not fut.done():
-                    single = _payload(request)[2]
+                    single = payload_of(request)[2]
                     rows = output[offset] if single else output[offset : offset + size]
-                    fut.set_result(_new_result(Result, (rows, version)))
+                    fut.set_result(new_result(Result, (rows, version)))
                 offset += size
         counters.completed += n
         counters.batches += 1
@@ -539,7 +486,7 @@ class ServingServer(Actor):
             self._fail(self._retry.popleft(), exc)
         while (batch := self.policy.cut(0.0, force=True)) is not None:
             for request in batch.requests:
-                fut = _payload(request)[1]
+                fut = payload_of(request)[1]
                 if not fut.done():
                     fut.set_exception(exc)
             self.counters.failed += len(batch.requests)
