@@ -8,9 +8,6 @@ the repository. Install both with ``make venv``.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
 Arrays = dict[str, np.ndarray]
@@ -18,10 +15,12 @@ Arrays = dict[str, np.ndarray]
 
 def movielens_100k(seed: int = 0) -> tuple[Arrays, Arrays, int, int]:
     """(train, test, users, items): ratings shuffled with ``seed``, 90/10 split."""
-    spec = importlib.util.find_spec("recbole")
-    if spec is None or spec.origin is None:
-        raise SystemExit("benchmarks/train.py: recbole is not installed; run `make venv`")
-    path = Path(spec.origin).parent / "dataset_example" / "ml-100k" / "ml-100k.inter"
+    from corral.demos.recommender.data import movielens_dir  # where recbole keeps it
+
+    try:
+        path = movielens_dir() / "ml-100k.inter"
+    except FileNotFoundError as exc:
+        raise SystemExit(f"benchmarks/train.py: {exc}") from None
     raw = np.loadtxt(path, skiprows=1, usecols=(0, 1, 2), dtype=np.float64)
     users, user = np.unique(raw[:, 0].astype(np.int64), return_inverse=True)
     items, item = np.unique(raw[:, 1].astype(np.int64), return_inverse=True)
