@@ -215,3 +215,50 @@ async def test_a_producer_emitting_beyond_its_demand_crashes_its_stage_naming_it
         "Greedy (pipeline 'g' producer 0) emitted 6 messages with demand for 4; a producer "
         "emits at most the demand it was asked for"
     )
+
+
+# -- order: late emits and demand answered at once --------------------------------------------
+
+
+class InOrder(Pipeline):
+    def __init__(self, expected: int, **options: object) -> None:
+        super().__init__(**options)
+        self.seen: list[int] = []
+        self.expected = expected
+        self.done = asyncio.Event()
+
+    def handle_message(self, processor: str, message: Message, context: object) -> Message:
+        self.seen.append(message.data)  # type: ignore[arg-type]
+        if len(self.seen) == self.expected:
+            self.done.set()
+        return message
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+async def test_pushes_racing_with_demand_keep_the_source_order(seed: int) -> None:
+    # The memory producer hands out messages two ways: returned from handle_demand, and
+    # emitted from the pusher's task when it owes demand. An emit reaches the stage as a
+    # message in its mailbox; demand answered at once from the queue must not overtake it.
+    import random
+
+    rng = random.Random(seed)
+    queue = MemoryQueue(max_size=10_000)
+    pipeline = InOrder(
+        2000,
+        name="p",
+        producer={"module": "memory", "options": {"queue": queue}},
+        processors={"default": {"concurrency": 1, "max_demand": 10}},
+    )
+    async with Node() as node:
+        await pipeline.start(node)
+        n = 0
+        while n < 2000:
+            for _ in range(rng.randrange(1, 6)):
+                if n < 2000:
+                    queue.push_nowait([n])
+                    n += 1
+            for _ in range(rng.randrange(0, 3)):
+                await asyncio.sleep(0)
+        await pipeline.done.wait()
+        await pipeline.stop()
+    assert pipeline.seen == list(range(2000))

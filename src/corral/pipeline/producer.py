@@ -43,7 +43,7 @@ DeadLetterSink = Callable[[list[Message]], Awaitable[None] | None]
 class ProducerContext:
     """What a producer stage tells its producer: who it is and how to emit late messages."""
 
-    __slots__ = ("_pid", "clock", "index", "pipeline")
+    __slots__ = ("_pid", "clock", "emits", "index", "pipeline")
 
     def __init__(self, pipeline: str, index: int, pid: Pid, clock: Clock) -> None:
         self.pipeline = pipeline
@@ -53,6 +53,8 @@ class ProducerContext:
         self.clock = clock
         """The node's clock (virtual under ``corral.testing``)."""
         self._pid = pid
+        self.emits = 0
+        """How many times ``emit`` sent messages to the stage (the stage orders by it)."""
 
     @property
     def alive(self) -> bool:
@@ -63,11 +65,12 @@ class ProducerContext:
         """Hand ``messages`` to the producer stage against the demand the producer owes.
 
         Call from any task on the node's loop (a fetch loop, a broker callback); does not
-        block. The stage dispatches them in its own task, in emit order. Raises
-        ``NoProcess`` if the stage has ended.
+        block. The stage dispatches them in its own task, in emit order, and before anything
+        a later ``handle_demand`` returns. Raises ``NoProcess`` if the stage has ended.
         """
         if messages:
             self._pid.cast(("emit", list(messages)))
+            self.emits += 1
 
 
 class Producer:

@@ -13,7 +13,9 @@ is told ``("producer_done", index)`` once nothing buffered is waiting for it.
 
 Every producer hook runs in this stage's task and the stage waits for it: while an async
 ``handle_demand`` waits on its source, asks and emits queue up in the mailbox.
-``ProducerContext.emit`` reaches the stage as ``("emit", messages)``.
+``ProducerContext.emit`` reaches the stage as ``("emit", messages)``. Messages a
+``handle_demand`` returns while earlier emits are still on their way wait for those emits
+(``_held``), so a source's order survives the two paths.
 
 A producer hook that raises crashes this stage; so does a producer that emits more than it
 was asked for. Its supervisor restarts it and the new stage announces itself to the
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,6 +60,11 @@ class ProducerStage(Actor):
         self._rate_timer: Timer | None = None
         self._rate_limited = options.rate_limiting is not None
         self._ender = Ender(topology.pipeline, f"pipeline '{topology.name}' producer {index}")
+        self._context: ProducerContext  # made in init, with the stage's pid
+        # What handle_demand returned while emits were still in the mailbox, each with the
+        # number of emits that must be accepted before it; and how many have been.
+        self._held: deque[tuple[int, Sequence[Message]]] = deque()
+        self._emits_accepted = 0
 
     def __repr__(self) -> str:
         return f"ProducerStage({self._topology.name!r}, {self._index})"
@@ -64,7 +72,9 @@ class ProducerStage(Actor):
     async def init(self) -> None:
         topology = self._topology
         cls = topology.options.producer.module
-        context = ProducerContext(topology.name, self._index, self.pid, self.node.clock)
+        context = self._context = ProducerContext(
+            topology.name, self._index, self.pid, self.node.clock
+        )
         producer = self._producer = cls(topology.options.producer.options, context)
         self._demand_async = inspect.iscoroutinefunction(producer.handle_demand)
         result = producer.init()
@@ -83,6 +93,7 @@ class ProducerStage(Actor):
             self._dispatcher.ask(pid, n)
             await self._pull_and_dispatch()
         elif tag == "emit":
+            self._emits_accepted += 1
             if self._draining:
                 logger.warning(
                     "pipeline '%s' producer %d: dropped %d messages emitted after "
@@ -93,6 +104,9 @@ class ProducerStage(Actor):
                 )
                 return
             await self._accept(msg[1])
+            held = self._held
+            while held and held[0][0] <= self._emits_accepted:
+                await self._accept(held.popleft()[1])
             await self._pull_and_dispatch()
         elif tag == "subscribe":
             _, pid, partition = msg
@@ -141,6 +155,11 @@ class ProducerStage(Actor):
             if self._demand_async:
                 result = await result
             if not result:
+                break
+            emits = self._context.emits
+            if emits > self._emits_accepted or self._held:
+                # Emitted earlier and still in the mailbox: those go first (source order).
+                self._held.append((emits, result))
                 break
             await self._accept(result)
             self._dispatch()
@@ -209,6 +228,8 @@ class ProducerStage(Actor):
         if self._draining:
             return
         self._draining = True
+        while self._held:  # handed over before the drain: delivered (emits still queued are not)
+            await self._accept(self._held.popleft()[1])
         self._dispatcher.forgive()
         assert self._producer is not None
         result = self._producer.prepare_for_draining()
