@@ -40,6 +40,7 @@ def check_nothing_lost(result: DemoResult, events: int) -> None:
     assert result.dropped == injected(events)
     assert result.stream == events + sum(result.dropped.values())
     assert sum(result.versions.values()) == events
+    assert result.out_of_order == 0  # partition_by keeps each user's events in order
     assert not [n for n in result.notes if "acknowledged" in n], result.notes
 
 

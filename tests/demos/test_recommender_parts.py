@@ -192,6 +192,9 @@ async def test_the_recommendation_system_answers_with_the_state_before_each_even
         (again,) = await pid.call(("events", [(2, 0, 2)]))  # type: ignore[misc]
         assert np.array_equal(again[0], answers[1][0])
         pid.cast(("recommended", [(2, 0, np.arange(3, dtype=np.int32))]))
+        assert await pid.call(("out_of_order",)) == 0
+        await pid.call(("events", [(0, 0, 3)]))  # user 0's event 0 after their event 2
+        assert await pid.call(("out_of_order",)) == 1
         latest = await pid.call(("latest", 0))
         assert isinstance(latest, np.ndarray) and latest.tolist() == [0, 1, 2]
         with pytest.raises(ProcessExited, match="unknown call"):  # let it crash

@@ -142,6 +142,7 @@ class DemoResult:
     retried_batches: int = 0
     swap_at: int | None = None
     duplicates: int = 0
+    out_of_order: int = 0  # events the RecommendationSystem saw after a later one of their user
     example: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -474,6 +475,8 @@ async def _replay(
     bar.close()
     stats = serving.statistics()
     await pipeline.stop()
+    out_of_order = await node.lookup("recommendation_system").call(("out_of_order",))
+    assert isinstance(out_of_order, int)
     if options.source == "memory":  # the source's own view: every event ended exactly once
         if ledger.twice:
             notes.append(f"acknowledged twice: {len(ledger.twice)} events")
@@ -500,6 +503,7 @@ async def _replay(
         retried_batches=stats.retried_batches,
         swap_at=swap_at,
         duplicates=report.duplicates,
+        out_of_order=out_of_order,
         example=_example(report, data),
         notes=notes,
     )

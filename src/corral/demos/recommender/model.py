@@ -91,19 +91,32 @@ class Recommender(Model):
         self.P: _F64 = np.asarray(trained * known[:, None], dtype=np.float64)
         self.l2 = l2
         self._eye = l2 * np.eye(self.Q.shape[1])
+        # Each item's factors times its target (1 - mu - bi): the right-hand side's terms.
+        self._Qt: _F64 = self.Q * (1.0 - self.mu - self.bi)[:, None]
+
+    def user_vectors(self, users: npt.NDArray[np.int64], seen: npt.NDArray[np.bool_]) -> _F64:
+        """The folded-in vector of each user (rows of ``seen`` are their seen masks): one
+        Gram matrix per user from their seen items' factors, then one batched solve."""
+        k = self.Q.shape[1]
+        gram = np.empty((len(users), k, k))
+        rhs = np.empty((len(users), k))
+        for row, mask in enumerate(seen):
+            index = np.flatnonzero(mask)
+            qs = self.Q[index]
+            np.matmul(qs.T, qs, out=gram[row])
+            rhs[row] = self._Qt[index].sum(axis=0)
+        gram += self._eye
+        rhs += self.l2 * self.P[users]
+        return np.asarray(np.linalg.solve(gram, rhs[:, :, None])[:, :, 0], dtype=np.float64)
 
     def user_vector(self, user: int, seen: npt.NDArray[np.bool_]) -> _F64:
-        prior = self.P[user] if user < len(self.P) else np.zeros(self.Q.shape[1])
-        if not seen.any():
-            return prior
-        qs = self.Q[seen]
-        target = 1.0 - self.mu - self.bi[seen]
-        p = np.linalg.solve(qs.T @ qs + self._eye, qs.T @ target + self.l2 * prior)
-        return np.asarray(p, dtype=np.float64)
+        """``user_vectors`` for one user."""
+        vectors = self.user_vectors(np.array([user]), seen[None, :])
+        return np.asarray(vectors[0], dtype=np.float64)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         users, seen = decode_request(batch, len(self.bi))
-        vectors = np.stack([self.user_vector(int(u), s) for u, s in zip(users, seen, strict=True)])
+        vectors = self.user_vectors(users, seen)
         scores = vectors @ self.Q.T + self.bi
         scores[seen] = -np.inf
         top = np.argpartition(-scores, TOP, axis=1)[:, :TOP]

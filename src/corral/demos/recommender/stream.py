@@ -202,6 +202,8 @@ class RecommendationSystem(Actor):
         self.popular_order = np.argsort(-popularity, kind="stable")
         self.latest: dict[int, npt.NDArray[np.int32]] = {}
         self._pending: dict[int, tuple[npt.NDArray[np.uint8], list[int]]] = {}
+        self._last_seq: dict[int, int] = {}
+        self.out_of_order = 0  # events that came after a later event of the same user
 
     def handle_call(self, msg: object) -> object:
         match msg:
@@ -209,6 +211,8 @@ class RecommendationSystem(Actor):
                 return [self._event(*event) for event in events]
             case ("latest", int(user)):
                 return self.latest.get(user)
+            case ("out_of_order",):
+                return self.out_of_order
         raise ValueError(f"RecommendationSystem: unknown call {msg!r}")
 
     def handle_cast(self, msg: object) -> None:
@@ -225,6 +229,9 @@ class RecommendationSystem(Actor):
         it, then record the item as seen."""
         if seq in self._pending:
             return self._pending[seq]
+        if self._last_seq.get(user, -1) > seq:
+            self.out_of_order += 1
+        self._last_seq[user] = seq
         seen = self.seen[user]
         answer = (encode_request(user, seen), self._popular(seen))
         seen[item] = True

@@ -46,6 +46,10 @@ def render(result: DemoResult, options: DemoOptions) -> str:
     if len(result.versions) > 1 or options.swap:
         served = ", ".join(f"v{k}: {v:,}" for k, v in sorted(result.versions.items()))
         lines.append(f"{'versions':<{width}}{served}")
+    if result.out_of_order:
+        lines.append(
+            f"{'order':<{width}}{result.out_of_order} events reached a user's state out of order"
+        )
     if result.duplicates:
         lines.append(f"{'redelivered':<{width}}{result.duplicates} (scored once)")
     lines += result.notes
