@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         help="train, serve and replay a MovieLens recommender end to end",
         description=(
-            "Train matrix factorization on the first 80%% of MovieLens 100K (by time) with "
+            "Train matrix factorization on the first 80% of MovieLens 100K (by time) with "
             "averaged worker processes, serve it on port partitions, replay the remaining "
             "ratings through a pipeline as a live stream, and compare the recommendations "
             "with a popularity baseline."

@@ -129,3 +129,12 @@ def test_an_unreachable_redis_source_is_a_clear_error(capsys: pytest.CaptureFixt
     assert main(["demo", "--events", "100", "--rounds", "1", "--source", url]) == 1
     err = capsys.readouterr().err
     assert f"corral demo: StreamWriter: cannot reach {url}" in err
+
+
+def test_demo_help_prints_percent_signs_once(capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse %-formats help= strings but not a parser's description, so "%%" showed twice.
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    out = capsys.readouterr().out
+    assert "the first 80% of MovieLens 100K" in " ".join(out.split())
+    assert "%%" not in out
