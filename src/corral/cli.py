@@ -4,12 +4,14 @@
 ``corral supervision`` the supervision-tree demo (``corral.demos.supervision``);
 ``corral train`` trains a model with averaged data-parallel workers (``corral.train.cli``);
 ``corral version`` prints the version.
+
+``corral --help`` and ``corral version`` load neither numpy nor asyncio nor any optional
+engine: each command imports what it runs when it runs (tests/test_packaging.py checks).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
@@ -65,12 +67,16 @@ def _parser() -> argparse.ArgumentParser:
     tree = commands.add_parser(
         "supervision", help="run a small supervision tree that survives injected crashes"
     )
-    tree.add_argument("--events", type=int, default=60, help="events to feed (>= 30; default 60)")
+    tree.add_argument("--events", type=int, help="events to feed (>= 30; default 60)")
     tree.add_argument(
         "--tick",
         type=float,
-        default=0.05,
         help="seconds between events (default 0.05; 0 runs as fast as possible)",
+    )
+    tree.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short storm: 30 events as fast as possible (--events 30 --tick 0; < 1 s)",
     )
     add_train_parser(commands)
     commands.add_parser("version", help="print corral's version")
@@ -78,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import asyncio
+
     from corral.demos.recommender import DemoOptions, render, run_recommender_demo
     from corral.runtime.loops import default_loop_factory
 
@@ -114,17 +122,22 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _supervision(args: argparse.Namespace) -> int:
+    import asyncio
+
     from corral.demos.supervision import run_demo
     from corral.runtime.loops import default_loop_factory
 
-    if args.events < 30:
-        print(f"corral supervision: --events must be >= 30; got {args.events}", file=sys.stderr)
+    # --quick sets the defaults; --events and --tick given with it still win.
+    events = args.events if args.events is not None else (30 if args.quick else 60)
+    tick = args.tick if args.tick is not None else (0.0 if args.quick else 0.05)
+    if events < 30:
+        print(f"corral supervision: --events must be >= 30; got {events}", file=sys.stderr)
         return 2
-    if args.tick < 0:
-        print(f"corral supervision: --tick must be >= 0; got {args.tick}", file=sys.stderr)
+    if tick < 0:
+        print(f"corral supervision: --tick must be >= 0; got {tick}", file=sys.stderr)
         return 2
     with asyncio.Runner(loop_factory=default_loop_factory()) as runner:
-        result = runner.run(run_demo(events=args.events, tick=args.tick))
+        result = runner.run(run_demo(events=events, tick=tick))
     return 0 if result.lost == 0 else 1
 
 

@@ -25,7 +25,6 @@ completed round: rerun with ``--resume``).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -33,20 +32,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, TypeAlias
 
 from corral import telemetry
 from corral._progress import ProgressBar, format_value
 from corral.errors import TrainingFailed
-from corral.train import checkpoint
-from corral.train.model import Parameters, load_model, rows
-from corral.train.trainer import ROUND_EVENT, Trainer, TrainResult
+
+# numpy and the trainer are imported where they are used: `corral --help` builds this
+# parser and must not pay for them.
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from corral.train.model import Parameters
+    from corral.train.trainer import Trainer, TrainResult
 
 __all__ = ["MODELS", "add_parser", "run"]
 
-Arrays = dict[str, npt.NDArray[np.generic]]
+Arrays: TypeAlias = "dict[str, npt.NDArray[np.generic]]"
 
 MODELS = {
     "linear": ("corral.train:LinearRegression", ("x", "y")),
@@ -136,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"{_PROG}: {exc}", file=sys.stderr)
         return 2
+    import asyncio
+
     from corral.runtime.loops import default_loop_factory
 
     try:
@@ -176,6 +181,8 @@ def _prepare(args: argparse.Namespace) -> _Job:
     if not short and "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())  # as `python -m` would; the workers run that way
     first = _first_round(args, spec, model_args)
+    from corral.train.trainer import Trainer
+
     try:
         trainer = Trainer(
             data,
@@ -198,6 +205,8 @@ def _prepare(args: argparse.Namespace) -> _Job:
 
 
 def _load_npz(path: str, option: str) -> Arrays:
+    import numpy as np
+
     if not Path(path).is_file():
         raise UsageError(f"{option}: no such file {path!r}")
     try:
@@ -242,6 +251,8 @@ def _columns(
                 f"model needs {', '.join(needed)}: rename with --column {name}=ARRAY"
             )
     out = {name: columns[name] for name in needed} if needed else columns
+    from corral.train.model import rows
+
     try:
         rows(out)
     except ValueError as exc:
@@ -268,6 +279,8 @@ def _inferred(model: str, data: Arrays, evaluation: Arrays | None) -> dict[str, 
             )
         return {"features": int(data["x"].shape[1])}
     if model == "mf":
+        import numpy as np
+
         both = [data] if evaluation is None else [data, evaluation]
         users = max(int(np.max(d["user"])) for d in both) + 1
         items = max(int(np.max(d["item"])) for d in both) + 1
@@ -295,6 +308,9 @@ def _first_round(args: argparse.Namespace, spec: str, model_args: dict[str, obje
             f"--checkpoint {args.checkpoint} exists; pass --resume to continue from it, "
             "or remove it to start over"
         )
+    from corral.train import checkpoint
+    from corral.train.model import load_model
+
     try:
         saved = checkpoint.load(args.checkpoint)
         expected = load_model(spec, model_args).get_parameters()
@@ -320,6 +336,7 @@ async def _fit(job: _Job, *, quiet: bool) -> tuple[TrainResult, float]:
     """Start the workers, then show the bar (so its rate and eta count training only) while
     ``fit`` runs."""
     from corral import Node
+    from corral.train.trainer import ROUND_EVENT
 
     trainer = job.trainer
     bar: ProgressBar | None = None
@@ -345,6 +362,8 @@ async def _fit(job: _Job, *, quiet: bool) -> tuple[TrainResult, float]:
 
 
 def _save(path: str, params: Parameters) -> None:
+    import numpy as np
+
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
