@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from corral._extras import require
 from corral.train.model import Data, Parameters, TrainStats, rows
 from corral.train.sgd import check_hyper
 
@@ -27,12 +28,7 @@ _LOSSES = ("cross_entropy", "mse")
 
 
 def _torch() -> Any:
-    try:
-        return importlib.import_module("torch")
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "corral.train.torch_model needs torch: pip install 'corral[train-torch]'"
-        ) from exc
+    return require("torch", extra="torch", by="corral's torch trainer model")
 
 
 def mlp(inputs: int, hidden: int, outputs: int) -> Any:
