@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import numpy as np
 
+from corral._extras import require
 from corral.serving.adapters.base import Model
 
 __all__ = ["TorchModel"]
@@ -19,7 +19,7 @@ class TorchModel(Model):
     numpy array on the CPU."""
 
     def __init__(self, module: Any, *, device: str | None = None) -> None:
-        torch = importlib.import_module("torch")
+        torch = require("torch", extra="torch", by="corral's TorchModel")
         if not isinstance(module, torch.nn.Module):
             raise TypeError(f"TorchModel: module must be a torch.nn.Module; got {module!r}")
         if device is None:
