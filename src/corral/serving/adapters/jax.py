@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 import numpy as np
 
+from corral._extras import require
 from corral.serving.adapters.base import Model
 
 __all__ = ["JaxModel"]
@@ -17,7 +17,7 @@ class JaxModel(Model):
     Pad to fixed sizes (``pad_to``) so jit compiles once per size."""
 
     def __init__(self, fn: Callable[[object], object]) -> None:
-        self._jnp = importlib.import_module("jax.numpy")
+        self._jnp = require("jax.numpy", extra="jax", by="corral's JaxModel")
         self.fn = fn
 
     def run(self, batch: np.ndarray) -> np.ndarray:
