@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import numpy as np
 
+from corral._extras import require
 from corral.serving.adapters.base import Model
 
 __all__ = ["OnnxModel"]
@@ -20,7 +20,7 @@ class OnnxModel(Model):
         self, session: Any, *, input_name: str | None = None, output: str | None = None
     ) -> None:
         if isinstance(session, str):
-            ort = importlib.import_module("onnxruntime")
+            ort = require("onnxruntime", extra="onnx", by="corral's OnnxModel")
             session = ort.InferenceSession(session, providers=["CPUExecutionProvider"])
         self.session = session
         self.input_name = input_name or session.get_inputs()[0].name
