@@ -22,6 +22,7 @@ from hypothesis.extra import numpy as hnp
 from corral.errors import CorralError, ProtocolError
 from corral.port.etf import (
     MAX_DEPTH,
+    MAX_INFLATED_SIZE,
     Atom,
     BitBinary,
     ErlangFun,
@@ -558,9 +559,16 @@ BAD = [
     ),
     pytest.param(
         b(131, 80, 255, 255, 255, 255, 120, 156, 1, 2),
-        "invalid term: compressed term that claims 4294967295 bytes from 4 bytes of zlib data "
-        "at offset 1",
+        "invalid term: compressed term that claims 4294967295 bytes, more than "
+        "max_inflated_size=67108864 at offset 1; a compressed term may inflate to at most "
+        "that many bytes",
         id="compressed-huge",
+    ),
+    pytest.param(
+        b(131, 80, 0, 0, 32, 0, 120, 156, 1, 2),
+        "invalid term: compressed term that claims 8192 bytes from 4 bytes of zlib data "
+        "at offset 1",
+        id="compressed-ratio",
     ),
     pytest.param(
         b(131, 80, 0, 0, 0, 10) + b"not zlib data",
@@ -659,6 +667,58 @@ def test_a_zlib_bomb_is_decompressed_no_further_than_its_header_claims() -> None
     finally:
         tracemalloc.stop()
     assert peak < 1024 * 1024
+
+
+def zeros_bomb(size: int) -> bytes:
+    """A compressed term holding a binary of ``size - 5`` zero bytes: ``size`` inflated
+    bytes, about a thousandth of that on the wire, and an honest header."""
+    import zlib
+
+    inflater = zlib.compressobj(9)
+    parts = [inflater.compress(b(109) + struct.pack(">I", size - 5))]
+    chunk = bytes(1 << 20)
+    left = size - 5
+    while left:
+        parts.append(inflater.compress(chunk[: min(left, len(chunk))]))
+        left -= min(left, len(chunk))
+    parts.append(inflater.flush())
+    return b(131, 80) + struct.pack(">I", size) + b"".join(parts)
+
+
+def test_a_compressed_term_that_claims_more_than_64_mib_fails_before_inflating() -> None:
+    # An honest bomb: its zlib data really holds what it claims, 64 MiB + 1 bytes in ~65 kB.
+    data = zeros_bomb(MAX_INFLATED_SIZE + 1)
+    assert len(data) < 100_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(EtfError) as caught:
+            decode(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(caught.value) == (
+        "invalid term: compressed term that claims 67108865 bytes, more than "
+        "max_inflated_size=67108864 at offset 1; a compressed term may inflate to at most "
+        "that many bytes"
+    )
+    assert peak < 64 * 1024
+
+
+def test_max_inflated_size_bounds_a_compressed_term_exactly() -> None:
+    data = zeros_bomb(4096)
+    assert decode(data, max_inflated_size=4096) == bytes(4091)
+    with pytest.raises(EtfError, match="claims 4096 bytes, more than max_inflated_size=4095"):
+        decode(data, max_inflated_size=4095)
+    assert decode(b(131, 97, 1), max_inflated_size=0) == 1  # plain terms are not bounded
+
+
+@pytest.mark.parametrize("limit", [-1, 1.5, "64", True, None])
+def test_decode_validates_max_inflated_size(limit: object) -> None:
+    with pytest.raises(ValueError) as caught:
+        decode(b(131, 97, 1), max_inflated_size=limit)  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        f"decode: max_inflated_size must be an int >= 0 (bytes); got {limit!r}"
+    )
 
 
 # --- nesting ----------------------------------------------------------------------------

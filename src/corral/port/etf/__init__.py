@@ -81,7 +81,10 @@ data, a length larger than the bytes that remain (checked before anything is all
 a 4 GB length in ten bytes fails at once), invalid UTF-8 in an atom, an atom over 255
 characters, a non-finite float, trailing bytes, corrupt zlib data or more of it than the
 compressed header claims (zlib output is never inflated past that size, itself at most
-1032 times the compressed bytes), and nesting deeper than ``MAX_DEPTH`` (1000) containers.
+1032 times the compressed bytes), a compressed term that claims more than
+``max_inflated_size`` bytes (``decode``'s keyword, ``MAX_INFLATED_SIZE`` = 64 MiB by
+default; the Erlang-mode worker passes its ``--max-frame-size``), checked before anything
+is inflated, and nesting deeper than ``MAX_DEPTH`` (1000) containers.
 ``EtfError`` is a ``corral.errors.ProtocolError``. Decoding and encoding are iterative: deep
 terms cost no stack.
 ``encode`` raises ``TypeError`` naming the type of a value it cannot encode and
@@ -93,7 +96,7 @@ from __future__ import annotations
 
 from corral.port.etf.decoder import decode
 from corral.port.etf.encoder import encode
-from corral.port.etf.tags import MAX_DEPTH
+from corral.port.etf.tags import MAX_DEPTH, MAX_INFLATED_SIZE
 from corral.port.etf.terms import (
     Atom,
     BitBinary,
@@ -107,6 +110,7 @@ from corral.port.etf.terms import (
 
 __all__ = [
     "MAX_DEPTH",
+    "MAX_INFLATED_SIZE",
     "Atom",
     "BitBinary",
     "ErlangFun",

@@ -1,7 +1,11 @@
-"""A compressed term (tag 80): the term inside, never inflated past the size it claims.
+"""A compressed term (tag 80): the term inside, never inflated past the size it claims,
+nor past ``max_inflated_size``.
 
 ``encode(term, compressed=level)`` writes one with ``zlib.compress``; ``decode`` reads one
-with ``_decompress``.
+with ``_decompress``. The claimed size is checked against the limit before anything is
+inflated, and zlib is asked for at most that many bytes (``decompressobj`` with
+``max_length``; its output buffer grows with what the stream really holds), so a small
+frame that claims gigabytes costs an error, not memory.
 """
 
 from __future__ import annotations
@@ -16,12 +20,20 @@ from corral.port.etf.terms import EtfError
 _MAX_ZLIB_RATIO: Final = 1032
 
 
-def _decompress(view: memoryview) -> memoryview:
-    """The term inside a compressed one (tag 80), never more bytes than its header claims."""
+def _decompress(view: memoryview, max_inflated_size: int) -> memoryview:
+    """The term inside a compressed one (tag 80), never more bytes than its header claims
+    and never more than ``max_inflated_size``."""
     if len(view) < 6:
         raise EtfError("truncated compressed term: the 4-byte uncompressed size is missing", 1)
     size = _U32.unpack_from(view, 2)[0]
     stream = view[6:]
+    if size > max_inflated_size:
+        raise EtfError(
+            f"compressed term that claims {size} bytes, more than "
+            f"max_inflated_size={max_inflated_size}",
+            1,
+            hint="a compressed term may inflate to at most that many bytes",
+        )
     if size == 0 or size > _MAX_ZLIB_RATIO * len(stream):
         raise EtfError(
             f"compressed term that claims {size} bytes from {len(stream)} bytes of zlib data", 1

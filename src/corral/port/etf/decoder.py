@@ -40,6 +40,7 @@ from corral.port.etf.tags import (
     LIST_EXT,
     MAP_EXT,
     MAX_DEPTH,
+    MAX_INFLATED_SIZE,
     NEW_FLOAT_EXT,
     NEW_FUN_EXT,
     NEW_PID_EXT,
@@ -103,13 +104,20 @@ class _Frame:
 _TUPLE, _LIST, _MAP, _FUN = range(4)
 
 
-def decode(data: bytes | bytearray | memoryview) -> object:
+def decode(
+    data: bytes | bytearray | memoryview, *, max_inflated_size: int = MAX_INFLATED_SIZE
+) -> object:
     """Decode one term that ``term_to_binary`` wrote (version byte 131 first).
 
     See the module's mapping table. Raises ``EtfError`` for anything but exactly one valid
     term, and ``TypeError`` for a buffer that is not contiguous. Decoded arrays may be views
-    of ``data``. Pure CPU work.
+    of ``data``. A compressed term (tag 80) that claims more than ``max_inflated_size``
+    bytes (64 MiB by default) is an ``EtfError`` before anything is inflated. Pure CPU work.
     """
+    if type(max_inflated_size) is not int or max_inflated_size < 0:
+        raise ValueError(
+            f"decode: max_inflated_size must be an int >= 0 (bytes); got {max_inflated_size!r}"
+        )
     view = memoryview(data)
     if not view.c_contiguous:
         raise TypeError("decode: data must be a contiguous buffer")
@@ -122,7 +130,7 @@ def decode(data: bytes | bytearray | memoryview) -> object:
             f"version byte {view[0]}", 0, hint="expected 131, the version term_to_binary writes"
         )
     if len(view) > 1 and view[1] == COMPRESSED:
-        decoder = _Decoder(_decompress(view), 0, compressed=True)
+        decoder = _Decoder(_decompress(view, max_inflated_size), 0, compressed=True)
     else:
         decoder = _Decoder(view, 1, compressed=False)
     value = decoder.term()

@@ -12,6 +12,11 @@ MAX_DEPTH: Final = 1000
 """The deepest a term may nest: a term inside ``MAX_DEPTH`` containers decodes, one more
 level raises ``EtfError`` (``ValueError`` when encoding)."""
 
+MAX_INFLATED_SIZE: Final = 64 * 1024 * 1024
+"""The most bytes a compressed term (tag 80) may inflate to unless ``decode`` is told
+otherwise (64 MiB, the default ``max_frame_size``): an uncompressed term could not be
+larger in one frame either."""
+
 VERSION: Final = 131
 
 # Tags, named as in the ETF documentation (erts/doc/src/erl_ext_dist.xml).
