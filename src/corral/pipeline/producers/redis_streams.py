@@ -60,6 +60,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
+from corral._extras import require
 from corral._options import Options, is_int, is_number, one_of, option
 from corral.pipeline.message import Message
 from corral.pipeline.producer import DeadLetterSink, Producer, ProducerContext
@@ -333,13 +334,10 @@ class RedisStreamsProducer(Producer):
         """Connect, create the group if missing, start the fetch task. Waits for Redis (up
         to 10 s to connect); a failure raises ``ConnectionError`` (the URL without its
         password), and the stage does not start."""
-        try:
-            from redis.asyncio import Redis
-            from redis.exceptions import RedisError
-        except ImportError as exc:
-            raise ImportError(
-                f"{self._where} needs redis-py: pip install 'corral[redis]' ({exc})"
-            ) from exc
+        require("redis", extra="redis", by=self._where)
+        from redis.asyncio import Redis
+        from redis.exceptions import RedisError
+
         options = self._options
         client = Redis.from_url(
             options.url,
@@ -564,12 +562,9 @@ class StreamWriter:
         self._client: Redis | None = None
 
     async def __aenter__(self) -> StreamWriter:
-        try:
-            from redis.asyncio import Redis
-        except ImportError as exc:
-            raise ImportError(
-                f"StreamWriter needs redis-py: pip install 'corral[redis]' ({exc})"
-            ) from exc
+        require("redis", extra="redis", by="corral's StreamWriter")
+        from redis.asyncio import Redis
+
         client = Redis.from_url(self.url, protocol=2, socket_connect_timeout=10.0)
         try:
             await client.ping()
