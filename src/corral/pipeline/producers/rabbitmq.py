@@ -42,6 +42,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit, urlunsplit
 
+from corral._extras import require
 from corral._options import Options, is_number, one_of, option
 from corral.pipeline.message import Message
 from corral.pipeline.producer import Producer, ProducerContext
@@ -267,6 +268,7 @@ class RabbitMQProducer(Producer):
     # -- hooks -------------------------------------------------------------------------------
 
     async def init(self) -> None:
+        require("aio_pika", extra="rabbitmq", by=self._where)
         import aio_pika
         import aiormq.exceptions
 
