@@ -41,6 +41,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit, urlunsplit
 
+from corral._extras import require
 from corral._options import Options, is_int, is_number, one_of, option
 from corral.pipeline.message import Message
 from corral.pipeline.producer import Producer, ProducerContext
@@ -289,6 +290,7 @@ class NatsProducer(Producer):
     # -- hooks -------------------------------------------------------------------------------
 
     async def init(self) -> None:
+        require("nats", extra="nats", by=self._where)
         import nats
         import nats.errors
 
