@@ -126,3 +126,38 @@ class SharedArrays:
                 header = msgpack.packb(["<f4", [4], [12345, 0]])
                 return msgpack.ExtType(2, header)
         raise ValueError(f"unknown message {msg!r}")
+
+
+class Hooks:
+    """For the tests that hold both wire modes to the same hook rules: an async setup, an
+    async cast that may raise, and calls that raise or return what has no wire form."""
+
+    async def setup(self, **args: object) -> None:
+        await asyncio.sleep(0)
+        self.setups = 1
+        self.casts: list[object] = []
+
+    def handle_call(self, msg: object) -> object:
+        match msg:
+            case ["setups"]:
+                return self.setups
+            case ["casts"]:
+                return self.casts
+            case ["raise"]:
+                raise ValueError("bad input")
+            case ["unencodable"]:
+                return {1, 2}
+        return msg
+
+    async def handle_cast(self, msg: object) -> None:
+        await asyncio.sleep(0)
+        if msg == -1:
+            raise RuntimeError("cast went wrong")
+        self.casts.append(msg)
+
+
+class AsyncHooks(Hooks):
+    """``Hooks`` with an async ``handle_call``: the msgpack worker's concurrent loop."""
+
+    async def handle_call(self, msg: object) -> object:
+        return super().handle_call(msg)

@@ -1,7 +1,9 @@
 """Erlang mode: ``python -m corral.port --erlang MODULE:HANDLER``.
 
 The same worker, speaking Erlang's External Term Format over ``{packet, 4}`` on its stdin
-and stdout, so an Erlang or Elixir program can drive it::
+and stdout, so an Erlang or Elixir program can drive it. ``corral_port.erl`` and
+``corral_port.ex`` (``python -m corral.port --clients-dir``) wrap this in a gen_server; by
+hand it is::
 
     Port = open_port({spawn, "python3 -m corral.port --erlang mymodel:Model"},
                      [{packet, 4}, binary, exit_status]),
@@ -15,32 +17,51 @@ term is read. Each term is one request:
 the program sends              the worker answers
 =============================  ====================================================
 ``{call, Ref, Msg}``           ``{reply, Ref, Result}``, or ``{error, Ref, {Type,
-                               Message}}`` if the handler raised (binaries)
+                               Message, Traceback}}`` (three binaries) if the handler
+                               raised or its result has no Erlang form
 ``{cast, Msg}``                nothing; ``handle_cast(Msg)``
 ``stop``                       nothing; ``terminate()`` runs and the worker exits 0
 any other term ``T``           ``handle_call(T)``'s result, or ``{error, {Type,
-                               Message}}`` if the handler raised
+                               Message, Traceback}}`` if the handler raised
 =============================  ====================================================
+
+The hooks follow the same rules as in msgpack mode (``corral.port.hooks``): ``setup``,
+``handle_cast`` and ``terminate`` may be ``async def`` and are awaited; a ``handle_cast``
+that raises is logged to stderr and the worker goes on (with ``--crash-on-error`` it exits
+with status 1, as a raising ``handle_call`` does). ``handle_call`` must be a plain function
+here: the worker answers one term at a time, in order.
 
 Terms map to Python values as ``corral.port.etf`` documents (atoms are ``Atom``, a ``str``;
 binaries are ``bytes``; ``nil`` is ``None``; ndarrays travel as ``{ndarray, Dtype, Shape,
-Data}``). A frame that is not a valid term makes the worker write why to stderr and exit
-with status 3, which ``exit_status`` reports; closing the port (EOF) makes it exit 0.
+Data}``). A compressed term may inflate to at most ``--max-frame-size`` bytes. A frame that
+is not a valid term makes the worker write why to stderr and exit with status 3, which
+``exit_status`` reports; closing the port (EOF) makes it exit 0. docs/ports.md lists every
+exit status.
 """
 
 from __future__ import annotations
 
 import inspect
-import sys
 from typing import TYPE_CHECKING
 
 from corral.port import etf
+from corral.port.hooks import (
+    SetupFailed,
+    deliver_cast,
+    die,
+    hook,
+    log_exception,
+    setup_handler,
+    terminate_handler,
+)
 from corral.port.protocol import EXIT_PROTOCOL_ERROR, EXIT_SETUP_FAILED, describe_exception
 
 if TYPE_CHECKING:
-    from corral.port.worker import _Wire
+    from collections.abc import Callable
 
-__all__ = ["serve_erlang"]
+    from corral.port.worker import Wire
+
+__all__ = ["error_term", "serve_erlang"]
 
 _CALL = etf.Atom("call")
 _CAST = etf.Atom("cast")
@@ -49,28 +70,29 @@ _REPLY = etf.Atom("reply")
 _ERROR = etf.Atom("error")
 
 
-def _error_term(exc: BaseException) -> tuple[bytes, bytes]:
+def error_term(exc: BaseException) -> tuple[bytes, bytes, bytes]:
+    """``{Type, Message, Traceback}``, three binaries, for an exception sent to Erlang."""
     info = describe_exception(exc)
-    return info["type"].encode(), info["message"].encode()
+    return info["type"].encode(), info["message"].encode(), info["traceback"].encode()
 
 
-def serve_erlang(wire: _Wire, spec: str, *, crash_on_error: bool) -> None:
+def serve_erlang(wire: Wire, spec: str, *, crash_on_error: bool) -> None:
     """Load the handler, run its setup, then serve terms until EOF or ``stop``."""
-    from corral.port.worker import _die, _hook, load_handler
-
     try:
-        handler = load_handler(spec)
-        setup = _hook(handler, "setup")
-        if setup is not None:
-            setup()
-    except Exception as exc:
-        print(describe_exception(exc)["traceback"], file=sys.stderr, end="", flush=True)
+        handler = setup_handler(spec, {})
+    except SetupFailed as failed:
+        log_exception(failed.cause)
         raise SystemExit(EXIT_SETUP_FAILED) from None
-    handle_call = _hook(handler, "handle_call")
-    handle_cast = _hook(handler, "handle_cast")
-    assert handle_call is not None
+    handle_call = hook(handler, "handle_call")
+    assert handle_call is not None  # load_handler checked it
     if inspect.iscoroutinefunction(handle_call):
-        _die("async handlers are not supported in Erlang mode", EXIT_SETUP_FAILED)
+        die(
+            f"{spec}: handle_call must be a plain function in Erlang mode, which answers "
+            "one term at a time; got an async def",
+            EXIT_SETUP_FAILED,
+        )
+    handle_cast = hook(handler, "handle_cast")
+    max_inflated_size = wire.decoder.max_frame_size
 
     def answer(call: object) -> tuple[bool, object]:
         try:
@@ -78,7 +100,7 @@ def serve_erlang(wire: _Wire, spec: str, *, crash_on_error: bool) -> None:
         except Exception as exc:
             if crash_on_error:
                 raise
-            return False, _error_term(exc)
+            return False, error_term(exc)
 
     while True:
         frames = wire.read_frames()
@@ -87,43 +109,48 @@ def serve_erlang(wire: _Wire, spec: str, *, crash_on_error: bool) -> None:
         replies: list[bytes] = []
         for frame in frames:
             try:
-                term = etf.decode(frame)
+                term = etf.decode(frame, max_inflated_size=max_inflated_size)
             except etf.EtfError as exc:
-                _die(f"undecodable term: {exc}", EXIT_PROTOCOL_ERROR)
+                die(f"undecodable term: {exc}", EXIT_PROTOCOL_ERROR)
             if isinstance(term, etf.Atom) and term == _STOP:
                 if replies:
                     wire.write(replies)
-                terminate = _hook(handler, "terminate")
-                if terminate is not None:
-                    terminate()
+                terminate_handler(handler)
                 return
-            head = term[0] if isinstance(term, tuple) and term else None
-            if (
-                isinstance(term, tuple)
-                and len(term) == 2
-                and isinstance(head, etf.Atom)
-                and head == _CAST
-            ):
-                if handle_cast is not None:
-                    handle_cast(term[1])
-                continue
-            if (
-                isinstance(term, tuple)
-                and len(term) == 3
-                and isinstance(head, etf.Atom)
-                and head == _CALL
-            ):
-                ok, result = answer(term[2])
-                reply: object = (_REPLY if ok else _ERROR, term[1], result)
-            else:
-                ok, result = answer(term)
-                reply = result if ok else (_ERROR, result)
-            try:
-                replies.append(etf.encode(reply))
-            except (TypeError, ValueError) as exc:
-                replies.append(etf.encode((_ERROR, _error_term(exc))))
+            reply = _serve_term(term, answer, handle_cast, crash_on_error=crash_on_error)
+            if reply is not None:
+                replies.append(reply)
         if replies:
             wire.write(replies)
-    terminate = _hook(handler, "terminate")
-    if terminate is not None:
-        terminate()
+    terminate_handler(handler)
+
+
+def _serve_term(
+    term: object,
+    answer: Callable[[object], tuple[bool, object]],
+    handle_cast: Callable[..., object] | None,
+    *,
+    crash_on_error: bool,
+) -> bytes | None:
+    """The encoded reply to one request term, or None for a cast."""
+    head = term[0] if isinstance(term, tuple) and term else None
+    size = len(term) if isinstance(term, tuple) else 0
+    if isinstance(head, etf.Atom) and head == _CAST and size == 2:
+        deliver_cast(handle_cast, term[1], crash_on_error=crash_on_error)  # type: ignore[index]
+        return None
+    if isinstance(head, etf.Atom) and head == _CALL and size == 3:
+        ref: object = term[1]  # type: ignore[index]
+        ok, result = answer(term[2])  # type: ignore[index]
+
+        def wrap(ok: bool, result: object) -> object:
+            return (_REPLY if ok else _ERROR, ref, result)
+    else:
+        ok, result = answer(term)
+
+        def wrap(ok: bool, result: object) -> object:
+            return result if ok else (_ERROR, result)
+
+    try:
+        return etf.encode(wrap(ok, result))
+    except (TypeError, ValueError) as exc:  # the result has no Erlang form
+        return etf.encode(wrap(False, error_term(exc)))

@@ -27,18 +27,28 @@ Erlang or Elixir program can drive it (see ``corral.port.erlang``).
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import os
 import select
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, NoReturn
 
 from corral.errors import ProtocolError
 from corral.port.codec import Codec
 from corral.port.frames import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, frame_header
+from corral.port.hooks import (
+    SetupFailed,
+    deliver_cast,
+    deliver_cast_async,
+    die,
+    hook,
+    load_handler,
+    run_awaitable,
+    setup_handler,
+    terminate_handler,
+)
 from corral.port.protocol import (
     CALL,
     CAST,
@@ -57,7 +67,7 @@ from corral.port.protocol import (
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["Handler", "load_handler", "main"]
+__all__ = ["Handler", "Wire", "load_handler", "main"]
 
 _READ_SIZE: Final = 1 << 18
 _IOV_MAX: Final = 512
@@ -80,23 +90,7 @@ class Handler:
         """Runs on a graceful stop."""
 
 
-def load_handler(spec: str) -> object:
-    """Import ``module:attr`` (``attr`` may be dotted) and build the handler from it."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"corral.port: handler must look like 'module:Handler'; got {spec!r}")
-    target: object = importlib.import_module(module_name)
-    for part in attr.split("."):
-        target = getattr(target, part)
-    if not callable(target):
-        raise TypeError(f"corral.port: {spec} is not a class or factory; got {target!r}")
-    handler = target()
-    if not callable(getattr(handler, "handle_call", None)):
-        raise TypeError(f"corral.port: {spec} built {handler!r}, which has no handle_call")
-    return handler
-
-
-class _Wire:
+class Wire:
     """Blocking frame I/O on the private protocol descriptors."""
 
     def __init__(self, in_fd: int, out_fd: int, max_frame_size: int) -> None:
@@ -125,7 +119,7 @@ class _Wire:
         try:
             return list(self.decoder.feed(data))
         except ProtocolError as exc:
-            _die(str(exc), EXIT_PROTOCOL_ERROR)
+            die(str(exc), EXIT_PROTOCOL_ERROR)
 
     def write(self, bodies: Sequence[bytes]) -> None:
         parts: list[bytes] = []
@@ -159,18 +153,8 @@ def _protect_stdio() -> tuple[int, int]:
     return in_fd, out_fd
 
 
-def _die(message: str, status: int) -> NoReturn:
-    print(f"corral.port worker: {message}", file=sys.stderr, flush=True)
-    os._exit(status)
-
-
-def _hook(handler: object, name: str) -> Callable[..., object] | None:
-    hook = getattr(handler, name, None)
-    return hook if callable(hook) else None
-
-
 class _Server:
-    def __init__(self, wire: _Wire, codec: Codec, *, crash_on_error: bool) -> None:
+    def __init__(self, wire: Wire, codec: Codec, *, crash_on_error: bool) -> None:
         self.wire = wire
         self.codec = codec
         self.crash_on_error = crash_on_error
@@ -187,7 +171,7 @@ class _Server:
             frames = got
         message = self._decode(frames[0])
         if not (isinstance(message, list) and len(message) == 3 and message[0] == INIT):
-            _die(f"expected an INIT message first; got {message!r}", EXIT_PROTOCOL_ERROR)
+            die(f"expected an INIT message first; got {message!r}", EXIT_PROTOCOL_ERROR)
         version: object = message[1]
         args: object = message[2]
         if version != PROTOCOL_VERSION:
@@ -198,19 +182,14 @@ class _Server:
                 )
             )
         if not isinstance(args, dict):
-            _die(f"INIT args must be a map; got {args!r}", EXIT_PROTOCOL_ERROR)
+            die(f"INIT args must be a map; got {args!r}", EXIT_PROTOCOL_ERROR)
         try:
-            self.handler = load_handler(spec)
-            setup = _hook(self.handler, "setup")
-            if setup is not None:
-                result = setup(**args)
-                if inspect.isawaitable(result):
-                    _run(result)
-        except Exception as exc:
-            self._init_failed(exc)
+            self.handler = setup_handler(spec, args)
+        except SetupFailed as failed:
+            self._init_failed(failed.cause)
         self.wire.write([self.codec.dumps([READY, PROTOCOL_VERSION, {"pid": os.getpid()}])])
         if len(frames) > 1:
-            _die("a message came before READY was sent", EXIT_PROTOCOL_ERROR)
+            die("a message came before READY was sent", EXIT_PROTOCOL_ERROR)
 
     def _init_failed(self, exc: BaseException) -> NoReturn:
         info = describe_exception(exc)
@@ -222,17 +201,17 @@ class _Server:
         try:
             return self.codec.loads(frame)
         except ProtocolError as exc:
-            _die(str(exc), EXIT_PROTOCOL_ERROR)
+            die(str(exc), EXIT_PROTOCOL_ERROR)
 
     # -- serving ---------------------------------------------------------------------------
 
     def serve(self) -> None:
-        handle_call = _hook(self.handler, "handle_call")
+        handle_call = hook(self.handler, "handle_call")
         assert handle_call is not None
         if inspect.iscoroutinefunction(handle_call):
-            _run(self._serve_async())
+            run_awaitable(self._serve_async())
             return
-        handle_cast = _hook(self.handler, "handle_cast")
+        handle_cast = hook(self.handler, "handle_cast")
         dumps = self.codec.dumps
         while True:
             frames = self.wire.read_frames()
@@ -251,24 +230,19 @@ class _Server:
                     except Exception as exc:
                         replies.append(self._error_reply(call_id, exc))
                 elif kind == CAST and len(message) == 2:  # type: ignore[arg-type]
-                    if handle_cast is not None:
-                        self._cast(handle_cast, message[1])  # type: ignore[index]
+                    deliver_cast(
+                        handle_cast,
+                        message[1],  # type: ignore[index]
+                        crash_on_error=self.crash_on_error,
+                    )
                 elif kind == STOP:
                     if replies:
                         self.wire.write(replies)
                     return
                 else:
-                    _die(f"unknown message {message!r}", EXIT_PROTOCOL_ERROR)
+                    die(f"unknown message {message!r}", EXIT_PROTOCOL_ERROR)
             if replies:
                 self.wire.write(replies)
-
-    def _cast(self, handle_cast: Callable[..., object], body: object) -> None:
-        try:
-            handle_cast(body)
-        except Exception as exc:
-            if self.crash_on_error:
-                raise
-            print(describe_exception(exc)["traceback"], file=sys.stderr, end="", flush=True)
 
     def _error_reply(self, call_id: object, exc: Exception) -> bytes:
         if self.crash_on_error:
@@ -282,8 +256,8 @@ class _Server:
         import asyncio
 
         loop = asyncio.get_running_loop()
-        handle_call = _hook(self.handler, "handle_call")
-        handle_cast = _hook(self.handler, "handle_cast")
+        handle_call = hook(self.handler, "handle_call")
+        handle_cast = hook(self.handler, "handle_cast")
         assert handle_call is not None
         tasks: set[asyncio.Task[None]] = set()
         done = asyncio.Event()
@@ -306,7 +280,7 @@ class _Server:
                 reply = self.codec.dumps([REPLY, call_id, result])
             except Exception as exc:
                 if self.crash_on_error:
-                    _die(describe_exception(exc)["traceback"], 1)
+                    die(describe_exception(exc)["traceback"], 1)
                 reply = self._error_reply(call_id, exc)
             self.wire.write([reply])
 
@@ -325,38 +299,23 @@ class _Server:
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
                     elif kind == CAST and len(message) == 2:  # type: ignore[arg-type]
-                        if handle_cast is not None:
-                            result = handle_cast(message[1])  # type: ignore[index]
-                            if inspect.isawaitable(result):
-                                await result
+                        await deliver_cast_async(
+                            handle_cast,
+                            message[1],  # type: ignore[index]
+                            crash_on_error=self.crash_on_error,
+                        )
                     elif kind == STOP:
                         done.set()
                         break
                     else:
-                        _die(f"unknown message {message!r}", EXIT_PROTOCOL_ERROR)
+                        die(f"unknown message {message!r}", EXIT_PROTOCOL_ERROR)
             if tasks:
                 await asyncio.wait(tasks)
         finally:
             loop.remove_reader(self.wire.in_fd)
 
     def terminate(self) -> None:
-        terminate = _hook(self.handler, "terminate")
-        if terminate is not None:
-            result = terminate()
-            if inspect.isawaitable(result):
-                _run(result)
-
-
-async def _await(awaitable: object) -> None:
-    await awaitable  # type: ignore[misc]
-
-
-def _run(awaitable: object) -> None:
-    """Run an awaitable to completion on a fresh event loop; asyncio is imported only by
-    workers whose handlers are async, to keep cold starts short."""
-    import asyncio
-
-    asyncio.run(_await(awaitable))
+        terminate_handler(self.handler)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -386,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run a worker until its port closes our stdin or says STOP."""
     args = _parse(argv)
     in_fd, out_fd = _protect_stdio()
-    wire = _Wire(in_fd, out_fd, args.max_frame_size)
+    wire = Wire(in_fd, out_fd, args.max_frame_size)
     wire.spin = max(0.0, args.spin)
     if args.erlang:
         from corral.port.erlang import serve_erlang

@@ -11,7 +11,8 @@ run([Python, PythonPath]) ->
     port_command(Port, term_to_binary({call, Ref, Msg})),
     check(call_echo, recv(Port), {reply, Ref, Msg}),
     port_command(Port, term_to_binary({call, Ref, [raise, 'bad input']})),
-    check(call_error, recv(Port), {error, Ref, {<<"ValueError">>, <<"bad input">>}}),
+    check(call_error, error_parts(recv(Port), Ref),
+          {<<"ValueError">>, <<"bad input">>, <<"ValueError: bad input\n">>}),
     port_command(Port, term_to_binary(42)),
     check(plain_term, recv(Port), 42),
     Array = {ndarray, <<"<f4">>, {2}, <<0, 0, 128, 63, 0, 0, 0, 64>>},
@@ -53,6 +54,12 @@ recv(Port) ->
         {Port, {exit_status, S}} -> {unexpected_exit, S}
     after 20000 -> timeout
     end.
+
+%% {Type, Message, last line of Traceback} of an {error, Ref, {Type, Message, Traceback}}.
+error_parts({error, Ref, {Type, Message, Traceback}}, Ref) ->
+    Lines = binary:split(Traceback, <<"\n">>, [global, trim]),
+    {Type, Message, <<(lists:last(Lines))/binary, "\n">>};
+error_parts(Other, _Ref) -> Other.
 
 exit_status(Port) ->
     receive
