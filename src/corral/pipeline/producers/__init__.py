@@ -7,4 +7,7 @@
   prefetch, ack / reject with or without requeue (needs ``corral[rabbitmq]``).
 - ``nats`` (``corral.pipeline.producers.nats``): a NATS JetStream durable pull consumer
   (needs ``corral[nats]``).
+
+And one module that is not a producer: ``stopping``, how the broker producers end their own
+tasks in bounded time when a client library loses a cancel.
 """

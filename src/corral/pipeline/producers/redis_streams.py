@@ -30,10 +30,13 @@ How it maps Broadway's contract onto Redis:
   in the group's pending list (delivered again once ``claim_idle`` passes), and
   ``"dead_letter"`` adds each to ``dead_letter_stream`` and acknowledges it, in one
   ``MULTI``/``EXEC``, so a message is never both dead-lettered and left pending.
-- **drain** (``prepare_for_draining``): the fetch task is cancelled at once (a read in
-  flight is abandoned: what it took stays pending and is delivered again); owed demand is
-  forgiven. Messages in flight finish and their acks go out before the stage closes the
-  connection in ``terminate``.
+- **drain** (``prepare_for_draining``): the fetch task is told to stop and cancelled at once
+  (a read in flight is abandoned: what it took stays pending and is delivered again); owed
+  demand is forgiven. redis-py can lose a cancel (see ``corral.pipeline.producers.stopping``),
+  so the task also checks a stopping flag and is cancelled again until it ends, for at most
+  ``STOP_TIMEOUT`` seconds; past that an error is logged and the stop goes on. Messages in
+  flight finish and their acks go out before the stage closes the connection in
+  ``terminate``.
 
 Each message's ``data`` is the entry's fields, a ``dict[bytes, bytes]``; ``metadata`` is
 ``{"id": "<entry id>", "stream": "<stream>"}``; ``ack_data`` is the ``(id, fields)`` entry.
@@ -64,6 +67,7 @@ from corral._extras import require
 from corral._options import Options, is_int, is_number, one_of, option
 from corral.pipeline.message import Message
 from corral.pipeline.producer import DeadLetterSink, Producer, ProducerContext
+from corral.pipeline.producers.stopping import check_cancelled, stop_task
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -293,6 +297,7 @@ class RedisStreamsProducer(Producer):
         self._client: Redis | None = None
         self.acknowledger: RedisStreamsAcknowledger | None = None
         self._fetcher: asyncio.Task[None] | None = None
+        self._stopping = False
         self._owed = 0
         self._wanted = asyncio.Event()
         # The fetch task's place: reading our own pending entries after this id (None: done);
@@ -367,12 +372,13 @@ class RedisStreamsProducer(Producer):
 
     async def prepare_for_draining(self) -> None:
         """Forgive what is owed and end the fetch task, cancelling a read in flight (its
-        entries stay pending). Waits only for the task to unwind."""
+        entries stay pending). Waits for the task to unwind, at most ``STOP_TIMEOUT`` s."""
         self._owed = 0
         await self._stop_fetching()
 
     async def terminate(self, reason: ExitReason) -> None:
-        """End the fetch task, make later acks no-ops (logged) and close the connection."""
+        """End the fetch task (at most ``STOP_TIMEOUT`` s), make later acks no-ops (logged)
+        and close the connection."""
         await self._stop_fetching()
         if self.acknowledger is not None:
             self.acknowledger.close()
@@ -383,13 +389,11 @@ class RedisStreamsProducer(Producer):
     # -- the fetch task --------------------------------------------------------------------
 
     async def _stop_fetching(self) -> None:
+        self._stopping = True
+        self._wanted.set()
         task, self._fetcher = self._fetcher, None
-        if task is None:
-            return
-        task.cancel()
-        await asyncio.wait([task])  # raises only if this task itself is cancelled
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("%s: the fetch task had failed", self._where, exc_info=task.exception())
+        if task is not None:
+            await stop_task(task, where=self._where)
 
     async def _ensure_group(self, client: Redis) -> None:
         from redis.exceptions import ResponseError
@@ -404,18 +408,20 @@ class RedisStreamsProducer(Producer):
                 raise
 
     async def _fetch_loop(self, client: Redis) -> None:
-        """Read what is owed and emit it, until cancelled. An error (Redis away, say) is
-        logged and the read tried again after a backoff: 0.1 s doubling to 5 s."""
+        """Read what is owed and emit it, until told to stop or cancelled (a cancel that
+        redis-py lost is raised again after the read). An error (Redis away, say) is logged
+        and the read tried again after a backoff: 0.1 s doubling to 5 s."""
         from redis.exceptions import ResponseError
 
         backoff = _BACKOFF_INITIAL
-        while True:
+        while not self._stopping:
             if self._owed <= 0:
                 self._wanted.clear()
                 await self._wanted.wait()
                 continue
             try:
                 entries = await self._fetch(client, min(self._owed, self._options.count))
+                check_cancelled()
             except Exception as exc:
                 logger.warning(
                     "%s: reading stream '%s' failed: %s; retrying in %g s",
@@ -430,7 +436,7 @@ class RedisStreamsProducer(Producer):
                 backoff = min(backoff * 2, _BACKOFF_MAX)
                 continue
             backoff = _BACKOFF_INITIAL
-            if entries:
+            if entries and not self._stopping:
                 deleted = self._emit(entries)
                 if deleted:
                     await self._ack_deleted(client, deleted)
@@ -585,11 +591,18 @@ class StreamWriter:
         return self._client
 
     async def add(self, entries: Sequence[Mapping[str, str | bytes | int | float]]) -> list[str]:
-        """Append ``entries`` in order; returns their ids."""
+        """Append ``entries`` in order; returns their ids.
+
+        Cancellable. redis-py can lose a cancel that comes while it sends (Python 3.11's
+        ``wait_for``; see ``corral.pipeline.producers.stopping``): ``add`` then raises the
+        ``CancelledError`` itself once the entries are added, so a loop over ``add`` ends on
+        one cancel (or Ctrl-C). Hence: do not call it from cleanup code that handles a cancel.
+        """
         async with self._connected().pipeline(transaction=False) as pipe:
             for fields in entries:
                 pipe.xadd(self.stream, dict(fields))  # type: ignore[arg-type]
             ids = await pipe.execute()
+        check_cancelled()
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     async def length(self) -> int:
