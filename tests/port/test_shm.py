@@ -238,6 +238,14 @@ def test_share_refuses_object_arrays() -> None:
         shm.share(np.array([object()]))
 
 
+def test_share_refuses_void_arrays_naming_the_allowed_kinds() -> None:
+    with pytest.raises(TypeError) as caught:
+        shm.share(np.zeros(4, dtype="V8"))
+    assert str(caught.value).startswith(
+        "shared-memory arrays of dtype |V8 are refused; the allowed dtype kinds are b (bool)"
+    )
+
+
 def test_the_pool_never_rewrites_a_segment_a_receiver_still_maps(channel: Channel) -> None:
     before = shm.statistics()
     first = channel.a_to_b(four_mb(1))
@@ -353,6 +361,7 @@ def test_a_segment_smaller_than_its_array_is_refused(channel: Channel) -> None:
         ([0, 0], "|O", "refused dtype '|O'"),
         ([0, 0], "(2,)O", "refused dtype '(2,)O'"),
         ([0, 0], "not a dtype", "refused dtype 'not a dtype'"),
+        ([0, 0], "|V8", "refused dtype '|V8'; the allowed dtype kinds are b (bool)"),
     ],
 )
 def test_malformed_refs_and_dtypes_are_refused(

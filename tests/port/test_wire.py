@@ -54,8 +54,32 @@ def test_an_oversized_length_prefix_fails_before_buffering_the_body() -> None:
         "send large arrays through shared memory or raise max_frame_size"
     )
     assert isinstance(info.value, ProtocolError)
-    with pytest.raises(FrameTooLarge):
+    with pytest.raises(FrameTooLarge) as again:
         list(decoder.feed(b"more"))  # the stream lost its framing for good
+    assert str(again.value) == str(info.value)
+    assert (again.value.size, again.value.limit) == (4_000_000_000, 1024)
+    assert decoder.buffered == 0
+
+
+def test_after_frame_too_large_every_feed_repeats_the_original_error() -> None:
+    decoder = FrameDecoder(max_frame_size=16, where="port test")
+    whole = struct.pack(">I", 3) + b"abc"
+    # A good frame, then an oversized prefix, fed byte by byte (the buffered path).
+    stream = whole + struct.pack(">I", 17) + b"x" * 17
+    frames: list[bytes] = []
+    for byte in range(len(whole) + 3):
+        frames.extend(bytes(f) for f in decoder.feed(stream[byte : byte + 1]))
+    assert frames == [b"abc"]
+    with pytest.raises(FrameTooLarge):
+        list(decoder.feed(stream[len(whole) + 3 : len(whole) + 4]))
+    for data in (whole, b"", bytearray(whole)):
+        with pytest.raises(FrameTooLarge) as info:
+            list(decoder.feed(data))
+        assert str(info.value) == (
+            "port test: frame of 17 bytes exceeds max_frame_size=16; "
+            "send large arrays through shared memory or raise max_frame_size"
+        )
+    assert decoder.buffered == 0
 
 
 def test_frame_decoder_rejects_a_bad_limit() -> None:
@@ -142,6 +166,59 @@ def test_values_that_cannot_travel_are_refused_with_their_type() -> None:
     with pytest.raises(TypeError, match="cannot be sent"):
         codec.dumps(np.zeros(2, dtype=[("a", "i4"), ("b", "f4")]))
     assert codec.loads(codec.dumps("still usable")) == "still usable"
+
+
+RULE = (
+    "the allowed dtype kinds are b (bool), i (int), u (uint), f (float), c (complex), "
+    "m (timedelta64), M (datetime64), S (bytes) and U (str); object, void (V), structured "
+    "and subarray dtypes are refused"
+)
+
+
+@pytest.mark.parametrize("dtype", ["V8", "V1"])
+def test_a_void_dtype_is_refused_both_ways_naming_the_dtype_and_the_allowed_kinds(
+    dtype: str,
+) -> None:
+    import msgpack
+
+    codec = Codec(where="port p")
+    array = np.zeros(2, dtype=dtype)
+    with pytest.raises(TypeError) as sent:
+        codec.dumps(array)
+    assert str(sent.value) == f"port p: numpy arrays of dtype |{dtype} cannot be sent; {RULE}"
+    header = msgpack.packb([f"|{dtype}", [2]])
+    data = struct.pack(">H", len(header)) + header + array.tobytes()
+    with pytest.raises(ProtocolError) as received:
+        codec.loads(msgpack.packb(msgpack.ExtType(EXT_NDARRAY, data)))
+    assert str(received.value) == f"port p: refused dtype '|{dtype}'; {RULE}"
+
+
+def test_msgpack_timestamps_decode_to_utc_datetimes_and_aware_datetimes_encode_to_them() -> None:
+    import datetime
+
+    import msgpack
+
+    codec = Codec(where="port p")
+    utc = datetime.UTC
+    stamp = msgpack.Timestamp(1_700_000_000, 123_456_000)
+    assert codec.loads(msgpack.packb([stamp])) == [
+        datetime.datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=utc)
+    ]
+    paris = datetime.timezone(datetime.timedelta(hours=1))
+    moment = datetime.datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=paris)
+    packed = codec.dumps(moment)
+    assert msgpack.unpackb(packed) == msgpack.Timestamp.from_datetime(moment)
+    back = codec.loads(packed)
+    assert back == moment
+    assert back.tzinfo == utc  # type: ignore[union-attr]
+    with pytest.raises(TypeError) as naive:
+        codec.dumps([datetime.datetime(2024, 1, 2)])
+    assert str(naive.value) == (
+        "port p: cannot encode a naive datetime; a datetime must carry a tzinfo, such as "
+        "datetime.timezone.utc; got datetime.datetime(2024, 1, 2, 0, 0)"
+    )
+    with pytest.raises(ProtocolError, match=r"^port p: undecodable message"):
+        codec.loads(msgpack.packb(msgpack.Timestamp(2**40, 0)))  # past the year 9999
 
 
 def test_numpy_scalars_travel_as_python_numbers() -> None:

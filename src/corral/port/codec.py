@@ -1,7 +1,10 @@
 """The default wire codec: msgpack, with numpy arrays as typed extensions.
 
-Values travel as msgpack: ``None``, bools, ints, floats, ``str``, ``bytes``, lists, dicts.
-Tuples arrive as lists (as in JSON). Nothing is ever unpickled.
+Values travel as msgpack: ``None``, bools, ints, floats, ``str``, ``bytes``, lists, dicts,
+and timezone-aware ``datetime.datetime`` as msgpack's Timestamp extension (type -1), which
+decodes to a ``datetime`` in UTC (the original zone is not kept; a naive ``datetime`` is
+refused with ``TypeError``; a Timestamp outside ``datetime``'s years 1..9999 is a
+``ProtocolError``). Tuples arrive as lists (as in JSON). Nothing is ever unpickled.
 
 numpy arrays are msgpack extensions:
 
@@ -13,8 +16,11 @@ numpy arrays are msgpack extensions:
   more take this path when the codec has a store, so the pipe carries a few bytes and the
   data is copied once (or not at all when forwarded).
 
-Object arrays and structured dtypes are refused: they cannot be sent without pickle. numpy
-scalars travel as Python numbers. numpy itself is imported only when an array is met.
+Only dtypes of the kinds in ``WIRE_DTYPE_KINDS`` travel: bool, int, uint, float, complex,
+timedelta64, datetime64 and fixed-size bytes and str. Object dtypes (they need pickle),
+void dtypes (``V8``: raw bytes with no meaning; send ``bytes``), structured and subarray
+dtypes are refused both ways. numpy scalars travel as Python numbers. numpy itself is
+imported only when an array is met.
 """
 
 from __future__ import annotations
@@ -32,13 +38,28 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["EXT_NDARRAY", "EXT_SHARED_ARRAY", "ArrayStore", "Codec"]
+__all__ = [
+    "EXT_NDARRAY",
+    "EXT_SHARED_ARRAY",
+    "WIRE_DTYPE_KINDS",
+    "WIRE_DTYPE_RULE",
+    "ArrayStore",
+    "Codec",
+    "dtype_travels",
+]
 
 EXT_NDARRAY: Final = 1
 EXT_SHARED_ARRAY: Final = 2
 
 _HEADER_LEN = struct.Struct(">H")
-_ALLOWED_KINDS = frozenset("biufcmMSUV")
+
+WIRE_DTYPE_KINDS: Final = frozenset("biufcmMSU")
+"""The numpy dtype kinds an array may have to travel (inline or through shared memory)."""
+WIRE_DTYPE_RULE: Final = (
+    "the allowed dtype kinds are b (bool), i (int), u (uint), f (float), c (complex), "
+    "m (timedelta64), M (datetime64), S (bytes) and U (str); object, void (V), structured "
+    "and subarray dtypes are refused"
+)
 
 
 class ArrayStore(Protocol):
@@ -54,12 +75,20 @@ class ArrayStore(Protocol):
         ...
 
 
+def dtype_travels(dtype: np.dtype[np.generic]) -> bool:
+    """Whether arrays of ``dtype`` may travel (``WIRE_DTYPE_RULE`` says which do)."""
+    return (
+        dtype.kind in WIRE_DTYPE_KINDS
+        and dtype.fields is None
+        and dtype.subdtype is None
+        and not dtype.hasobject
+    )
+
+
 def _check_array(array: npt.NDArray[np.generic], where: str) -> None:
-    dtype = array.dtype
-    if dtype.kind not in _ALLOWED_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+    if not dtype_travels(array.dtype):
         raise TypeError(
-            f"{where}: numpy arrays of dtype {dtype} cannot be sent; only numeric, bool, "
-            "datetime and fixed-size byte/str dtypes (no object or structured dtypes)"
+            f"{where}: numpy arrays of dtype {array.dtype} cannot be sent; {WIRE_DTYPE_RULE}"
         )
 
 
@@ -84,7 +113,12 @@ class Codec:
         self._store = store
         self._threshold = shm_threshold
         self._where = where
-        self._packer = msgpack.Packer(default=self._default, use_bin_type=True, autoreset=True)
+        self._packer = self._new_packer()
+
+    def _new_packer(self) -> msgpack.Packer:
+        return msgpack.Packer(
+            default=self._default, use_bin_type=True, autoreset=True, datetime=True
+        )
 
     def rename(self, where: str) -> None:
         """Name the connection differently in errors (a spare adopted by its port)."""
@@ -99,7 +133,7 @@ class Codec:
             return self._packer.pack(obj)  # type: ignore[no-any-return]
         except (TypeError, ValueError, OverflowError) as exc:
             # The packer is reset by autoreset only after success; start clean.
-            self._packer = msgpack.Packer(default=self._default, use_bin_type=True, autoreset=True)
+            self._packer = self._new_packer()
             if isinstance(exc, TypeError):
                 raise
             raise TypeError(f"{self._where}: cannot encode value: {exc}") from exc
@@ -108,7 +142,12 @@ class Codec:
         """Decode one message; ``ProtocolError`` for anything that is not a valid message."""
         try:
             return msgpack.unpackb(
-                data, ext_hook=self._ext_hook, raw=False, strict_map_key=False, use_list=True
+                data,
+                ext_hook=self._ext_hook,
+                raw=False,
+                strict_map_key=False,
+                use_list=True,
+                timestamp=3,  # msgpack's Timestamp extension -> datetime in UTC
             )
         except ProtocolError:
             raise
@@ -126,9 +165,16 @@ class Codec:
                 return self._encode_array(obj)
             if isinstance(obj, np.generic):
                 return obj.item()
+        datetime = sys.modules.get("datetime")
+        if datetime is not None and isinstance(obj, datetime.datetime):  # a naive one
+            raise TypeError(
+                f"{self._where}: cannot encode a naive datetime; a datetime must carry a "
+                f"tzinfo, such as datetime.timezone.utc; got {obj!r}"
+            )
         raise TypeError(
             f"{self._where}: cannot encode a value of type {type(obj).__qualname__}; "
-            "send None, bool, int, float, str, bytes, lists, dicts or numpy arrays"
+            "send None, bool, int, float, str, bytes, lists, dicts, timezone-aware "
+            "datetimes or numpy arrays"
         )
 
     def _encode_array(self, array: npt.NDArray[np.generic]) -> msgpack.ExtType:
@@ -184,12 +230,8 @@ class Codec:
             dtype = np.dtype(dtype_str)  # type: ignore[call-overload]
         except TypeError:
             raise ProtocolError(f"{self._where}: unknown dtype {dtype_str!r}") from None
-        if (
-            dtype.kind not in _ALLOWED_KINDS
-            or dtype.fields is not None
-            or dtype.subdtype is not None
-        ):
-            raise ProtocolError(f"{self._where}: refused dtype {dtype_str!r}")
+        if not dtype_travels(dtype):
+            raise ProtocolError(f"{self._where}: refused dtype {dtype_str!r}; {WIRE_DTYPE_RULE}")
         count = math.prod(shape)  # type: ignore[call-overload]
         if count * dtype.itemsize != len(data) - start:
             raise ProtocolError(

@@ -35,10 +35,13 @@ class FrameDecoder:
     ``feed(data)`` yields every frame completed by ``data``: a read-only ``memoryview`` into
     ``data`` when ``data`` is ``bytes`` and the frame lies wholly in it (no copy), else a
     new ``bytes``. Either may be kept. Raises ``FrameTooLarge`` when a length prefix exceeds
-    the limit; the decoder is then unusable (the stream has lost its framing).
+    the limit. The stream has then lost its framing and nothing can resynchronise it (any
+    four bytes could be a length), so the decoder stays failed: every later ``feed``
+    raises that same error again, naming the original oversized length, and buffers
+    nothing.
     """
 
-    __slots__ = ("_broken", "_buffer", "max_frame_size", "where")
+    __slots__ = ("_buffer", "_failed", "max_frame_size", "where")
 
     def __init__(
         self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, *, where: str = "port"
@@ -50,7 +53,7 @@ class FrameDecoder:
         self.max_frame_size = max_frame_size
         self.where = where
         self._buffer = bytearray()
-        self._broken = False
+        self._failed: FrameTooLarge | None = None
 
     @property
     def buffered(self) -> int:
@@ -59,8 +62,8 @@ class FrameDecoder:
 
     def feed(self, data: bytes | bytearray | memoryview) -> Iterator[bytes | memoryview]:
         """Add ``data`` and yield the frames it completes, in order."""
-        if self._broken:
-            raise FrameTooLarge(self.where, 0, self.max_frame_size)
+        if self._failed is not None:
+            raise FrameTooLarge(self.where, self._failed.size, self._failed.limit)
         buffer = self._buffer
         if not buffer and type(data) is bytes and len(data) >= 4:
             # Fast path: whole frames straight out of immutable `data`, no copy at all.
@@ -70,8 +73,7 @@ class FrameDecoder:
             while end - offset >= 4:
                 (size,) = _unpack_header(view, offset)
                 if size > self.max_frame_size:
-                    self._broken = True
-                    raise FrameTooLarge(self.where, size, self.max_frame_size)
+                    raise self._fail(size)
                 if end - offset - 4 < size:
                     break
                 yield view[offset + 4 : offset + 4 + size]
@@ -85,11 +87,15 @@ class FrameDecoder:
         while end - offset >= 4:
             (size,) = _unpack_header(buffer, offset)
             if size > self.max_frame_size:
-                self._broken = True
-                raise FrameTooLarge(self.where, size, self.max_frame_size)
+                raise self._fail(size)
             if end - offset - 4 < size:
                 break
             yield bytes(buffer[offset + 4 : offset + 4 + size])
             offset += 4 + size
         if offset:
             del buffer[:offset]
+
+    def _fail(self, size: int) -> FrameTooLarge:
+        self._failed = FrameTooLarge(self.where, size, self.max_frame_size)
+        self._buffer.clear()
+        return self._failed

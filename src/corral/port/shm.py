@@ -87,6 +87,7 @@ from corral.port._shm_segment import (
     _raw_bytes,
     _segment_of,
 )
+from corral.port.codec import WIRE_DTYPE_RULE, dtype_travels
 
 if TYPE_CHECKING:
     import numpy as np
@@ -99,7 +100,6 @@ logger = logging.getLogger("corral.port")
 _RECORD: Final = struct.Struct(">Q")
 _SEND_FLAGS: Final = socket.MSG_DONTWAIT
 _RECV_FLAGS: Final = socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
-_ALLOWED_KINDS: Final = frozenset("biufcmMSUV")  # as the codec's inline arrays
 _MAX_SEQ: Final = (1 << 64) - 1
 
 
@@ -165,13 +165,8 @@ def share(array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
 
 
 def _check_dtype(dtype: np.dtype[np.generic], error: type[Exception]) -> None:
-    if (
-        dtype.kind not in _ALLOWED_KINDS
-        or dtype.fields is not None
-        or dtype.subdtype is not None
-        or dtype.hasobject
-    ):
-        raise error(f"shared-memory arrays of dtype {dtype} are refused")
+    if not dtype_travels(dtype):  # the codec's rule: shared memory takes what it sends
+        raise error(f"shared-memory arrays of dtype {dtype} are refused; {WIRE_DTYPE_RULE}")
 
 
 # -- the store -------------------------------------------------------------------------------
@@ -322,7 +317,8 @@ class SharedMemoryStore:
             np_dtype = np.dtype(dtype)
             _check_dtype(np_dtype, ProtocolError)
         except (TypeError, ValueError, ProtocolError):
-            raise ProtocolError(f"{where}: refused dtype {dtype!r:.100}") from None
+            refused = f"{where}: refused dtype {dtype!r:.100}; {WIRE_DTYPE_RULE}"
+            raise ProtocolError(refused) from None
         nbytes = math.prod(shape) * np_dtype.itemsize
         fd = self._take(seq)
         try:
