@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from corral.port.codec import Codec
     from corral.port.frames import FrameDecoder
     from corral.port.port import Port, PortOptions
-    from corral.port.worker import Handler
+    from corral.port.worker import Handler, clients_dir
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
@@ -24,7 +24,8 @@ __getattr__, __dir__ = lazy_exports(
         "Handler": "corral.port.worker",
         "Port": "corral.port.port",
         "PortOptions": "corral.port.port",
+        "clients_dir": "corral.port.worker",
     },
 )
 
-__all__ = ["Codec", "FrameDecoder", "Handler", "Port", "PortOptions"]
+__all__ = ["Codec", "FrameDecoder", "Handler", "Port", "PortOptions", "clients_dir"]

@@ -7,13 +7,17 @@ handler object) and serves frames from its stdin, writing replies to its stdout:
 - ``handle_call(msg)`` answers a call; its return value is the reply. If it raises, the
   caller gets ``PortCallError`` with this traceback and the worker goes on; with
   ``--crash-on-error`` the worker exits instead (status 1), as "let it crash" wants;
-- ``handle_cast(msg)`` takes a cast (optional);
+- ``handle_cast(msg)`` takes a cast (optional). If it raises, the traceback goes to stderr
+  (the port's log) and the worker goes on; with ``--crash-on-error`` it exits (status 1);
 - ``terminate()`` runs on a graceful stop (optional).
 
-Hooks may be plain functions or coroutine functions. With plain ``handle_call`` the worker
-handles requests one at a time, in order, and batches its replies (one write for all the
-requests that arrived together). With ``async def handle_call`` it runs them concurrently
-on an event loop and replies in completion order.
+Hooks may be plain functions or coroutine functions; ``corral.port.hooks`` calls them the
+same way in both wire modes. ``--help`` lists the exit statuses.
+
+With plain ``handle_call`` the worker handles requests one at a time, in order, and
+batches its replies (one write for all the requests that arrived together). With
+``async def handle_call`` it runs them concurrently on an event loop and replies in
+completion order.
 
 The real stdin and stdout carry frames only: before importing the handler, the worker moves
 them to private descriptors, points fd 1 at stderr and fd 0 at /dev/null, so a stray
@@ -67,7 +71,7 @@ from corral.port.protocol import (
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["Handler", "Wire", "load_handler", "main"]
+__all__ = ["Handler", "Wire", "clients_dir", "load_handler", "main"]
 
 _READ_SIZE: Final = 1 << 18
 _IOV_MAX: Final = 512
@@ -318,32 +322,72 @@ class _Server:
         terminate_handler(self.handler)
 
 
+def clients_dir() -> str:
+    """The directory that holds the Erlang and Elixir clients shipped with corral:
+    ``corral_port.erl`` (a gen_server) and ``corral_port.ex`` (``Corral.Port``)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "clients")
+
+
+_EPILOG: Final = """exit status:
+  0  the port closed stdin, or sent STOP (msgpack) / stop (--erlang)
+  1  the handler raised with --crash-on-error (or the worker itself failed)
+  2  the handler could not be imported, built or set up; or, with --erlang, its
+     handle_call is async
+  3  the port sent something that broke the protocol: an undecodable frame or term,
+     an oversized frame or compressed term, an unknown message
+  a worker killed by signal N has no status; Erlang's exit_status reports 128+N
+"""
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m corral.port", description="Run a corral port worker."
+        prog="python -m corral.port",
+        description="Run a corral port worker.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("handler", help="the handler to serve, as module:Handler")
+    parser.add_argument("handler", nargs="?", help="the handler to serve, as module:Handler")
+    parser.add_argument(
+        "--clients-dir",
+        action="store_true",
+        help="print the directory of the Erlang and Elixir clients (corral_port.erl, "
+        "corral_port.ex) and exit",
+    )
     parser.add_argument("--erlang", action="store_true", help="speak Erlang's term format")
     parser.add_argument(
         "--crash-on-error",
         action="store_true",
         help="exit (status 1) when the handler raises, instead of replying with the error",
     )
-    parser.add_argument("--max-frame-size", type=int, default=DEFAULT_MAX_FRAME_SIZE)
+    parser.add_argument(
+        "--max-frame-size",
+        type=int,
+        default=DEFAULT_MAX_FRAME_SIZE,
+        help="largest frame, and largest inflated compressed term, the worker accepts, in "
+        f"bytes (default {DEFAULT_MAX_FRAME_SIZE})",
+    )
     parser.add_argument(
         "--spin",
         type=float,
         default=0.0,
-        help="seconds to poll for the next request before blocking (default 0)",
+        help="seconds to poll for the next request before blocking (default 0: a worker "
+        "started by hand, e.g. from Erlang, does not spin; corral's Port passes its spin "
+        "option, 0.0002 by default)",
     )
     parser.add_argument("--shm-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--shm-threshold", type=int, default=1 << 20, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.handler is None and not args.clients_dir:
+        parser.error("the handler is required, as module:Handler")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run a worker until its port closes our stdin or says STOP."""
     args = _parse(argv)
+    if args.clients_dir:
+        print(clients_dir())
+        return
     in_fd, out_fd = _protect_stdio()
     wire = Wire(in_fd, out_fd, args.max_frame_size)
     wire.spin = max(0.0, args.spin)
