@@ -332,7 +332,7 @@ _EPILOG: Final = """exit status:
   0  the port closed stdin, or sent STOP (msgpack) / stop (--erlang)
   1  the handler raised with --crash-on-error (or the worker itself failed)
   2  the handler could not be imported, built or set up; or, with --erlang, its
-     handle_call is async
+     handle_call is async; or the command line is invalid
   3  the port sent something that broke the protocol: an undecodable frame or term,
      an oversized frame or compressed term, an unknown message
   a worker killed by signal N has no status; Erlang's exit_status reports 128+N
