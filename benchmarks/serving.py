@@ -2,16 +2,19 @@
 
     python benchmarks/serving.py [--quick] [--loop uvloop|asyncio] [--verbose] [--cases tiny]
 
-``--cases`` picks groups of cases (comma-separated: ``tiny``, ``big``, ``fault``, ``floor``;
-default ``tiny,big,fault``), e.g. ``--cases tiny`` to measure only the tiny MLP while tuning
-the hot path.
+``--cases`` picks groups of cases (comma-separated: ``tiny``, ``baseline``, ``big``,
+``fault``, ``swap``, ``deadline``, ``poison``, ``floor``; default all but ``floor``), e.g.
+``--cases tiny`` to measure only the tiny MLP while tuning the hot path, or
+``--cases baseline,swap,deadline,poison`` for issue 12's cases. ``--quick`` runs every
+default group in about a minute.
 
 Prints one JSON object per line (see ``_common.emit``). Every case runs in this process: the
 ceiling is the model called in a tight loop on batches of ``batch_size`` on one thread,
 measured right before and right after each run (their mean), so a shared machine's load
 hits both alike; ``ratio`` is served samples/s over that ceiling. The tiny cases run
-3 (``--quick``) or 5 interleaved repeats of 1.25 s or 5 s each (thread, port, unbatched,
-rotated); their lines give medians, ``ratio`` is the median of the per-run ``ratios``.
+3 (``--quick``) or 5 interleaved repeats of 1 s or 5 s each (thread, port, unbatched,
+and with ``baseline`` the asyncio batcher and the loop partition, rotated); their lines give
+medians, ``ratio`` is the median of the per-run ``ratios``.
 
 Method (issue 4): ``OPENBLAS_NUM_THREADS=1``; 64 caller tasks on the node's loop, closed loop
 (each awaits its result, then sends the next), one sample per request, ``batch_size=64``,
@@ -29,6 +32,16 @@ Cases
     Two port partitions; one worker SIGKILLed every 2 s: failed requests and p99.
 ``fault_swap``
     Thread partition; a hot swap to a new version every 5 s: failed requests and p99.
+``tiny_mlp_asyncio`` and ``tiny_mlp_{thread,port,loop,best}_vs_asyncio`` (``baseline``)
+    The tiny load on ``AsyncioBatcher`` (``_serving_batcher``): a hand-written batcher, one
+    ``asyncio.Queue``, cut at 64 or 2 ms, the model called inline on the loop. corral's
+    configurations against it, ratios of the same repeats; ``loop`` (a partition that runs
+    batches inline on the loop) where ``ServingOptions`` accepts ``kind="loop"``; ``best`` is
+    the configuration with the highest median. Each line has its ``target`` (thread 0.8,
+    port 0.6, best 1.0) and ``target_met``; a missed target is reported, not an error.
+``swap_slow_import_port``, ``deadline_overload_port``, ``poison_1pct_port``
+    A hot swap to a model whose import costs ~1 s, time-to-``DeadlineExceeded`` at 10x
+    overload, and 1% poison requests that abort their worker: see ``_serving_stress``.
 ``tiny_mlp_bare`` / ``tiny_mlp_thread_vs_bare`` (``--cases floor`` only)
     The same load on ``Bare``: a bare asyncio batcher with one model thread, no corral. Its
     ratio to the ceiling is what the machine's thread hand-off and asyncio leave for any
@@ -46,7 +59,6 @@ import asyncio
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from queue import SimpleQueue
@@ -58,6 +70,7 @@ sys.path.insert(0, str(HERE))
 
 from _common import (  # noqa: E402
     Settings,
+    Stopwatch,
     emit,
     interleaved,
     loop_factory,
@@ -66,35 +79,19 @@ from _common import (  # noqa: E402
     percentile,
     say,
 )
+from _serving_batcher import AsyncioBatcher  # noqa: E402
+from _serving_load import BATCH, Load, ceiling, port_options  # noqa: E402
 from _serving_models import big_mlp, tiny_mlp  # noqa: E402
+from _serving_stress import deadline_case, poison_case, swap_case  # noqa: E402
 from corral import Node  # noqa: E402
-from corral.serving import Serving  # noqa: E402
+from corral.serving import Serving, ServingOptions  # noqa: E402
 
 BENCH = "serving"
-CALLERS = 64
-BATCH = 64
 CEILING_WINDOW = 0.5
 """Seconds the tiny model's ceiling is measured for, right before and right after each run
-(the big model's: 1 s, or 2.5 s without --quick)."""
-
-
-def ceiling(model: Callable[[np.ndarray], np.ndarray], width: int, seconds: float) -> float:
-    """Samples/s of the model alone on batches of BATCH, in a tight loop."""
-    x = np.random.default_rng(1).standard_normal((BATCH, width)).astype(np.float32)
-    model(x)
-    n = 0
-    start = time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        model(x)
-        n += BATCH
-    return n / elapsed
-
-
-def port_options() -> dict[str, object]:
-    """Port workers find the benchmark's models and run BLAS on one thread; one warm spare."""
-    path = os.environ.get("PYTHONPATH", "")
-    value = f"{HERE}{os.pathsep}{path}" if path else str(HERE)
-    return {"env": {"PYTHONPATH": value, "OPENBLAS_NUM_THREADS": "1"}, "spares": 1}
+(``QUICK_CEILING_WINDOW`` with --quick; the big model's: 0.5 s, or 2.5 s without --quick)."""
+QUICK_CEILING_WINDOW = 0.25
+"""``CEILING_WINDOW`` with --quick, so that every case fits in about a minute."""
 
 
 class Bare:
@@ -141,48 +138,6 @@ class Bare:
         self.thread.join()
 
 
-class Load:
-    """Closed-loop callers; records each request's latency and failures."""
-
-    def __init__(self, serving: Serving | Bare, width: int) -> None:
-        self.serving = serving
-        self.x = np.random.default_rng(2).standard_normal(width).astype(np.float32)
-        self.latencies: list[float] = []
-        self.failed = 0
-        self.stop = False
-
-    async def caller(self) -> None:
-        run, x, lat = self.serving.run, self.x, self.latencies
-        clock = time.perf_counter
-        while not self.stop:
-            t0 = clock()
-            try:
-                await run(x)
-            except Exception:
-                self.failed += 1
-                continue
-            lat.append(clock() - t0)
-
-    async def run_for(self, seconds: float, during: Callable[[], object] | None = None) -> float:
-        """Run CALLERS callers for ``seconds`` (after a short warm-up); returns req/s."""
-        tasks = [asyncio.create_task(self.caller()) for _ in range(CALLERS)]
-        await asyncio.sleep(min(0.5, seconds / 4))  # warm-up, not measured
-        self.latencies.clear()
-        self.failed = 0
-        start = time.perf_counter()
-        if during is not None:
-            side = asyncio.create_task(during())  # type: ignore[arg-type]
-        await asyncio.sleep(seconds)
-        elapsed = time.perf_counter() - start
-        done = len(self.latencies)
-        self.stop = True
-        if during is not None:
-            side.cancel()
-            await asyncio.gather(side, return_exceptions=True)
-        await asyncio.gather(*tasks)
-        return done / elapsed
-
-
 async def measure(
     factory: str,
     width: int,
@@ -217,10 +172,13 @@ async def measure(
 
 
 async def measure_bare(
-    width: int, seconds: float, model: Callable[[np.ndarray], np.ndarray]
+    width: int,
+    seconds: float,
+    model: Callable[[np.ndarray], np.ndarray],
+    window: float = CEILING_WINDOW,
 ) -> dict[str, float]:
     """As ``measure``, for ``Bare`` instead of a serving."""
-    before = ceiling(model, width, CEILING_WINDOW)
+    before = ceiling(model, width, window)
     bare = Bare(model)
     load = Load(bare, width)
     stopping = asyncio.create_task(load.run_for(seconds))
@@ -230,7 +188,7 @@ async def measure_bare(
             bare.close()  # answers the callers left waiting for a batch that never fills
             break
     rate = await stopping
-    ceil = (before + ceiling(model, width, CEILING_WINDOW)) / 2
+    ceil = (before + ceiling(model, width, window)) / 2
     lat = load.latencies
     return {
         "rate": rate,
@@ -238,6 +196,29 @@ async def measure_bare(
         "p50_ms": percentile(lat, 50) * 1e3,
         "p99_ms": percentile(lat, 99) * 1e3,
         "mean_batch_size": float(BATCH),
+        "failed": float(load.failed),
+    }
+
+
+async def measure_asyncio(
+    width: int,
+    seconds: float,
+    model: Callable[[np.ndarray], np.ndarray],
+    window: float = CEILING_WINDOW,
+) -> dict[str, float]:
+    """As ``measure``, for the hand-written ``AsyncioBatcher`` instead of a serving."""
+    before = ceiling(model, width, window)
+    async with AsyncioBatcher(model, batch_size=BATCH, batch_timeout=0.002) as batcher:
+        load = Load(batcher, width)
+        rate = await load.run_for(seconds)
+    ceil = (before + ceiling(model, width, window)) / 2
+    lat = load.latencies
+    return {
+        "rate": rate,
+        "ceiling": ceil,
+        "p50_ms": percentile(lat, 50) * 1e3,
+        "p99_ms": percentile(lat, 99) * 1e3,
+        "mean_batch_size": batcher.samples / max(batcher.batches, 1),
         "failed": float(load.failed),
     }
 
@@ -327,8 +308,8 @@ async def fault_case(
     say(f"{case}: failed={load.failed + stats.failed} p99={p99:.2f} ms events={events}")
 
 
-GROUPS = ("tiny", "big", "fault", "floor")
-DEFAULT_GROUPS = ("tiny", "big", "fault")
+GROUPS = ("tiny", "baseline", "big", "fault", "swap", "deadline", "poison", "floor")
+DEFAULT_GROUPS = ("tiny", "baseline", "big", "fault", "swap", "deadline", "poison")
 
 
 def parse_cases(argv: list[str]) -> tuple[frozenset[str], list[str]]:
@@ -344,35 +325,52 @@ def parse_cases(argv: list[str]) -> tuple[frozenset[str], list[str]]:
 
 async def main(settings: Settings, cases: frozenset[str]) -> None:
     quick = settings.quick
-    if "tiny" in cases or "fault" in cases:  # the fault cases compare with the tiny p99s
-        thread, port = await tiny_cases(settings, 1.25 if quick else 5.0)
+    clock = Stopwatch()
+    clock.start()
+
+    def lap(group: str) -> None:
+        clock.stop()
+        say(f"-- {group}: {clock.wall:.1f} s")
+        clock.start()
+
+    if cases & {"tiny", "fault", "baseline"}:  # the fault cases compare with the tiny p99s
+        thread, port = await tiny_cases(settings, 1.0 if quick else 5.0, cases)
+        lap("tiny, baseline")
     if "big" in cases:
         seconds = 3.0 if quick else 10.0
         model = big_mlp()
         for kind in ("thread", "port"):
             run = await measure(
-                "_serving_models:big_mlp", 1024, seconds, model, 1.0 if quick else 2.5, kind=kind
+                "_serving_models:big_mlp", 1024, seconds, model, 0.5 if quick else 2.5, kind=kind
             )
             report(settings, f"big_mlp_{kind}", [run])
+        lap("big")
     if "floor" in cases:
         await floor_cases(settings, 1.25 if quick else 5.0)
+        lap("floor")
     if "fault" in cases:
         fault_seconds = 5.5 if quick else 20.0
-        tiny_ceiling = ceiling(tiny_mlp(), 64, 1.0)
+        tiny_ceiling = ceiling(tiny_mlp(), 64, 0.5 if quick else 1.0)
         await fault_case(
             settings, "fault_sigkill_port", fault_seconds, port["p99_ms"], tiny_ceiling, kind="port"
         )
         await fault_case(
             settings, "fault_swap", fault_seconds, thread["p99_ms"], tiny_ceiling, kind="thread"
         )
+        lap("fault")
+    for group, case in (("swap", swap_case), ("deadline", deadline_case), ("poison", poison_case)):
+        if group in cases:
+            await case(settings)
+            lap(group)
 
 
 async def floor_cases(settings: Settings, seconds: float) -> None:
     """The tiny MLP on a thread partition against ``Bare``, interleaved repeats."""
     model = tiny_mlp()
+    w = QUICK_CEILING_WINDOW if settings.quick else CEILING_WINDOW
     sides = [
-        lambda: measure("_serving_models:tiny_mlp", 64, seconds, model),
-        lambda: measure_bare(64, seconds, model),
+        lambda: measure("_serving_models:tiny_mlp", 64, seconds, model, w),
+        lambda: measure_bare(64, seconds, model, w),
     ]
     runs = await interleaved(sides, settings.repeats)
     thread = report(settings, "tiny_mlp_thread", runs[0])
@@ -390,34 +388,95 @@ async def floor_cases(settings: Settings, seconds: float) -> None:
     )
 
 
+def loop_kind() -> bool:
+    """Whether ``ServingOptions`` accepts ``kind="loop"`` (batches inline on the loop)."""
+    try:
+        ServingOptions(kind="loop")  # type: ignore[arg-type]
+    except ValueError:
+        return False
+    return True
+
+
 async def tiny_cases(
-    settings: Settings, seconds: float
+    settings: Settings, seconds: float, cases: frozenset[str]
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """The tiny MLP on a thread, a port, and unbatched, ``settings.repeats`` interleaved
-    runs each; returns the thread and port medians."""
+    """The tiny MLP on a thread and a port, and (``tiny``) unbatched, and (``baseline``) on
+    the hand-written ``AsyncioBatcher`` and on a loop partition where there is one:
+    ``settings.repeats`` interleaved runs each. Returns the thread and port medians."""
     model = tiny_mlp()
     factory = "_serving_models:tiny_mlp"
-    sides = [
-        lambda: measure(factory, 64, seconds, model),
-        lambda: measure(factory, 64, seconds, model, kind="port"),
-        lambda: measure(factory, 64, seconds, model, batch_size=1, batch_timeout=0.0),
-    ]
-    runs = await interleaved(sides, settings.repeats)
-    thread = report(settings, "tiny_mlp_thread", runs[0])
-    port = report(settings, "tiny_mlp_port", runs[1])
-    unbatched = report(settings, "tiny_mlp_unbatched", runs[2])
-    for name, res in (("thread", thread), ("port", port)):
+    w = QUICK_CEILING_WINDOW if settings.quick else CEILING_WINDOW
+    sides = {
+        "thread": lambda: measure(factory, 64, seconds, model, w),
+        "port": lambda: measure(factory, 64, seconds, model, w, kind="port"),
+    }
+    if "tiny" in cases:
+        sides["unbatched"] = lambda: measure(
+            factory, 64, seconds, model, w, batch_size=1, batch_timeout=0.0
+        )
+    if "baseline" in cases:
+        sides["asyncio"] = lambda: measure_asyncio(64, seconds, model, w)
+        if loop_kind():
+            sides["loop"] = lambda: measure(factory, 64, seconds, model, w, kind="loop")
+    runs = dict(zip(sides, await interleaved(list(sides.values()), settings.repeats), strict=True))
+    res = {name: report(settings, f"tiny_mlp_{name}", side) for name, side in runs.items()}
+    if "unbatched" in res:
+        for name in ("thread", "port"):
+            emit(
+                bench=BENCH,
+                case=f"tiny_mlp_{name}_vs_unbatched",
+                metric="throughput",
+                value=res[name]["rate"],
+                unit="req/s",
+                baseline_name="unbatched serving (batch_size=1, thread)",
+                baseline_value=res["unbatched"]["rate"],
+                loop=settings.loop,
+            )
+    if "asyncio" in res:
+        versus_asyncio(settings, runs)
+    return res["thread"], res["port"]
+
+
+ASYNCIO_TARGETS = {"thread": 0.8, "port": 0.6, "best": 1.0}
+"""Issue 12: the least each configuration should reach against the hand-written batcher."""
+
+
+def versus_asyncio(settings: Settings, runs: dict[str, list[dict[str, float]]]) -> None:
+    """Emit each corral configuration against ``AsyncioBatcher``: the median of the
+    per-repeat ratios, with its target; ``best`` is the configuration whose median is
+    highest. A missed target is reported, never an error."""
+    base = runs["asyncio"]
+    ratios = {
+        name: [r["rate"] / b["rate"] for r, b in zip(runs[name], base, strict=True)]
+        for name in ("thread", "port", "loop")
+        if name in runs
+    }
+    best = max(ratios, key=lambda name: median(ratios[name]))
+    for case, name in [(name, name) for name in ratios] + [("best", best)]:
+        ratio = median(ratios[name])
+        target = ASYNCIO_TARGETS.get(case)
+        met = None if target is None else ratio >= target
         emit(
             bench=BENCH,
-            case=f"tiny_mlp_{name}_vs_unbatched",
+            case=f"tiny_mlp_{case}_vs_asyncio",
             metric="throughput",
-            value=res["rate"],
+            value=median([run["rate"] for run in runs[name]]),
             unit="req/s",
-            baseline_name="unbatched serving (batch_size=1, thread)",
-            baseline_value=unbatched["rate"],
+            baseline_name="hand-written asyncio batcher (one Queue, 2 ms cut, model on the loop)",
+            baseline_value=median([run["rate"] for run in base]),
             loop=settings.loop,
+            ratio=ratio,
+            ratios=[round(r, 4) for r in ratios[name]],
+            configuration=name,
+            target=target,
+            target_met=met,
         )
-    return thread, port
+        verdict = (
+            "no target"
+            if target is None
+            else f"target >= {target}x: " + ("met" if met else "MISSED")
+        )
+        say(f"tiny_mlp_{case}_vs_asyncio ({name}): {ratio:.3f}x ({verdict})")
 
 
 if __name__ == "__main__":
