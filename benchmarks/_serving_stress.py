@@ -101,7 +101,9 @@ async def swap_case(settings: Settings, partitions: int = 2) -> None:
     )
     flips: list[float] = []
 
-    def on_swapped(event: object, measurements: object, metadata: Mapping[str, object], _: object):  # type: ignore[no-untyped-def]
+    def on_swapped(
+        event: object, measurements: object, metadata: Mapping[str, object], config: object
+    ) -> None:
         if metadata.get("serving") == "swap":
             flips.append(time.perf_counter())
 
@@ -362,11 +364,15 @@ async def poison_case(settings: Settings) -> None:
     exits: Counter[str] = Counter()
     gave_up: list[str] = []
 
-    def on_exit(event: object, measurements: object, metadata: Mapping[str, object], _: object):  # type: ignore[no-untyped-def]
+    def on_exit(
+        event: object, measurements: object, metadata: Mapping[str, object], config: object
+    ) -> None:
         child = str(metadata.get("child_id"))
         exits["worker" if child.startswith("partition-") else child] += 1
 
-    def on_gave_up(event: object, measurements: object, metadata: Mapping[str, object], _: object):  # type: ignore[no-untyped-def]
+    def on_gave_up(
+        event: object, measurements: object, metadata: Mapping[str, object], config: object
+    ) -> None:
         gave_up.append(str(metadata.get("supervisor")))
 
     telemetry.attach("bench-serving-poison-exit", CHILD_EXITED, on_exit)
