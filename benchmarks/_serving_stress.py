@@ -14,6 +14,8 @@
     for a bounded time. For each ``DeadlineExceeded``: when the caller got it, less submit
     time, less 0.5 s. Baseline: the same for ``asyncio.sleep(0.5)`` on the same loop during
     the same load (a probe every 5 ms): the lateness any loop-timed deadline starts from.
+    Also: goodput (requests answered in time per second, against the throughput), how many
+    expired while their batch ran, and the garbage collector's pauses meanwhile.
 ``poison_1pct_port``
     Two port partitions of a model that calls ``os.abort()`` on a batch holding a sample
     whose first element is ``POISON``; 64 closed-loop callers, every 100th request (counted
@@ -202,13 +204,16 @@ class OpenLoop:
         self.other: Counter[str] = Counter()
         self.issued = 0
         self.tasks: set[asyncio.Task[None]] = set()
+        self.elapsed = 0.0
+        self.ran = 0
 
     async def one(self) -> None:
         t0 = time.perf_counter()
         try:
             await self.serving.run(self.x, deadline=DEADLINE)
-        except DeadlineExceeded:
+        except DeadlineExceeded as exc:
             self.late.append(time.perf_counter() - t0 - DEADLINE)
+            self.ran += getattr(exc, "ran", False) is True  # expired while its batch ran
         except Exception as exc:
             self.other[type(exc).__name__] += 1
         else:
@@ -226,7 +231,7 @@ class OpenLoop:
 
     async def offer(self, seconds: float) -> float:
         """Issue requests for ``seconds``, then wait for every answer; returns the rate
-        actually offered (req/s)."""
+        actually offered (req/s). ``elapsed``: seconds until the last answer."""
         start = time.perf_counter()
         next_probe = 0.0
         while (now := time.perf_counter() - start) < seconds:
@@ -240,6 +245,7 @@ class OpenLoop:
             await asyncio.sleep(0.001)
         offered = self.issued / (time.perf_counter() - start)
         await asyncio.wait(set(self.tasks), timeout=DEADLINE + 5.0)
+        self.elapsed = time.perf_counter() - start
         return offered
 
 
@@ -290,10 +296,15 @@ async def deadline_case(settings: Settings) -> None:
         offered_req_per_s=offered,
         overload=offered / capacity,
         expired=len(late),
+        expired_while_running=loop.ran,
         served=loop.served,
+        goodput_req_per_s=loop.served / loop.elapsed,
+        goodput_to_capacity=loop.served / loop.elapsed / capacity,
         other_failures=dict(loop.other),
         unanswered=left,
         expired_by_serving=stats.expired,
+        batches=stats.batches,
+        mean_batch_size=stats.mean_batch_size,
         batch_s=SLOW_BATCH,
         batch_size=DEADLINE_BATCH,
         gc_full_collections=sum(1 for g, _ in gcs.pauses if g == 2),
