@@ -24,8 +24,10 @@ The tree::
     │       ├── FrameTooLarge         a frame is larger than max_frame_size
     │       └── EtfError              bytes that are not a valid Erlang term (corral.port.etf)
     ├── ServingError                  a serving could not run a request
-    │   ├── DeadlineExceeded          the request's deadline passed before its batch ran
+    │   ├── DeadlineExceeded          the request's deadline passed before it was answered
+    │   ├── InvalidInput              the request breaks the serving's input contract (a ValueError)
     │   ├── ServingNotRunning         the serving is not started, or has stopped
+    │   │   └── ServingRestarting     the serving crashed and did not come back in time
     │   ├── PartitionCrashed          the partition running the batch died, retries used up
     │   └── SwapFailed                a new model version failed to load or warm up; rolled back
     ├── SupervisorError
@@ -49,6 +51,7 @@ __all__ = [
     "CorralError",
     "DeadlineExceeded",
     "FrameTooLarge",
+    "InvalidInput",
     "MailboxFull",
     "NoProcess",
     "NodeError",
@@ -64,6 +67,7 @@ __all__ = [
     "ServingError",
     "ServingNotRunning",
     "ServingOverloaded",
+    "ServingRestarting",
     "StartError",
     "SupervisorError",
     "SwapFailed",
@@ -329,20 +333,41 @@ class ServingError(CorralError):
 
 
 class DeadlineExceeded(ServingError, TimeoutError):
-    """The request's deadline passed before its batch ran; it was dropped unrun.
+    """The request's deadline passed before it was answered.
 
-    ``deadline`` is the budget the caller gave, in seconds; ``waited`` how long it waited.
+    ``deadline`` is the budget the caller gave, in seconds; ``waited`` how long it waited;
+    ``ran`` whether its batch had started (its result, if any, is dropped) or it was dropped
+    unrun from the queue.
     """
 
-    def __init__(self, serving: str, deadline: float, waited: float) -> None:
+    def __init__(self, serving: str, deadline: float, waited: float, *, ran: bool = False) -> None:
         self.serving = serving
         self.deadline = deadline
         self.waited = waited
+        self.ran = ran
+        if ran:
+            what = f"request's deadline passed after {waited:g} s while its batch ran"
+        else:
+            what = f"request dropped unrun after {waited:g} s in the queue"
         super().__init__(
-            f"serving '{serving}': request dropped unrun after {waited:g} s in the queue "
-            f"(deadline={deadline:g}); the serving is slower than the load, or the deadline "
-            "is shorter than batch_timeout plus the model's compute time"
+            f"serving '{serving}': {what} (deadline={deadline:g}); the serving is slower than "
+            "the load, or the deadline is shorter than batch_timeout plus the model's compute "
+            "time"
         )
+
+
+class InvalidInput(ServingError, ValueError):
+    """The request does not conform to the serving's input contract; it failed alone, at
+    once, and never entered a batch.
+
+    ``expected`` and ``got`` describe the contract and the request (shape, dtype or type).
+    """
+
+    def __init__(self, serving: str, expected: str, got: str, *, field: str = "input") -> None:
+        self.serving = serving
+        self.expected = expected
+        self.got = got
+        super().__init__(f"serving '{serving}': {field} must be {expected}; got {got}")
 
 
 class ServingNotRunning(ServingError):
@@ -352,6 +377,20 @@ class ServingNotRunning(ServingError):
         self.serving = serving
         message = f"serving '{serving}' is not running"
         super().__init__(message + (f"; {detail}" if detail else ""))
+
+
+class ServingRestarting(ServingNotRunning):
+    """The serving's process crashed and its supervisor is restarting it; the request waited
+    ``waited`` seconds (its deadline, or ``restart_wait``) and the serving was not back."""
+
+    def __init__(self, serving: str, waited: float, reason: str) -> None:
+        self.waited = waited
+        self.reason = reason
+        super().__init__(
+            serving,
+            f"it is restarting after a crash ({reason}) and was not back within {waited:g} s; "
+            "retry later",
+        )
 
 
 class PartitionCrashed(ServingError):

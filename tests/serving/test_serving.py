@@ -18,6 +18,7 @@ from corral.errors import (
     ServingOverloaded,
 )
 from corral.serving import Serving
+from corral.serving.server import ServingServer
 from corral.testing import wait_all_tasks_blocked
 
 
@@ -190,16 +191,15 @@ async def test_killed_partition_retries_its_batch_on_another_and_restarts() -> N
     async with start(serving):
         tasks = [asyncio.create_task(serving.run(sample(i))) for i in range(2)]
         await model.gate.wait_blocked()
-        server = serving._server
-        assert server is not None and server.current is not None
-        server.current.slots[0].pid.exit(KILL)
+        serving.partition_pids()[0].exit(KILL)
         # Let the killed partition's task leave the gate before counting who is held there.
         await wait_all_tasks_blocked()
         await model.gate.wait_blocked()  # the retry, on partition 1
         model.gate.open()
         results = await asyncio.gather(*tasks)
         assert [float(r.output[0]) for r in results] == [0, 2]
-        assert model.batches == [[0, 1], [0, 1]]
+        # The crashed batch is split: each request runs alone (either could be the killer).
+        assert model.batches == [[0, 1], [0], [1]]
         await wait_all_tasks_blocked()
         stats = serving.statistics()
         assert [(p.state, p.crashes) for p in stats.partitions] == [("idle", 1), ("idle", 0)]
@@ -216,9 +216,7 @@ async def test_crash_without_retries_fails_the_batch_with_partition_crashed() ->
     async with start(serving):
         task = asyncio.create_task(serving.run(sample(0)))
         await model.gate.wait_blocked()
-        server = serving._server
-        assert server is not None and server.current is not None
-        server.current.slots[0].pid.exit(KILL)
+        serving.partition_pids()[0].exit(KILL)
         await wait_all_tasks_blocked()
         with pytest.raises(PartitionCrashed, match=r"serving 'rank': partition 0 died"):
             await task
@@ -366,9 +364,7 @@ async def test_thread_partition_killed_mid_batch_retries_it_and_drops_the_late_r
     async with start(serving):
         tasks = [asyncio.create_task(serving.run(sample(i))) for i in range(2)]
         await asyncio.to_thread(model.started.wait, 10.0)
-        server = serving._server
-        assert server is not None and server.current is not None
-        server.current.slots[0].pid.exit(KILL)
+        serving.partition_pids()[0].exit(KILL)
         results = await asyncio.gather(*tasks)  # the retry, on partition 1
         assert [float(r.output[0]) for r in results] == [0, 2]
         model.hold.set()  # the killed partition's thread finishes; its result is dropped
@@ -396,8 +392,8 @@ async def test_no_timer_stays_armed_once_the_queue_is_empty() -> None:
     model.gate.open()
     serving = Serving(model, name="rank", batch_size=2, batch_timeout=0.1)
     async with start(serving):
-        server = serving._server
-        assert server is not None
+        server = serving._door.current
+        assert isinstance(server, ServingServer)
         first = asyncio.create_task(serving.run(sample(1)))
         await wait_all_tasks_blocked()
         assert server._timer is not None  # the batch timeout of the queued request

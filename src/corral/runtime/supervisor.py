@@ -136,6 +136,15 @@ class SupervisorOptions(Options):
         rule="a number > 0",
         check=is_number(0, strict=True),
     )
+    start_concurrently: bool = option(
+        False,
+        doc="At the supervisor's own start, run every child's init at once instead of one "
+        "after another (for children that are independent and slow to start, such as model "
+        "partitions). If any fails, those that started are stopped in reverse order and the "
+        "supervisor fails to start. Restarts are unaffected.",
+        rule="a bool",
+        check=lambda v: type(v) is bool,
+    )
 
 
 @dataclass(frozen=True)
@@ -225,9 +234,13 @@ class Supervisor(Actor):
         strategy: Strategy = "one_for_one",
         max_restarts: int = 3,
         max_seconds: float = 5.0,
+        start_concurrently: bool = False,
     ) -> None:
         self.options = SupervisorOptions(
-            strategy=strategy, max_restarts=max_restarts, max_seconds=max_seconds
+            strategy=strategy,
+            max_restarts=max_restarts,
+            max_seconds=max_seconds,
+            start_concurrently=start_concurrently,
         )
         self._children: list[_Child] = []
         seen: set[str] = set()
@@ -277,6 +290,15 @@ class Supervisor(Actor):
 
     async def init(self) -> None:
         self.trap_exit = True
+        if self.options.start_concurrently:
+            results = await asyncio.gather(
+                *(self._start(child) for child in self._children), return_exceptions=True
+            )
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if failed:
+                await self._stop_all()
+                raise failed[0]
+            return
         for child in self._children:
             try:
                 await self._start(child)

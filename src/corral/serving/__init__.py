@@ -7,6 +7,7 @@ is an inert value; run it inline (``run_inline``) or as a supervised process
 """
 
 from corral.serving.adapters import AsyncFunctionModel, FunctionModel, Model, adapt
+from corral.serving.contract import InputSpec
 from corral.serving.factory import ModelFactory
 from corral.serving.options import ServingOptions
 from corral.serving.policy import Batch, BatchPolicy, Request
@@ -18,6 +19,7 @@ __all__ = [
     "Batch",
     "BatchPolicy",
     "FunctionModel",
+    "InputSpec",
     "Model",
     "ModelFactory",
     "PartitionStatistics",

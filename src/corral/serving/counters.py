@@ -19,11 +19,13 @@ class Counters:
         "compute_total",
         "expired",
         "failed",
+        "invalid",
         "overloaded",
         "requests",
         "retried",
         "samples",
         "sizes",
+        "split",
         "swaps",
         "wait_max",
         "wait_total",
@@ -33,7 +35,7 @@ class Counters:
     def __init__(self) -> None:
         self.requests = self.completed = self.failed = self.expired = 0
         self.overloaded = self.cancelled = self.batches = self.retried = 0
-        self.samples = self.waited = self.swaps = 0
+        self.samples = self.waited = self.swaps = self.invalid = self.split = 0
         self.wait_total = self.wait_max = self.compute_total = self.compute_max = 0.0
         self.sizes: dict[int, int] = {}
 
@@ -43,6 +45,7 @@ class Counters:
         version: str,
         policy: BatchPolicy,
         partitions: tuple[PartitionStatistics, ...],
+        in_flight: int,
     ) -> ServingStatistics:
         """A frozen record of the counters now."""
         return ServingStatistics(
@@ -56,8 +59,11 @@ class Counters:
             expired=self.expired,
             overloaded=self.overloaded,
             cancelled=self.cancelled,
+            invalid=self.invalid,
+            in_flight=in_flight,
             batches=self.batches,
             retried_batches=self.retried,
+            split_batches=self.split,
             batch_sizes=tuple(sorted(self.sizes.items())),
             mean_batch_size=self.samples / self.batches if self.batches else 0.0,
             mean_wait=self.wait_total / self.waited if self.waited else 0.0,

@@ -11,6 +11,7 @@ from corral.serving.adapters import Model, adapt
 __all__ = [
     "FactorySpec",
     "ModelFactory",
+    "check_factory",
     "factory_path",
     "factory_spec",
     "load_model",
@@ -30,12 +31,30 @@ FactorySpec = tuple[str, list[object], dict[str, object]]
 _PLAIN = (str, int, float, bool, type(None))
 
 
+def check_factory(factory: object, *, where: str = "serving") -> None:
+    """Refuse, without importing anything, a factory that can never load: a string not of
+    the form ``"package.module:attr"`` (dotted identifiers on both sides of one ``:``), or
+    something that is neither a string nor callable. ``ValueError`` / ``TypeError`` naming
+    ``where``."""
+    if isinstance(factory, str):
+        module, sep, attr = factory.partition(":")
+        parts = [*module.split("."), *attr.split(".")]
+        if not sep or not all(part.isidentifier() for part in parts):
+            raise ValueError(
+                f"{where}: a model factory string must be 'module:attr' (e.g. "
+                f"'mymodels.ranker:load'); got {factory!r}"
+            )
+    elif not callable(factory):
+        raise TypeError(
+            f"{where}: the model factory must be a callable or 'module:attr'; got {factory!r}"
+        )
+
+
 def resolve_factory(factory: ModelFactory) -> Callable[[], object]:
     """The callable behind ``factory``; imports the module of a ``"module:attr"`` path."""
     if isinstance(factory, str):
-        module, sep, attr = factory.partition(":")
-        if not (sep and module and attr):
-            raise ValueError(f"serving model factory: expected 'module:attr'; got {factory!r}")
+        check_factory(factory, where="serving model factory")
+        module, _, attr = factory.partition(":")
         target = importlib.import_module(module)
         for part in attr.split("."):
             target = getattr(target, part)

@@ -1,57 +1,79 @@
 """One model version's partitions: a ``Supervisor`` of partitions and the server's view of
-each (idle, busy, down).
+each (idle, busy, down), with the runner that hands it batches.
 
 Runs in the server's tasks only. ``start`` spawns the supervisor linked to the server (it
-must be called from the server's task, or a task the server spawned); ``recover`` waits for
-the supervisor to restart a partition that died; ``stop`` shuts the supervisor down.
+must be called from the server's task, or a task the server spawned) and starts every
+partition at once (``start_concurrently``: each loads its model in parallel); ``recover``
+waits for the supervisor to restart a partition that died; ``stop`` shuts the supervisor
+down.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from corral.errors import NoProcess, ProcessExited
 from corral.runtime.messages import SHUTDOWN
 from corral.runtime.process import Pid
 from corral.runtime.supervisor import Supervisor
-from corral.serving.partitions import ThreadPartition, partition_spec
+from corral.serving.options import ServingOptions, partition_restarts
+from corral.serving.partitions import partition_spec, runner_for
 from corral.serving.records import PartitionStatistics
+from corral.serving.runners import Runner, Spawn
 
 if TYPE_CHECKING:
     from corral.serving.factory import ModelFactory
     from corral.serving.job import Job
-    from corral.serving.server import ServingServer
 
 __all__ = ["Generation", "Slot"]
 
 
 class Slot:
-    """The server's view of one partition."""
+    """The server's view of one partition: its runner, the job it runs (None: idle), that
+    job's ``call_timeout`` timer."""
 
-    __slots__ = ("batches", "busy", "crashes", "direct", "down", "index", "job", "pid", "timer")
+    __slots__ = ("batches", "crashes", "down", "index", "job", "runner", "timer")
 
-    def __init__(self, index: int, pid: Pid) -> None:
+    def __init__(self, index: int, runner: Runner) -> None:
         self.index = index
-        self.pid = pid
-        self.busy = False
+        self.runner = runner
         self.down = False
         self.batches = 0
         self.crashes = 0
-        # Set by ServingServer.bind: the partition whose thread takes batches directly
-        # (None: batches go through ``pid.call``), the job it runs, its call_timeout timer.
-        self.direct: ThreadPartition | None = None
         self.job: Job | None = None
         self.timer: asyncio.TimerHandle | None = None
 
+    @property
+    def pid(self) -> Pid:
+        return self.runner.pid
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None
+
 
 class Generation:
-    """The partitions of one model version."""
+    """The partitions of one model version.
+
+    ``spawn`` links a process to the server (``Actor.spawn``), ``spawn_task`` runs a task the
+    server owns, ``ready`` is called when a restarted partition is idle again.
+    """
 
     def __init__(
-        self, server: ServingServer, factory: ModelFactory, version: str, number: int
+        self,
+        name: str,
+        options: ServingOptions,
+        factory: ModelFactory,
+        version: str,
+        number: int,
+        *,
+        spawn_task: Spawn,
+        ready: Callable[[], None],
     ) -> None:
-        self.server = server
+        self.name = name
+        self.options = options
         self.factory = factory
         self.version = version
         self.number = number
@@ -59,24 +81,31 @@ class Generation:
         self.slots: list[Slot] = []
         self.idle: list[Slot] = []
         self.stopping = False
+        self._spawn_task = spawn_task
+        self._ready = ready
         self._drained: asyncio.Future[None] | None = None
 
-    async def start(self) -> None:
-        """Start every partition (in order; each loads its model before the next starts).
-        Raises ``StartError`` if one fails to load."""
-        options = self.server.options
-        name = self.server.name
+    async def start(self, spawn: Callable[[Supervisor], object]) -> None:
+        """Start every partition, concurrently; returns when each has loaded its model.
+        Raises ``StartError`` if one fails to load (the others are stopped)."""
+        options = self.options
         specs = [
-            partition_spec(self.factory, options, index=i, label=f"{name}-v{self.number}-p{i}")
+            partition_spec(self.factory, options, index=i, label=f"{self.name}-v{self.number}-p{i}")
             for i in range(options.partitions)
         ]
-        sup = Supervisor(specs, max_restarts=max(3, 2 * options.partitions), max_seconds=5.0)
-        self.supervisor = await self.server.spawn(sup, link=True)
-        for info in await Supervisor.which_children(self.supervisor):
+        sup = Supervisor(
+            specs,
+            max_restarts=partition_restarts(options),
+            max_seconds=options.partition_max_seconds,
+            start_concurrently=True,
+        )
+        pid = await spawn(sup)  # type: ignore[misc]
+        assert isinstance(pid, Pid)
+        self.supervisor = pid
+        for info in await Supervisor.which_children(pid):
             assert info.pid is not None
-            slot = Slot(len(self.slots), info.pid)
-            self.server.bind(self, slot)
-            self.slots.append(slot)
+            runner = await runner_for(info.pid, options, self._spawn_task)
+            self.slots.append(Slot(len(self.slots), runner))
         self.idle = list(reversed(self.slots))
 
     def release(self, slot: Slot) -> None:
@@ -87,8 +116,10 @@ class Generation:
 
     async def recover(self, slot: Slot) -> None:
         """Wait for the supervisor to restart ``slot``'s partition, then mark it idle and
-        let the server dispatch to it. Runs as a server task."""
+        tell the server. Runs as a server task."""
         slot.down = True
+        if slot in self.idle:
+            self.idle.remove(slot)
         dead = slot.pid
         await dead.wait_exit()
         sup = self.supervisor
@@ -98,29 +129,30 @@ class Generation:
         # restart (or the supervisor gives up, which ends the server through the link).
         try:
             children = await Supervisor.which_children(sup)
+            for info in children:
+                if info.id == f"partition-{slot.index}" and info.pid is not None:
+                    slot.runner = await runner_for(info.pid, self.options, self._spawn_task)
+                    break
+            else:
+                return
         except (NoProcess, ProcessExited):
-            if self.retired():
+            if self.retiring():
                 return  # a swap or a stop retired this version meanwhile
             raise
-        for info in children:
-            if info.id == f"partition-{slot.index}" and info.pid is not None:
-                slot.pid = info.pid
-                self.server.bind(self, slot)
-                slot.down = False
-                self.idle.append(slot)
-                self.release_check()
-                self.server.pump()
-                return
+        slot.down = False
+        self.idle.append(slot)
+        self.release_check()
+        self._ready()
+
+    def retiring(self) -> bool:
+        """Whether ``stop`` was called (the version is going away)."""
+        return self.stopping
 
     def release_check(self) -> None:
         """Wake ``drain`` if no batch of this version runs any more."""
         drained = self._drained
         if drained is not None and not drained.done() and not any(s.busy for s in self.slots):
             drained.set_result(None)
-
-    def retired(self) -> bool:
-        """Whether ``stop`` was called (the version is going away)."""
-        return self.stopping
 
     async def drain(self) -> None:
         """Wait until no batch of this version runs."""
@@ -138,7 +170,7 @@ class Generation:
             await sup.wait_exit()
 
     def statistics(self, *, draining: bool) -> list[PartitionStatistics]:
-        kind = self.server.options.kind
+        kind = self.options.kind
         rows = []
         for slot in self.slots:
             if slot.down:
@@ -155,7 +187,7 @@ class Generation:
                     state,
                     slot.batches,
                     slot.crashes,
-                    getattr(slot.pid._actor, "os_pid", None),
+                    slot.runner.os_pid,
                 )
             )
         return rows

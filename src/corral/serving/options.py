@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 from corral._options import Options, is_int, is_number, one_of, option
+from corral.serving.contract import InputSpec, parse_input_spec
 
 __all__ = ["ServingOptions"]
 
-PartitionKind = Literal["thread", "port"]
+PartitionKind = Literal["thread", "loop", "port"]
 
 
 def _valid_pad_to(value: object) -> bool:
@@ -53,11 +54,13 @@ class ServingOptions(Options):
     kind: PartitionKind = option(
         "thread",
         doc="'thread': each partition runs the model on a dedicated thread of this process "
-        "(for numpy/torch/onnxruntime, which release the GIL); 'port': each partition runs it "
-        "in a corral Port worker OS process (the model factory must be an importable "
-        "'module:attr' path).",
-        rule="'thread' or 'port'",
-        check=one_of("thread", "port"),
+        "(for numpy/torch/onnxruntime, which release the GIL); 'loop': each batch runs inline "
+        "on the event loop, with no thread hand-off (for models whose batch takes well under "
+        "a millisecond: the loop is blocked meanwhile); 'port': each partition runs it in a "
+        "corral Port worker OS process (the model factory must be an importable 'module:attr' "
+        "path).",
+        rule="'thread', 'loop' or 'port'",
+        check=one_of("thread", "loop", "port"),
     )
     batch_keys: Callable[[object], Hashable] | None = option(
         None,
@@ -79,6 +82,44 @@ class ServingOptions(Options):
         "its requests fail with PartitionCrashed (inference is idempotent).",
         rule="an int >= 0",
         check=is_int(0),
+    )
+    isolate_errors: bool = option(
+        True,
+        doc="When the model raises on a batch of several requests, split the batch in halves "
+        "and run them again until the offending requests are alone: only they fail, with the "
+        "model's error. False: the whole batch fails with the error.",
+        rule="a bool",
+        check=lambda v: type(v) is bool,
+    )
+    input_spec: InputSpec | None = option(
+        None,
+        doc="The input contract of one sample: an InputSpec(shape, dtype) or a (shape, dtype) "
+        "pair, shape without the batch axis. A request that does not conform fails at once, "
+        "alone, with InvalidInput. None: any numeric array, with requests of different "
+        "shapes or dtypes batched apart.",
+        rule="an InputSpec, a (shape, dtype) pair or None",
+        check=lambda v: v is None or isinstance(v, InputSpec),
+    )
+    restart_wait: float = option(
+        5.0,
+        doc="Seconds a request made while the serving restarts after a crash waits for it to "
+        "come back (at most its deadline) before failing with ServingRestarting.",
+        rule="a number >= 0",
+        check=is_number(0),
+    )
+    partition_max_restarts: int | None = option(
+        None,
+        doc="Restart intensity of the partitions' supervisor: most partition restarts in "
+        "partition_max_seconds before it gives up and the serving restarts whole. None: "
+        "max(3, 2 * partitions).",
+        rule="an int >= 0 or None",
+        check=lambda v: v is None or is_int(0)(v),
+    )
+    partition_max_seconds: float = option(
+        5.0,
+        doc="The window of partition_max_restarts, in seconds.",
+        rule="a number > 0",
+        check=is_number(0, strict=True),
     )
     version: str = option(
         "1",
@@ -110,8 +151,22 @@ class ServingOptions(Options):
         rule="a number > 0 or None",
         check=lambda v: v is None or is_number(0, strict=True)(v),
     )
+    inherit_sys_path: bool = option(
+        True,
+        doc="'port' partitions: put this process's sys.path entries that lie outside the "
+        "Python installation (the current directory, a script's folder, paths added at run "
+        "time) on the worker's PYTHONPATH, so a factory that imports here imports there.",
+        rule="a bool",
+        check=lambda v: type(v) is bool,
+    )
 
     def __post_init__(self) -> None:
+        spec: object = self.input_spec
+        if spec is not None and not isinstance(spec, InputSpec):
+            try:
+                object.__setattr__(self, "input_spec", parse_input_spec(spec))
+            except ValueError as exc:
+                raise ValueError(f"invalid options for {self._what}: input_spec: {exc}") from None
         pairs = self.port_options
         if isinstance(pairs, Mapping) and all(type(k) is str for k in pairs):
             # Frozen: normalise before the checks run, so every later reader sees pairs.
@@ -154,3 +209,10 @@ def _check_port_options(what: str, pairs: tuple[tuple[str, object], ...]) -> Non
     except ValueError as exc:
         detail = str(exc).removeprefix(f"invalid options for {PortOptions._what}: ")
         raise ValueError(f"invalid options for {what}: port_options: {detail}") from None
+
+
+def partition_restarts(options: ServingOptions) -> int:
+    """The partitions supervisor's ``max_restarts`` under ``options``."""
+    if options.partition_max_restarts is not None:
+        return options.partition_max_restarts
+    return max(3, 2 * options.partitions)

@@ -1,19 +1,23 @@
 """Partitions: the processes that run batches. One batch at a time each.
 
 - ``ThreadPartition`` is an actor that owns one dedicated thread: ``init`` loads the model on
-  it; batches run there while the event loop stays free (numpy/torch/onnxruntime compute with
-  the GIL released). The server hands batches to the thread directly (``run_batch``: a queue
-  put, and one ``loop.call_soon_threadsafe`` back with the output), with no message and no
-  task per batch; ``await pid.call(batch)`` does the same for other callers (swap warm-ups).
-  An ``AsyncFunctionModel`` is awaited on the loop instead, in ``handle_call``. A model error
-  is returned as ``ModelFailed`` (the partition goes on); only a kill ends it. Killing it
-  mid-batch leaves the thread to finish that batch; its result is dropped. However the
-  partition ends, its thread closes the model and exits after the batch it is running.
+  it, and the thread closes the model when the partition ends, however it ends. Its runner
+  (``ThreadRunner``) hands each batch to the thread (a queue put, and one
+  ``loop.call_soon_threadsafe`` back with the output), with no message and no task per
+  batch, while the event loop stays free (numpy/torch/onnxruntime compute with the GIL
+  released). Killing the partition mid-batch reports the batch as crashed at once; the thread
+  finishes it and the late output is dropped.
+- With ``inline=True`` (``kind="loop"``) the model still loads and closes on that thread, but
+  its runner (``LoopRunner``) runs each batch inline on the event loop: no thread hand-off,
+  for models whose batch takes well under a millisecond; the loop is blocked for the compute.
+- An ``AsyncFunctionModel`` is awaited on the loop in ``handle_call`` (a ``CallRunner``).
 - ``"port"`` partitions are plain ``corral.port.Port`` processes running
-  ``corral.serving.port_handler:ServingHandler``: a crash of the worker (SIGKILL, segfault,
-  OOM) ends the port with ``PortExited`` and its supervisor restarts it.
+  ``corral.serving.port_handler:ServingHandler``; a ``CallRunner`` sends them batches. A
+  crash of the worker (SIGKILL, segfault, OOM) ends the port with ``PortExited`` and its
+  supervisor restarts it.
 
-``partition_spec`` builds the ``ChildSpec`` of either kind.
+``partition_spec`` builds the ``ChildSpec`` of any kind; ``runner_for`` the runner of a
+started partition.
 """
 
 from __future__ import annotations
@@ -21,61 +25,57 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from queue import SimpleQueue
 
 import numpy as np
 
+from corral.errors import ProcessExited
 from corral.runtime.messages import ExitReason
-from corral.runtime.process import Actor
+from corral.runtime.process import Actor, Pid
 from corral.runtime.supervisor import ChildSpec
 from corral.serving.adapters import AsyncFunctionModel, Model
 from corral.serving.factory import ModelFactory, factory_spec, load_model
 from corral.serving.options import ServingOptions
+from corral.serving.runners import (
+    CallRunner,
+    Crashed,
+    Done,
+    ModelFailed,
+    Runner,
+    Spawn,
+    resolve,
+)
 
-__all__ = ["ModelFailed", "ThreadPartition", "partition_spec"]
+__all__ = ["RUNNER", "ThreadPartition", "partition_spec", "runner_for", "worker_path"]
 
 logger = logging.getLogger("corral.serving")
 
-
-@dataclass(frozen=True, slots=True)
-class ModelFailed:
-    """A thread partition's reply when the model raised: ``error`` is the exception."""
-
-    error: Exception
-
-
-Done = Callable[[object], None]
-"""Called on the loop thread with a job's output (or ``ModelFailed``)."""
+RUNNER = ("corral.serving", "runner")
+"""The call a ``ThreadPartition`` answers with its runner (None for an async model)."""
 
 _Work = tuple[Callable[[object], object], object, Done]
 _STOP = None
 
 
-def _resolve(fut: asyncio.Future[object], value: object) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
 class ThreadPartition(Actor):
-    """Runs a model on a thread of its own; ``await pid.call(batch)`` returns its output or
-    ``ModelFailed``. The call blocks the caller (not the loop) for the compute."""
+    """Loads a model on a thread of its own and runs its batches there (or, ``inline``, on
+    the loop). ``await pid.call(RUNNER)`` returns its runner; ``await pid.call(batch)``
+    returns the output or ``ModelFailed`` (blocking the caller, not the loop)."""
 
-    def __init__(self, factory: ModelFactory, *, device: str | None, label: str) -> None:
+    def __init__(
+        self, factory: ModelFactory, *, device: str | None, label: str, inline: bool = False
+    ) -> None:
         self._factory = factory
         self._device = device
         self._label = label
+        self._inline = inline
         self._jobs: SimpleQueue[_Work | None] = SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._model: Model | None = None
-
-    @property
-    def threaded(self) -> bool:
-        """Whether batches run on the partition's thread (``run_batch``); False for an
-        async model, which runs on the loop through ``pid.call``."""
-        return self._model is not None and not isinstance(self._model, AsyncFunctionModel)
 
     async def init(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
@@ -83,7 +83,7 @@ class ThreadPartition(Actor):
         # Queued before the thread starts, the load runs while start() waits for the thread
         # to come up (as in a ThreadPoolExecutor): a fast load is done before the loop next
         # idles, which keeps virtual-time tests from jumping the clock past it.
-        self._jobs.put((self._load, None, functools.partial(_resolve, fut)))
+        self._jobs.put((self._load, None, functools.partial(resolve, fut)))
         name = f"corral-{self._label}"
         # A daemon: a node left running at interpreter exit must not hang it on this thread.
         threading.Thread(target=self._work, args=(loop,), name=name, daemon=True).start()
@@ -96,6 +96,10 @@ class ThreadPartition(Actor):
     async def handle_call(self, msg: object) -> object:
         model = self._model
         assert model is not None and self._loop is not None
+        if msg is RUNNER:
+            if isinstance(model, AsyncFunctionModel):
+                return None
+            return LoopRunner(self.pid, model) if self._inline else ThreadRunner(self.pid, self)
         if not isinstance(msg, np.ndarray):
             raise TypeError(f"ThreadPartition {self._label}: expected an array; got {msg!r}")
         if isinstance(model, AsyncFunctionModel):
@@ -104,7 +108,7 @@ class ThreadPartition(Actor):
             except Exception as exc:
                 return ModelFailed(exc)
         fut: asyncio.Future[object] = self._loop.create_future()
-        self.run_batch(msg, functools.partial(_resolve, fut))
+        self.run_batch(msg, functools.partial(resolve, fut))
         return await fut
 
     def run_batch(self, batch: np.ndarray, done: Done) -> None:
@@ -142,19 +146,99 @@ class ThreadPartition(Actor):
                 logger.exception("serving partition %s: closing the model failed", self._label)
 
 
+class ThreadRunner(Runner):
+    """Hands each batch to a ``ThreadPartition``'s thread; the partition's exit (a kill
+    mid-batch) reports the batch as crashed at once."""
+
+    def __init__(self, pid: Pid, partition: ThreadPartition) -> None:
+        super().__init__(pid)
+        self._partition = partition
+        pid.add_exit_callback(self._exited)
+
+    def _start(self, batch: np.ndarray) -> None:
+        self._partition.run_batch(batch, self._ran)
+
+    def _ran(self, output: object) -> None:
+        if self.pid.alive:  # after a kill the batch was reported crashed: drop the output
+            self._finish(output)
+
+    def _exited(self, reason: ExitReason) -> None:
+        self._finish(Crashed(ProcessExited(self.pid, reason)))
+
+
+class LoopRunner(Runner):
+    """Runs each batch inline on the event loop, in a callback of its own (``kind="loop"``):
+    no thread hand-off; the loop is blocked for the compute."""
+
+    def __init__(self, pid: Pid, model: Model) -> None:
+        super().__init__(pid)
+        self._model = model
+        pid.add_exit_callback(self._exited)
+
+    def _start(self, batch: np.ndarray) -> None:
+        self._loop.call_soon(self._run, batch)
+
+    def _run(self, batch: np.ndarray) -> None:
+        if self._pending is None:
+            return  # killed meanwhile
+        try:
+            out: object = self._model.run(batch)
+        except Exception as exc:
+            out = ModelFailed(exc)
+        self._finish(out)
+
+    def _exited(self, reason: ExitReason) -> None:
+        self._finish(Crashed(ProcessExited(self.pid, reason)))
+
+
+async def runner_for(pid: Pid, options: ServingOptions, spawn: Spawn) -> Runner:
+    """The runner of the started partition ``pid`` (of ``options.kind``); ``spawn`` owns the
+    tasks of a ``CallRunner``."""
+    if options.kind == "port":
+        from corral.port import Port
+
+        return CallRunner(pid, spawn, Port.os_pid_of)
+    runner = await pid.call(RUNNER)
+    if isinstance(runner, Runner):
+        return runner
+    return CallRunner(pid, spawn)
+
+
+def worker_path() -> str:
+    """``sys.path`` entries a port worker would not find by itself: those outside this
+    interpreter's installation (the current directory for ``''``, a script's folder, paths
+    added at run time), joined for ``PYTHONPATH``."""
+    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    entries: list[str] = []
+    for entry in sys.path:
+        path = os.path.realpath(entry or os.getcwd())
+        inside = any(path == p or path.startswith(p + os.sep) for p in prefixes)
+        if not inside and os.path.isdir(path) and path not in entries:
+            entries.append(path)
+    return os.pathsep.join(entries)
+
+
 def partition_spec(
     factory: ModelFactory, options: ServingOptions, *, index: int, label: str
 ) -> ChildSpec:
     """The child spec of partition ``index`` for ``factory`` under ``options``."""
-    if options.kind == "thread":
+    if options.kind != "port":
+        inline = options.kind == "loop"
         return ChildSpec(
             id=f"partition-{index}",
-            start=lambda: ThreadPartition(factory, device=options.device, label=label),
+            start=lambda: ThreadPartition(
+                factory, device=options.device, label=label, inline=inline
+            ),
         )
     from corral.port import Port
 
     path, factory_args, factory_kwargs = factory_spec(factory)
     port_options = dict(options.port_options)
+    if options.inherit_sys_path and (extra := worker_path()):
+        env = dict(port_options.get("env") or {})  # type: ignore[call-overload]
+        own = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = extra if not own else own + os.pathsep + extra
+        port_options["env"] = env
     args: dict[str, object] = {"factory": path}
     if factory_args or factory_kwargs:
         args["factory_args"] = factory_args

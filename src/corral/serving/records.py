@@ -38,6 +38,11 @@ class PartitionStatistics:
 class ServingStatistics:
     """A snapshot of a serving. Times are seconds on the node's clock.
 
+    Every request is counted once, where it ended: ``requests == completed + failed +
+    expired + cancelled + overloaded + invalid + in_flight`` (``overloaded`` and ``invalid``
+    were refused at the door; ``in_flight`` are queued, waiting for a retry or running).
+    ``retried_batches`` counts batches run again after a partition crash, ``split_batches``
+    batches split to find the request a model error came from.
     ``batch_sizes`` maps real (unpadded) batch size to how many batches had it;
     ``wait_*`` is the time from a request's arrival until its batch started; ``compute_*``
     the time a batch spent on its partition.
@@ -53,8 +58,11 @@ class ServingStatistics:
     expired: int
     overloaded: int
     cancelled: int
+    invalid: int
+    in_flight: int
     batches: int
     retried_batches: int
+    split_batches: int
     batch_sizes: tuple[tuple[int, int], ...]
     mean_batch_size: float
     mean_wait: float

@@ -1,19 +1,32 @@
-"""The serving process: queue, batch cutting, dispatch to partitions, retries and swaps.
+"""The serving process: queue, batch cutting, dispatch to partitions, isolation, retries.
 
 ``ServingServer`` is an actor. Callers never message it for a request: ``submit`` is a plain
-method called on the node's loop thread, which queues the request in the ``BatchPolicy`` and
-returns a future; a full key is cut at once, otherwise one loop timer wakes the server at
-``policy.wakeup()`` (cancelled when the queue empties). Each cut batch is stacked into one
-array and given to a free partition. A thread partition takes it on its own thread
-(``ThreadPartition.run_batch``) and answers with one loop callback (``_ran``) that splits
-the output per request: no task and no message per batch; the partition's exit callback
-tells the server if it dies mid-batch. Port partitions and async models are called by a
-*batch task* (owned by the server, cancelled when it ends) through ``pid.call``.
+method called on the node's loop thread, which checks the input contract, queues the request
+in the ``BatchPolicy`` and returns a future; a full key is cut at once, otherwise one loop
+timer wakes the server at ``policy.wakeup()`` (cancelled when the queue empties). Each cut
+batch is stacked into a ``Job`` and given to a free partition's runner (``runners.py``: one
+dispatch path for every partition kind); the runner answers with one loop callback
+(``_done``) carrying the output, the model's error or the partition's crash.
+
+**Every accepted request ends exactly once**, with its own result or a named error, no later
+than its deadline: the server settles a future only if it is not done yet and counts it
+where it settles it, so ``statistics()`` always adds up (``requests == completed + failed +
+expired + cancelled + overloaded + invalid + in_flight``). Whatever raises while a batch is
+cut, stacked, dispatched or delivered fails that batch's requests alone with the error; a
+request's deadline timer runs from the cut until it is answered, so a batch that runs too
+long cannot hold its callers past their deadlines.
+
+**Isolation.** A model error on a batch of several requests splits it in halves, run again
+(first in line) until the offenders are alone: only they fail (``isolate_errors``). A batch
+whose partition crashes is split into one job per request, retried first in line; a request
+that has been through ``retry_on_crash + 1`` crashes fails with ``PartitionCrashed``. So one
+request that kills its worker on its own costs at most ``retry_on_crash + 1`` restarts, and
+its neighbours succeed.
 
 The server traps exits and spawns, linked, one partitions ``Supervisor`` per model version
-("generation"); a partition that dies is restarted by that supervisor, and the batch it was
-running is retried (``retry_on_crash`` times) on a free partition. If a partitions
-supervisor gives up, the server crashes and its own supervisor restarts the whole serving.
+(``Generation``; ``Versions`` holds them); a partition that dies is restarted by that
+supervisor. If a partitions supervisor gives up, the server crashes and its own supervisor
+restarts the whole serving.
 """
 
 from __future__ import annotations
@@ -22,34 +35,33 @@ import asyncio
 import functools
 import logging
 from collections import deque
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Final
-
-import numpy as np
+from collections.abc import Coroutine, Hashable
+from typing import Final
 
 from corral import telemetry
 from corral.errors import (
     CallTimeout,
     DeadlineExceeded,
-    NoProcess,
-    PortExited,
-    ProcessExited,
+    InvalidInput,
+    PartitionCrashed,
+    ServingError,
     ServingNotRunning,
     ServingOverloaded,
 )
 from corral.runtime.messages import KILL, Exit, ExitReason
 from corral.runtime.process import Actor, Caller, Pid
+from corral.serving.contract import bucket, conform
 from corral.serving.counters import Counters
+from corral.serving.door import Door
 from corral.serving.factory import ModelFactory
 from corral.serving.generation import Generation, Slot
-from corral.serving.job import Job, arrived, new_result, payload_of
-from corral.serving.partitions import ModelFailed, ThreadPartition
-from corral.serving.policy import BatchPolicy, Request
+from corral.serving.job import Job, arrived, new_result, payload_of, split_output
+from corral.serving.options import ServingOptions
+from corral.serving.policy import Batch, BatchPolicy, Request
 from corral.serving.records import PartitionStatistics, Result, ServingStatistics
+from corral.serving.runners import Crashed, ModelFailed
 from corral.serving.swap import run_swap
-
-if TYPE_CHECKING:
-    from corral.serving.serving import Serving
+from corral.serving.versions import Versions
 
 __all__ = ["ServingServer"]
 
@@ -58,8 +70,7 @@ logger = logging.getLogger("corral.serving")
 BATCH_EVENT: Final = ("corral", "serving", "batch")
 EXPIRED_EVENT: Final = ("corral", "serving", "expired")
 CRASH_EVENT: Final = ("corral", "serving", "partition_crashed")
-
-_CRASHES = (ProcessExited, NoProcess, PortExited)
+SPLIT_EVENT: Final = ("corral", "serving", "split")
 
 
 class _TaskFailed:
@@ -70,12 +81,15 @@ class _TaskFailed:
 
 
 class ServingServer(Actor):
-    """The process behind a ``Serving``. Start it through ``Serving.child_spec()``."""
+    """The process behind a ``Serving``. Start it through ``Serving.child_spec()``: it runs
+    ``factory`` under ``options`` and opens ``door`` to callers once its partitions are up."""
 
-    def __init__(self, serving: Serving) -> None:
-        options = serving.options
-        self.serving = serving
-        self.name = serving.name
+    def __init__(
+        self, name: str, options: ServingOptions, factory: ModelFactory, door: Door
+    ) -> None:
+        self.name = name
+        self.factory = factory
+        self.door = door
         self.options = options
         self.policy = BatchPolicy(
             batch_size=options.batch_size,
@@ -83,8 +97,7 @@ class ServingServer(Actor):
             max_queue=options.max_queue,
             pad_to=options.pad_to,
         )
-        self.current: Generation | None = None
-        self.retired: list[Generation] = []
+        self.versions = Versions()
         self.counters = Counters()
         self._retry: deque[Job] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -94,17 +107,30 @@ class ServingServer(Actor):
         self._generations = 0
         self._swap_lock = asyncio.Lock()
         self._keys = options.batch_keys
+        self._spec = options.input_spec
         self._timeout = options.batch_timeout
         self._batch_size = options.batch_size
+
+    @property
+    def current(self) -> Generation | None:
+        """The version new batches run on (its partitions)."""
+        return self.versions.current
+
+    @property
+    def version(self) -> str:
+        """The label of the version new batches run on."""
+        current = self.versions.current
+        return self.options.version if current is None else current.version
 
     # -- lifecycle (the server's own task) ---------------------------------------------------
 
     async def init(self) -> None:
         self.trap_exit = True
         self._loop = asyncio.get_running_loop()
-        self.current = await self.start_generation(self.serving.factory, self.options.version)
+        gen = await self.start_generation(self.factory, self.options.version)
+        self.versions.flip(gen)
         self._running = True
-        self.serving._attach(self)
+        self.door.open(self, self._loop)
 
     def handle_call(self, msg: object) -> object:
         if type(msg) is tuple and msg[0] == "swap":
@@ -117,38 +143,35 @@ class ServingServer(Actor):
         if isinstance(msg, _TaskFailed):
             raise msg.error
         if isinstance(msg, Exit):
-            for gen in (self.current, *self.retired):
-                if gen is not None and gen.supervisor is msg.pid and not gen.stopping:
-                    raise (
-                        msg.reason
-                        if isinstance(msg.reason, BaseException)
-                        else RuntimeError(
-                            f"serving '{self.name}': partitions of version '{gen.version}' exited "
-                            f"with {msg.reason!r}"
-                        )
+            gen = None if msg.pid is None else self.versions.owning(msg.pid)
+            if gen is not None:
+                raise (
+                    msg.reason
+                    if isinstance(msg.reason, BaseException)
+                    else RuntimeError(
+                        f"serving '{self.name}': partitions of version '{gen.version}' exited "
+                        f"with {msg.reason!r}"
                     )
+                )
             return
         super().handle_info(msg)
 
     async def terminate(self, reason: ExitReason) -> None:
         self._running = False
-        self.serving._detach(self)
+        self.door.close(self, reason)
         if self._timer is not None:
             self._timer.cancel()
-        error = ServingNotRunning(self.name, "it stopped with queued requests")
-        self._fail_all(error)
+        self._fail_all(ServingNotRunning(self.name, "it stopped with queued requests"))
         running = ServingNotRunning(self.name, "it stopped while the batch ran")
-        for gen in (self.current, *self.retired):
-            for slot in () if gen is None else gen.slots:
+        for gen in self.versions:
+            for slot in gen.slots:
                 if (job := self._take_job(slot)) is not None:
                     self._fail(job, running)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        for gen in (self.current, *self.retired):
-            if gen is not None:
-                await gen.stop()
+        await self.versions.stop()
 
     def spawn_task(self, coro: Coroutine[object, None, None]) -> None:
         """Run ``coro`` as a task owned by this server (cancelled when it ends). Must be
@@ -167,8 +190,16 @@ class ServingServer(Actor):
     async def start_generation(self, factory: ModelFactory, version: str) -> Generation:
         """Start partitions for ``factory`` (blocks until every partition has loaded)."""
         self._generations += 1
-        gen = Generation(self, factory, version, self._generations)
-        await gen.start()
+        gen = Generation(
+            self.name,
+            self.options,
+            factory,
+            version,
+            self._generations,
+            spawn_task=self.spawn_task,
+            ready=self.pump,
+        )
+        await gen.start(functools.partial(self.spawn, link=True))
         return gen
 
     async def _swap(
@@ -186,40 +217,70 @@ class ServingServer(Actor):
     # -- requests (any task on the node's loop) --------------------------------------------
 
     def submit(
-        self, x: np.ndarray, size: int, single: bool, deadline: float | None
+        self, x: object, single: bool, deadline: float | None
     ) -> tuple[Request, asyncio.Future[Result]]:
-        """Queue a request; return it and the future its result comes on. Raises
+        """Check ``x`` against the input contract and queue it; return the request and the
+        future its result comes on. Raises ``InvalidInput`` (the request never queues),
         ``ServingOverloaded`` at once when ``max_queue`` requests wait, ``ServingNotRunning``
         if the server is stopping. Does not block."""
         if not self._running:
             raise ServingNotRunning(self.name, "it is stopping")
-        self.counters.requests += 1
+        counters = self.counters
+        counters.requests += 1
+        try:
+            arr = conform(self.name, x, self._spec, single=single)
+            size = 1 if single else self._batch_length(arr)
+        except InvalidInput:
+            counters.invalid += 1
+            raise
         keys = self._keys
-        key = None if keys is None else keys(x)
+        if self._spec is not None:
+            key = None if keys is None else keys(arr)
+        else:
+            key = bucket(arr, single) if keys is None else (keys(arr), bucket(arr, single))
         loop = self._loop
         now = loop.time()
         fut: asyncio.Future[Result] = loop.create_future()
         if deadline is None:
-            request = Request(size, now, None, key, (x, fut, single, None))
+            request = Request(size, now, None, key, (arr, fut, single, None))
             when = now + self._timeout
         else:
             expires = now + deadline
-            request = Request(size, now, expires, key, (x, fut, single, deadline))
+            request = Request(size, now, expires, key, (arr, fut, single, deadline))
             when = min(now + self._timeout, expires)
         queued = self.policy.offer(request)
         if queued >= self._batch_size:
             self.pump()
         elif not queued:
-            self.counters.overloaded += 1
+            counters.overloaded += 1
             raise ServingOverloaded(self.name, len(self.policy), self.policy.max_queue)
         # _arm's own check, inlined: most requests find the timer armed early enough.
         elif self._timer is None or when < self._timer_at:
             self._arm(when)
         return request, fut
 
+    def _user_key(self, key: Hashable) -> Hashable:
+        """The ``batch_keys`` key inside a queue key (without the implicit shape bucket)."""
+        if self._spec is not None:
+            return key
+        return None if self._keys is None else key[0]  # type: ignore[index]
+
+    def _batch_length(self, arr: object) -> int:
+        shape = getattr(arr, "shape", ())
+        if not shape or not 1 <= shape[0] <= self._batch_size:
+            raise InvalidInput(
+                self.name,
+                f"an array with a first axis of 1 to batch_size={self._batch_size} samples",
+                f"shape {shape}",
+                field="run_batch input",
+            )
+        return int(shape[0])
+
     def withdraw(self, request: Request) -> None:
-        """The caller gave up: take its request out of the queue if it is still there."""
-        if self.policy.remove(request):
+        """The caller gave up (its future is cancelled): take its request out of the queue
+        if it is still there, and count it once."""
+        fut = payload_of(request)[1]
+        if self.policy.remove(request) or fut.cancelled():
             self.counters.cancelled += 1
 
     # -- batching ---------------------------------------------------------------------------
@@ -238,29 +299,24 @@ class ServingServer(Actor):
         self.pump()
 
     def pump(self) -> None:
-        """Drop expired requests, then cut batches while a partition is free."""
+        """Drop expired requests, then cut batches while a partition is free. Never raises:
+        a failure of the policy itself fails what is queued, with the error."""
+        try:
+            self._pump()
+        except Exception as exc:
+            logger.exception("serving '%s': cutting batches failed", self.name)
+            self._fail_all(ServingError(f"serving '{self.name}': cutting batches failed: {exc!r}"))
+
+    def _pump(self) -> None:
         policy = self.policy
         now = self._loop.time()
-        if policy._deadlines:
-            for request in policy.expire(now):
-                self._expire(request, now)
-        gen = self.current
+        for request in policy.expire(now):
+            self._expire(request, now, ran=False)
+        gen = self.versions.current
         if gen is not None and self._running:
             idle = gen.idle
-            while idle:
-                if self._retry:
-                    job = self._retry.popleft()
-                else:
-                    batch = policy.cut(now)
-                    if batch is None:
-                        break
-                    job = Job(batch)
-                slot = idle.pop()
-                slot.busy = True
-                if slot.direct is not None:
-                    self._run_on_thread(gen, slot, job)
-                else:
-                    self.spawn_task(self._execute(gen, slot, job))
+            while idle and (job := self._next_job(now)) is not None:
+                self._dispatch(gen, idle.pop(), job)
         if len(policy):
             # With every partition busy, a finished batch pumps again: only deadlines need
             # a timer then.
@@ -274,75 +330,134 @@ class ServingServer(Actor):
             self._timer.cancel()
             self._timer = None
 
-    def _expire(self, request: Request, now: float) -> None:
+    def _next_job(self, now: float) -> Job | None:
+        """The next job to run: retries (and split batches) first, then a new cut."""
+        retry = self._retry
+        while True:
+            while retry:
+                retried = retry.popleft()
+                if retried.live():
+                    return retried
+                retried.close()  # every caller has its answer (expired, cancelled) already
+            batch = self.policy.cut(now)
+            if batch is None:
+                return None
+            if (job := self._make_job(batch)) is not None:
+                return job
+            # Not stackable: its requests went first in line, one job each.
+
+    def _make_job(self, batch: Batch, *, crashes: int = 0) -> Job | None:
+        """Stack ``batch`` into a job. Inputs that cannot be stacked (a ``batch_keys`` that
+        mixes shapes) are run one request at a time, queued first in line."""
+        try:
+            job = Job(batch, crashes=crashes)
+        except Exception as exc:
+            if len(batch.requests) == 1:
+                self._fail_requests(batch.requests, exc)
+                return None
+            self._requeue(self._split(batch, len(batch.requests), crashes=crashes))
+            return None
+        self._watch_deadlines(job)
+        return job
+
+    def _split(self, batch: Batch, parts: int, *, crashes: int) -> list[Job]:
+        """``batch``'s live requests in ``parts`` jobs (1 to ``parts`` requests each)."""
+        live = [r for r in batch.requests if not payload_of(r)[1].done()]
+        if not live:
+            return []
+        step = -(-len(live) // min(parts, len(live)))
+        jobs = []
+        for i in range(0, len(live), step):
+            chunk = tuple(live[i : i + step])
+            size = sum(r.size for r in chunk)
+            part = Batch(batch.key, chunk, size, self.policy.padded_size(size), "split")
+            if (job := self._make_job(part, crashes=crashes)) is not None:
+                jobs.append(job)
+        return jobs
+
+    def _requeue(self, jobs: list[Job]) -> None:
+        """Put ``jobs`` first in line, in order."""
+        self._retry.extendleft(reversed(jobs))
+
+    # -- deadlines ---------------------------------------------------------------------------
+
+    def _expire(self, request: Request, now: float, *, ran: bool) -> None:
         _, fut, _, budget = payload_of(request)
+        if fut.done():
+            return
+        waited = now - request.arrived
+        fut.set_exception(DeadlineExceeded(self.name, budget or 0.0, waited, ran=ran))
         self.counters.expired += 1
-        if not fut.done():
-            waited = now - request.arrived
-            fut.set_exception(DeadlineExceeded(self.name, budget or 0.0, waited))
-        telemetry.emit(EXPIRED_EVENT, {"waited": now - request.arrived}, {"serving": self.name})
+        telemetry.emit(EXPIRED_EVENT, {"waited": waited}, {"serving": self.name, "ran": ran})
 
-    # -- running batches on partition threads (loop callbacks, no task) ---------------------
+    def _watch_deadlines(self, job: Job) -> None:
+        """Arm ``job``'s timer for the earliest deadline among its waiting requests."""
+        earliest = None
+        for request, fut in zip(job.batch.requests, job.futs, strict=True):
+            deadline = request.deadline
+            if (
+                deadline is not None
+                and not fut.done()
+                and (earliest is None or deadline < earliest)
+            ):
+                earliest = deadline
+        if earliest is not None:
+            job.timer = self._loop.call_at(earliest, self._job_deadline, job)
 
-    def bind(self, gen: Generation, slot: Slot) -> None:
-        """``slot.pid`` is a new partition: hand it batches directly if it runs them on a
-        thread (and hear of its exit, to retry the batch it was running)."""
-        actor = slot.pid._actor
-        if isinstance(actor, ThreadPartition) and actor.threaded:
-            slot.direct = actor
-            exited = functools.partial(self._partition_exited, gen, slot, slot.pid)
-            slot.pid.add_exit_callback(exited)
-        else:
-            slot.direct = None
+    def _job_deadline(self, job: Job) -> None:
+        """A deadline of a cut request passed: fail those due, watch the next."""
+        job.timer = None
+        now = self._loop.time()
+        for request in job.batch.requests:
+            if request.deadline is not None and request.deadline <= now:
+                self._expire(request, now, ran=job.attempts > 0)
+        self._watch_deadlines(job)
 
-    def _run_on_thread(self, gen: Generation, slot: Slot, job: Job) -> None:
+    # -- running batches (one path for every partition kind) ---------------------------------
+
+    def _dispatch(self, gen: Generation, slot: Slot, job: Job) -> None:
         loop = self._loop
         job.attempts += 1
         start = job.start = loop.time()
         if job.attempts == 1:
             job.started = start
-        pid = slot.pid
-        direct = slot.direct
-        if pid.exit_reason is not None or direct is None:
-            self._crashed(gen, slot, job, NoProcess(pid))
-            return
         slot.job = job
-        direct.run_batch(job.inputs, functools.partial(self._ran, gen, slot, job))
+        runner = slot.runner
+        try:
+            runner.run(job.inputs, functools.partial(self._done, gen, slot, job))
+        except Exception as exc:
+            # A runner that cannot take a batch is broken: its partition is killed (the
+            # supervisor restarts it) and the batch counts as crashed there.
+            loop.call_soon(self._done, gen, slot, job, Crashed(exc))
+            slot.pid.exit(KILL)
+            return
         timeout = self.options.call_timeout
         if timeout is not None:
-            slot.timer = loop.call_at(start + timeout, self._ran_too_long, gen, slot, job)
+            slot.timer = loop.call_at(start + timeout, self._overran, slot, job, timeout)
 
-    def _ran(self, gen: Generation, slot: Slot, job: Job, output: object) -> None:
-        """On the loop: the partition's thread finished ``job`` with ``output``."""
+    def _overran(self, slot: Slot, job: Job, timeout: float) -> None:
+        if slot.job is job:
+            slot.timer = None
+            slot.runner.abort(CallTimeout(slot.pid, timeout))
+
+    def _done(self, gen: Generation, slot: Slot, job: Job, outcome: object) -> None:
+        """On the loop: the partition finished ``job`` with ``outcome``."""
         if slot.job is not job:
-            return  # the partition died, timed out or the server stopped: dropped
+            return  # the server stopped meanwhile: already failed
         self._take_job(slot)
         try:
-            self._finish(gen, slot)
-            if isinstance(output, ModelFailed):
-                self._fail(job, output.error)
+            if isinstance(outcome, Crashed):
+                self._crashed(gen, slot, job, outcome.error)
             else:
-                self._deliver(gen, slot, job, output, self._loop.time() - job.start)
-            self.pump()
-        except Exception as exc:  # a bug here crashes the server, as in a batch task
-            if self.pid.alive:
-                self.pid.send(_TaskFailed(exc))
-
-    def _ran_too_long(self, gen: Generation, slot: Slot, job: Job) -> None:
-        if slot.job is not job:
-            return
-        slot.timer = None
-        self._take_job(slot)
-        pid = slot.pid
-        pid.exit(KILL)
-        self._crashed(gen, slot, job, CallTimeout(pid, self.options.call_timeout or 0.0))
-        self.pump()
-
-    def _partition_exited(self, gen: Generation, slot: Slot, pid: Pid, reason: ExitReason) -> None:
-        """``pid`` (a threaded partition) ended: retry the batch it was running, if any."""
-        if slot.pid is not pid or (job := self._take_job(slot)) is None:
-            return
-        self._crashed(gen, slot, job, ProcessExited(pid, reason))
+                slot.batches += 1
+                gen.release(slot)
+                if isinstance(outcome, ModelFailed):
+                    self._model_failed(job, outcome.error)
+                else:
+                    self._deliver(gen, slot, job, outcome, self._loop.time() - job.start)
+        except Exception as exc:  # anything raised while answering fails this job alone
+            logger.exception("serving '%s': answering a batch failed", self.name)
+            self._fail(job, exc)
         self.pump()
 
     @staticmethod
@@ -355,103 +470,72 @@ class ServingServer(Actor):
                 slot.timer = None
         return job
 
-    # -- running batches (batch tasks) -------------------------------------------------------
+    def _model_failed(self, job: Job, error: Exception) -> None:
+        live = job.live()
+        if not self.options.isolate_errors or len(live) < 2:
+            self._fail(job, error)
+            return
+        job.close()
+        self.counters.split += 1
+        telemetry.emit(
+            SPLIT_EVENT, {"requests": len(live)}, {"serving": self.name, "reason": "error"}
+        )
+        self._requeue(self._split(job.batch, 2, crashes=job.crashes))
 
-    async def _execute(self, gen: Generation, slot: Slot, job: Job) -> None:
-        loop = self._loop
-        job.attempts += 1
-        start = loop.time()
-        if job.attempts == 1:
-            job.started = start
-        try:
-            output = await slot.pid.call(job.inputs, timeout=self.options.call_timeout)
-        except asyncio.CancelledError:
-            self._fail(job, ServingNotRunning(self.name, "it stopped while the batch ran"))
-            raise
-        except CallTimeout as exc:
-            slot.pid.exit(KILL)
-            self._crashed(gen, slot, job, exc)
-        except _CRASHES as exc:
-            self._crashed(gen, slot, job, exc)
-        except Exception as exc:
-            self._finish(gen, slot)
-            self._fail(job, exc)
-        else:
-            self._finish(gen, slot)
-            if isinstance(output, ModelFailed):
-                self._fail(job, output.error)
-            else:
-                self._deliver(gen, slot, job, output, loop.time() - start)
-        self.pump()
-
-    def _finish(self, gen: Generation, slot: Slot) -> None:
-        slot.busy = False
-        slot.batches += 1
-        gen.release(slot)
-
-    def _crashed(self, gen: Generation, slot: Slot, job: Job, exc: Exception) -> None:
-        slot.busy = False
+    def _crashed(self, gen: Generation, slot: Slot, job: Job, error: Exception) -> None:
         slot.crashes += 1
         gen.release_check()
+        crashes = job.crashes + 1
         telemetry.emit(
             CRASH_EVENT,
-            {"attempts": job.attempts},
-            {"serving": self.name, "version": gen.version, "partition": slot.index, "reason": exc},
-        )
+            {"attempts": job.attempts, "crashes": crashes},
+            {"serving": self.name, "version": gen.version, "partition": slot.index,
+             "reason": error},
+        )  # fmt: skip
         logger.warning(
             "serving '%s': partition %d (version %s) died running a batch of %d: %r",
-            self.name, slot.index, gen.version, job.batch.size, exc,
+            self.name, slot.index, gen.version, job.batch.size, error,
         )  # fmt: skip
         self.spawn_task(gen.recover(slot))
-        if job.attempts <= self.options.retry_on_crash:
+        live = job.live()
+        if crashes > self.options.retry_on_crash:
+            self._fail(job, PartitionCrashed(self.name, str(slot.index), crashes, error))
+        elif len(live) > 1:
+            # One of them may be what kills the worker: each runs alone from now on.
+            job.close()
             self.counters.retried += 1
-            self._retry.append(job)
+            self._requeue(self._split(job.batch, len(live), crashes=crashes))
+        elif live:
+            job.crashes = crashes
+            self.counters.retried += 1
+            self._requeue([job])
         else:
-            from corral.errors import PartitionCrashed
-
-            self._fail(job, PartitionCrashed(self.name, str(slot.index), job.attempts, exc))
+            job.close()
 
     def _deliver(
         self, gen: Generation, slot: Slot, job: Job, output: object, compute: float
     ) -> None:
+        job.close()
+        rows = split_output(self.name, job, output)
         batch = job.batch
         version = gen.version
         counters = self.counters
-        if not isinstance(output, np.ndarray) or output.shape[:1] != (batch.padded_size,):
-            got = getattr(output, "shape", type(output).__name__)
-            self._fail(
-                job,
-                ValueError(
-                    f"serving '{self.name}': the model returned {got} for a batch of "
-                    f"{batch.padded_size}; it must return an array with that first axis"
-                ),
-            )
-            return
+        n = 0
+        try:
+            for fut, row in zip(job.futs, rows, strict=False):
+                if not fut.done():
+                    fut.set_result(new_result(Result, (row, version)))
+                    n += 1
+        finally:
+            counters.completed += n  # those answered, even if the next one raised
         requests = batch.requests
         started = job.started
-        n = len(requests)
-        wait_total = n * started - sum(map(arrived, requests))
-        if job.single:
-            # One sample per request (the usual case): row i is request i's (then padding).
-            for fut, rows in zip(job.futs, output, strict=False):
-                if not fut.done():
-                    fut.set_result(new_result(Result, (rows, version)))
-        else:
-            offset = 0
-            for request, fut in zip(requests, job.futs, strict=True):
-                size = request.size
-                if not fut.done():
-                    single = payload_of(request)[2]
-                    rows = output[offset] if single else output[offset : offset + size]
-                    fut.set_result(new_result(Result, (rows, version)))
-                offset += size
-        counters.completed += n
         counters.batches += 1
         counters.samples += batch.size
         counters.sizes[batch.size] = counters.sizes.get(batch.size, 0) + 1
-        counters.waited += n
-        counters.wait_total += wait_total
-        oldest = started - batch.requests[0].arrived
+        counters.waited += len(requests)
+        counters.wait_total += len(requests) * started - sum(map(arrived, requests))
+        oldest = started - requests[0].arrived
         counters.wait_max = max(counters.wait_max, oldest)
         counters.compute_total += compute
         counters.compute_max = max(counters.compute_max, compute)
@@ -461,7 +545,7 @@ class ServingServer(Actor):
                 {
                     "size": batch.size,
                     "padded_size": batch.padded_size,
-                    "requests": n,
+                    "requests": len(requests),
                     "wait": oldest,
                     "compute": compute,
                     "attempts": job.attempts,
@@ -470,34 +554,49 @@ class ServingServer(Actor):
                     "serving": self.name,
                     "version": version,
                     "partition": slot.index,
-                    "key": batch.key,
+                    "key": self._user_key(batch.key),
                     "reason": batch.reason,
                 },
             )
 
     def _fail(self, job: Job, exc: BaseException) -> None:
-        for fut in job.futs:
+        job.close()
+        self._fail_requests(job.batch.requests, exc)
+
+    def _fail_requests(self, requests: tuple[Request, ...], exc: BaseException) -> None:
+        failed = 0
+        for request in requests:
+            fut = payload_of(request)[1]
             if not fut.done():
                 fut.set_exception(exc)
-        self.counters.failed += len(job.batch.requests)
+                failed += 1
+        self.counters.failed += failed
 
     def _fail_all(self, exc: BaseException) -> None:
         while self._retry:
             self._fail(self._retry.popleft(), exc)
         while (batch := self.policy.cut(0.0, force=True)) is not None:
-            for request in batch.requests:
-                fut = payload_of(request)[1]
-                if not fut.done():
-                    fut.set_exception(exc)
-            self.counters.failed += len(batch.requests)
+            self._fail_requests(batch.requests, exc)
 
     # -- statistics --------------------------------------------------------------------------
+
+    def in_flight(self) -> int:
+        """Requests accepted and not answered yet: queued, waiting for a retry, or running."""
+        jobs = [*self._retry, *(s.job for g in self.versions for s in g.slots if s.job)]
+        return len(self.policy) + sum(not f.done() for job in jobs for f in job.futs)
+
+    def partition_pids(self) -> tuple[Pid, ...]:
+        """The current version's partition processes, in index order."""
+        current = self.versions.current
+        return () if current is None else tuple(slot.pid for slot in current.slots)
 
     def statistics(self) -> ServingStatistics:
         """A snapshot of this server's queue, counters and partitions."""
         parts: list[PartitionStatistics] = []
-        for gen in (self.current, *self.retired):
-            if gen is not None:
-                parts.extend(gen.statistics(draining=gen is not self.current))
-        version = "" if self.current is None else self.current.version
-        return self.counters.snapshot(self.name, version, self.policy, tuple(parts))
+        current = self.versions.current
+        for gen in self.versions:
+            parts.extend(gen.statistics(draining=gen is not current))
+        version = "" if current is None else current.version
+        return self.counters.snapshot(
+            self.name, version, self.policy, tuple(parts), self.in_flight()
+        )

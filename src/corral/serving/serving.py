@@ -10,21 +10,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from corral.errors import ServingNotRunning
 from corral.runtime.node import Node
 from corral.runtime.process import Pid
 from corral.runtime.supervisor import ChildSpec, Supervisor
 from corral.serving.adapters import AsyncFunctionModel, Model
-from corral.serving.factory import ModelFactory, factory_spec, load_model
+from corral.serving.door import Door, RunningServer
+from corral.serving.factory import ModelFactory, check_factory, factory_spec, load_model
 from corral.serving.options import ServingOptions
 from corral.serving.records import Result, ServingStatistics
-
-if TYPE_CHECKING:
-    from corral.serving.server import ServingServer
 
 __all__ = ["Serving"]
 
@@ -36,7 +32,8 @@ class Serving:
     for ``kind="port"``); what it returns is adapted by ``corral.serving.adapters.adapt``.
     ``options`` are ``ServingOptions`` fields (``batch_size``, ``batch_timeout``,
     ``max_queue``, ``partitions``, ``kind``, ``batch_keys``, ``pad_to``, ``retry_on_crash``,
-    ...), validated here: a bad value raises ``ValueError`` naming the option.
+    ``input_spec``, ``isolate_errors``, ...), validated here: a bad value raises
+    ``ValueError`` naming the option; so does a ``"module:attr"`` factory of the wrong form.
     """
 
     def __init__(self, factory: ModelFactory, *, name: str = "serving", **options: object) -> None:
@@ -55,14 +52,14 @@ class Serving:
             raise ValueError(
                 str(exc).replace("for serving:", f"for serving '{name}':", 1)
             ) from None
+        check_factory(factory, where=f"serving '{name}'")
         if self.options.kind == "port":
             factory_spec(factory)  # a port worker imports it: refuse lambdas now
-        self._server: ServingServer | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._door = Door(name)
         self._inline: Model | None = None
 
     def __repr__(self) -> str:
-        state = "running" if self._server is not None else "not running"
+        state = "running" if self._door.running else "not running"
         return f"<Serving '{self.name}' {self.options.kind} x{self.options.partitions} {state}>"
 
     # -- inline ------------------------------------------------------------------------------
@@ -92,27 +89,21 @@ class Serving:
         starts its partitions (each loading the model) before the next child starts."""
         from corral.serving.server import ServingServer
 
-        return ChildSpec(
-            id=id or self.name, start=lambda: ServingServer(self), name=self.name, shutdown=30.0
-        )
+        def start() -> ServingServer:
+            return ServingServer(self.name, self.options, self.factory, self._door)
+
+        return ChildSpec(id=id or self.name, start=start, name=self.name, shutdown=30.0)
 
     async def start(self, node: Node) -> Pid:
         """Start the serving under ``node``'s root supervisor; returns when every partition
         has loaded its model. Raises ``StartError`` if one fails to."""
         return await Supervisor.start_child(node.root, self.child_spec())
 
-    def _attach(self, server: ServingServer) -> None:
-        self._server = server
-        self._loop = server._loop
-
-    def _detach(self, server: ServingServer) -> None:
-        if self._server is server:
-            self._server = None
-
-    def _running_server(self) -> ServingServer:
-        server = self._server
+    def _server(self) -> RunningServer:
+        """The running server (for calls that must not wait); ``ServingNotRunning`` if none."""
+        server = self._door.current
         if server is None:
-            raise ServingNotRunning(self.name, "start it with child_spec() or start(node)")
+            raise self._door.not_running()
         return server
 
     # -- callers -----------------------------------------------------------------------------
@@ -120,41 +111,33 @@ class Serving:
     async def run(self, x: object, *, deadline: float | None = None) -> Result:
         """Run one sample, batched with other callers'; returns its output and version.
 
-        ``deadline``: seconds from now; if its batch has not started by then the request is
-        dropped unrun with ``DeadlineExceeded``. Raises ``ServingOverloaded`` at once when
-        the queue is full. Cancelling the caller takes the request out of the queue (or
-        drops its result if its batch is running). Must be called on the node's loop.
+        ``x`` must meet the input contract (``input_spec``; without one, any bool, int or
+        float array): otherwise ``InvalidInput`` at once. ``deadline``: seconds from now; a
+        request not answered by then fails with ``DeadlineExceeded`` (dropped unrun if its
+        batch has not started). Raises ``ServingOverloaded`` at once when the queue is full.
+        While the serving restarts after a crash, waits for it (at most the deadline or
+        ``restart_wait``; then ``ServingRestarting``). Cancelling the caller takes the
+        request out of the queue (or drops its result if its batch is running). Must be
+        called on the node's loop.
         """
-        if deadline is not None:
-            _check_deadline(self.name, deadline)
-        server = self._server
-        if server is None:
-            raise ServingNotRunning(self.name, "start it with child_spec() or start(node)")
-        request, fut = server.submit(np.asarray(x), 1, True, deadline)
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            server.withdraw(request)
-            raise
+        return await self._submit(x, True, deadline)
 
     async def run_batch(self, xs: object, *, deadline: float | None = None) -> Result:
-        """As ``run`` for a small batch of samples (first axis; at most ``batch_size``);
-        they stay together in one batch and the output keeps the first axis."""
-        arr = np.asarray(xs)
-        if arr.ndim == 0 or arr.shape[0] < 1:
-            raise ValueError(
-                f"serving '{self.name}': run_batch needs an array with a first axis of at "
-                f"least 1 sample; got shape {arr.shape}"
-            )
-        return await self._submit(arr, arr.shape[0], False, deadline)
+        """As ``run`` for a small batch of samples (first axis; 1 to ``batch_size``); they
+        stay together in one batch and the output keeps the first axis."""
+        return await self._submit(xs, False, deadline)
 
-    async def _submit(
-        self, x: np.ndarray, size: int, single: bool, deadline: float | None
-    ) -> Result:
+    async def _submit(self, x: object, single: bool, deadline: float | None) -> Result:
         if deadline is not None:
             _check_deadline(self.name, deadline)
-        server = self._running_server()
-        request, fut = server.submit(x, size, single, deadline)
+        server = self._door.current
+        if server is None:
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            server = await self._door.wait(deadline, self.options.restart_wait)
+            if deadline is not None:
+                deadline = max(0.0, deadline - (loop.time() - began))
+        request, fut = server.submit(x, single, deadline)
         try:
             return await fut
         except asyncio.CancelledError:
@@ -171,10 +154,11 @@ class Serving:
         return self._sync(self.run_batch(xs, deadline=deadline))
 
     def _sync(self, coro: object) -> Result:
-        loop = self._loop
-        if loop is None or self._server is None or loop.is_closed():
+        door = self._door
+        loop = door.loop
+        if loop is None or loop.is_closed() or not (door.running or door.restarting):
             coro.close()  # type: ignore[attr-defined]
-            raise ServingNotRunning(self.name, "start it with child_spec() or start(node)")
+            raise door.not_running()
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -188,31 +172,37 @@ class Serving:
         return asyncio.run_coroutine_threadsafe(coro, loop).result()  # type: ignore[arg-type]
 
     async def swap(self, factory: ModelFactory, *, version: str, warmup: object = None) -> None:
-        """Load ``factory`` as ``version`` beside the running model, warm it on ``warmup``
-        (one sample), flip new batches to it, let the old version's running batches
-        finish, then stop it. Raises ``SwapFailed`` (the old version keeps serving) if the
-        new one fails to load or to warm up. Returns when the old version has stopped."""
+        """Load ``factory`` as ``version`` beside the running model (its partitions start at
+        once), warm it on ``warmup`` (one sample), flip new batches to it, let the old
+        version's running batches finish, then stop it. Raises ``SwapFailed`` (the old
+        version keeps serving) if the new one fails to load or to warm up. Returns when the
+        old version has stopped."""
         if type(version) is not str or not version:
             raise ValueError(
                 f"serving '{self.name}': version must be a non-empty str; got {version!r}"
             )
+        check_factory(factory, where=f"serving '{self.name}' swap")
         if self.options.kind == "port":
             factory_spec(factory)  # refuse what a port worker cannot import, before starting
-        server = self._running_server()
+        server = self._server()
         await server.pid.call(("swap", factory, version, warmup), timeout=None)
 
     def statistics(self) -> ServingStatistics:
         """A snapshot of the queue, batches, timings and partitions. Call on the node's
         loop (or while the serving is idle)."""
-        return self._running_server().statistics()
+        return self._server().statistics()
+
+    def partition_pids(self) -> tuple[Pid, ...]:
+        """The processes of the current version's partitions, in index order: for tools and
+        tests that inject crashes (``pid.exit(KILL)``; a port's worker OS process is
+        ``Port.os_pid_of(pid)``). A snapshot: a restarted partition has a new pid."""
+        return self._server().partition_pids()
 
     @property
     def version(self) -> str:
         """The model version new batches run on."""
-        server = self._server
-        if server is None or server.current is None:
-            return self.options.version
-        return server.current.version
+        server = self._door.current
+        return self.options.version if server is None else server.version
 
 
 def _check_deadline(name: str, deadline: object) -> None:

@@ -3,10 +3,10 @@
 ``run_swap`` runs as a task of the server (so the new partitions supervisor is linked to the
 server). Steps:
 
-1. start the new version's partitions (each loads its model);
-2. warm up: run ``warmup`` (one sample) through every new partition; an error or a partition
-   failing to start stops the new partitions and raises ``SwapFailed`` (rolled back: the old
-   version never stopped serving);
+1. start the new version's partitions (all at once; each loads its model);
+2. warm up: run ``warmup`` (one sample) through every new partition, all at once; an error
+   or a partition failing to start stops the new partitions and raises ``SwapFailed``
+   (rolled back: the old version never stopped serving);
 3. flip: batches cut from now on go to the new version (one assignment, between two batches);
 4. drain: wait until the old version's running batches finish (their results carry the old
    version), then stop its partitions.
@@ -17,13 +17,14 @@ a batch of the old version whose partition dies is retried on the new one.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from corral import telemetry
 from corral.errors import SwapFailed
-from corral.serving.partitions import ModelFailed
+from corral.serving.runners import Crashed, ModelFailed
 
 if TYPE_CHECKING:
     from corral.serving.factory import ModelFactory
@@ -50,9 +51,10 @@ async def run_swap(
             if padded > 1:
                 pad = np.zeros((padded - 1, *batch.shape[1:]), batch.dtype)
                 batch = np.concatenate([batch, pad])
-            for slot in new.slots:
-                out = await slot.pid.call(batch, timeout=server.options.call_timeout)
-                if isinstance(out, ModelFailed):
+            # Every partition warms at once, through the runner that will run its batches.
+            outcomes = await asyncio.gather(*(slot.runner.run_once(batch) for slot in new.slots))
+            for out in outcomes:
+                if isinstance(out, ModelFailed | Crashed):
                     raise out.error
     except BaseException as exc:
         if new is not None:
@@ -61,10 +63,7 @@ async def run_swap(
             telemetry.emit((*SWAP_EVENT, "failed"), {}, {"serving": name, "version": version})
             raise SwapFailed(name, version, exc) from exc
         raise
-    old = server.current
-    server.current = new
-    if old is not None:
-        server.retired.append(old)
+    old = server.versions.flip(new)
     server.pump()
     telemetry.emit(
         SWAP_EVENT,
@@ -72,6 +71,4 @@ async def run_swap(
         {"serving": name, "version": version, "previous": None if old is None else old.version},
     )
     if old is not None:
-        await old.drain()
-        await old.stop()
-        server.retired.remove(old)
+        await server.versions.retire(old)

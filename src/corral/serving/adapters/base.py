@@ -7,12 +7,13 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
-__all__ = ["AsyncFunctionModel", "FunctionModel", "Model"]
+__all__ = ["AsyncFunctionModel", "FunctionModel", "Model", "one_array"]
 
 
 class Model:
     """What a partition runs: ``run(batch)`` maps an array whose first axis is the batch to
-    an array (or a tuple of arrays) with the same first axis.
+    one array with the same first axis. Structured outputs (a tuple or dict of arrays) are
+    not supported yet and are refused with a ``TypeError``, never split row-wise.
 
     ``run`` is called on the partition's own thread (``"thread"`` partitions) or in its
     worker process (``"port"``), one batch at a time; it blocks that thread for the compute.
@@ -34,7 +35,18 @@ class FunctionModel(Model):
         self.fn = fn
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.fn(batch))
+        return one_array(self.fn(batch))
+
+
+def one_array(output: object) -> np.ndarray:
+    """``output`` as one array; ``TypeError`` for a tuple or dict of arrays, which
+    ``np.asarray`` would otherwise stack into an array of the wrong shape."""
+    if isinstance(output, tuple | dict):
+        raise TypeError(
+            f"the model returned a {type(output).__name__} of {len(output)} items; structured "
+            "outputs are not supported yet: return one array whose first axis is the batch"
+        )
+    return np.asarray(output)
 
 
 class AsyncFunctionModel(Model):
@@ -46,7 +58,7 @@ class AsyncFunctionModel(Model):
         self.fn = fn
 
     async def run_async(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(await self.fn(batch))
+        return one_array(await self.fn(batch))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         raise TypeError("AsyncFunctionModel runs on the event loop: await run_async(batch)")

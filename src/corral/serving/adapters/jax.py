@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from corral._extras import require
-from corral.serving.adapters.base import Model
+from corral.serving.adapters.base import Model, one_array
 
 __all__ = ["JaxModel"]
 
@@ -21,4 +21,4 @@ class JaxModel(Model):
         self.fn = fn
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.fn(self._jnp.asarray(batch)))
+        return one_array(self.fn(self._jnp.asarray(batch)))

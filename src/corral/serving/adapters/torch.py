@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from corral._extras import require
-from corral.serving.adapters.base import Model
+from corral.serving.adapters.base import Model, one_array
 
 __all__ = ["TorchModel"]
 
@@ -34,4 +34,6 @@ class TorchModel(Model):
         with torch.inference_mode():
             x = torch.from_numpy(np.require(batch, requirements=["C", "W"]))
             out = self.module(x.to(self.device, non_blocking=True))
+            if isinstance(out, tuple | dict):
+                return one_array(out)  # refused: structured outputs are not supported yet
             return np.asarray(out.detach().to("cpu").numpy())
