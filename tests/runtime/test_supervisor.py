@@ -9,6 +9,7 @@ import pytest
 from runtime_helpers import Recorder
 
 from corral import (
+    Actor,
     ChildInfo,
     ChildSpec,
     CrashReport,
@@ -394,3 +395,49 @@ async def test_a_nested_start_failure_reads_as_a_chain_not_nested_reprs() -> Non
     assert ": init failed because start process <" in text
     assert text.endswith(": init failed with ConnectionError('model server unreachable')")
     assert "\\\\" not in text
+
+
+class Meeting(Actor):
+    """Its init returns only once every party's init has begun (or fails after 10 s)."""
+
+    def __init__(self, tag: str, arrived: list[str], parties: int, fail: bool = False) -> None:
+        self.tag, self.arrived, self.parties, self.fail = tag, arrived, parties, fail
+
+    async def init(self) -> None:
+        self.arrived.append(self.tag)
+        if self.fail:
+            raise RuntimeError(f"{self.tag} cannot start")
+        async with asyncio.timeout(10.0):
+            await wait_all_tasks_blocked()  # the others' inits have run as far as they can
+            if len(self.arrived) < self.parties:
+                await asyncio.Event().wait()  # never set: only the timeout ends it
+
+
+async def test_start_concurrently_runs_every_childs_init_at_once() -> None:
+    arrived: list[str] = []
+    specs = [ChildSpec(id=t, start=lambda t=t: Meeting(t, arrived, 3)) for t in "abc"]
+    async with Node() as node:
+        sup = await node.spawn(Supervisor(specs, start_concurrently=True))
+        children = await Supervisor.which_children(sup)
+        assert [c.id for c in children] == ["a", "b", "c"]
+        assert all(c.pid is not None and c.pid.alive for c in children)
+        assert asyncio.get_running_loop().time() < 0.01
+    # One after another, the first child's init waits for the others and times out.
+    arrived.clear()
+    async with Node() as node:
+        with pytest.raises(StartError, match="init failed with TimeoutError"):
+            await node.spawn(Supervisor(specs))
+
+
+async def test_a_child_failing_a_concurrent_start_stops_the_others_and_fails_the_start() -> None:
+    arrived: list[str] = []
+    log: Log = []
+    specs = [
+        spec("a", log),
+        ChildSpec(id="b", start=lambda: Meeting("b", arrived, 1, fail=True)),
+        spec("c", log),
+    ]
+    async with Node() as node:
+        with pytest.raises(StartError, match="b cannot start"):
+            await node.spawn(Supervisor(specs, start_concurrently=True))
+    assert sorted(log) == [("start", "a"), ("start", "c"), ("stop", "a"), ("stop", "c")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -34,3 +35,29 @@ def failing() -> Callable[[np.ndarray], np.ndarray]:
 def scale(factor: float, *, offset: float = 0.0) -> Callable[[np.ndarray], np.ndarray]:
     """A factory with arguments, for ``functools.partial`` factories."""
     return lambda batch: batch * factor + offset
+
+
+def poisoned_double() -> Callable[[np.ndarray], np.ndarray]:
+    """Doubles; a sample whose first element is negative kills the worker (SIGABRT)."""
+
+    def model(batch: np.ndarray) -> np.ndarray:
+        if (batch[:, 0] < 0).any():
+            os.abort()
+        return batch * 2
+
+    return model
+
+
+def meeting(directory: str, parties: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Loads only once ``parties`` workers are loading at the same time: each leaves a file
+    in ``directory`` and waits (at most 60 s) for the others' files. Partitions started one
+    after another never meet."""
+    mine = os.path.join(directory, f"loading-{os.getpid()}")
+    with open(mine, "w"):
+        pass
+    waited_until = time.monotonic() + 60.0
+    while len(os.listdir(directory)) < parties:
+        if time.monotonic() > waited_until:
+            raise TimeoutError(f"{len(os.listdir(directory))} of {parties} partitions loading")
+        time.sleep(0.01)
+    return lambda batch: batch * 2

@@ -6,9 +6,11 @@ caller's side before the request is queued, so a request that breaks the contrac
 alone, at once, and never enters a batch.
 
 - With an ``InputSpec`` (``input_spec=InputSpec((4,), "float32")``, the shape of one sample
-  without the batch axis): a sample must have exactly that shape; its dtype must be the
-  spec's or one numpy casts to it safely (``int32`` to ``float64``, not ``float64`` to
-  ``float32``), and is then cast. A ``run_batch`` input must be ``(n, *shape)``.
+  without the batch axis): a sample must have exactly that shape; an array's dtype must be
+  the spec's or one numpy casts to it safely (``int32`` to ``float64``, not ``float64`` to
+  ``float32``), and is then cast; a list or a number may be of the same kind (a list of
+  floats for a ``float32`` spec, not of floats for an ``int64`` one). A ``run_batch`` input
+  must be ``(n, *shape)``.
 - Without one: any numeric or boolean array (or what ``np.asarray`` makes of a list or a
   number) is taken; requests of different shapes or dtypes are queued apart (``bucket``), so
   they never meet in one ``np.stack``.
@@ -98,7 +100,10 @@ def conform(name: str, x: object, spec: InputSpec | None, *, single: bool) -> np
         if arr is not None and arr.shape == shape and arr.dtype.kind in _NUMERIC_KINDS:
             if arr.dtype == spec.dtype:
                 return arr
-            if np.can_cast(arr.dtype, spec.dtype, casting="safe"):
+            # An array is cast only where nothing is lost; a list or a number (JSON's
+            # floats are float64) within the same kind.
+            safe = isinstance(x, np.ndarray)
+            if np.can_cast(arr.dtype, spec.dtype, casting="safe" if safe else "same_kind"):
                 return arr.astype(spec.dtype)
         expected = spec.describe() if single else f"shape (n, *{spec.shape}) and dtype {spec.dtype}"
         raise InvalidInput(name, expected, _describe(x, arr))

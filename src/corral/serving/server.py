@@ -130,6 +130,8 @@ class ServingServer(Actor):
         gen = await self.start_generation(self.factory, self.options.version)
         self.versions.flip(gen)
         self._running = True
+        # However the server ends (a kill skips terminate), no caller is left waiting.
+        self.pid.add_exit_callback(self._ended)
         self.door.open(self, self._loop)
 
     def handle_call(self, msg: object) -> object:
@@ -157,21 +159,27 @@ class ServingServer(Actor):
         super().handle_info(msg)
 
     async def terminate(self, reason: ExitReason) -> None:
+        self._ended(reason)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.versions.stop()
+
+    def _ended(self, reason: ExitReason) -> None:
+        """The server stops (``terminate``) or has ended (its exit callback, which a kill
+        runs too): close the door and fail every request it holds. Runs once in effect."""
         self._running = False
         self.door.close(self, reason)
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         self._fail_all(ServingNotRunning(self.name, "it stopped with queued requests"))
         running = ServingNotRunning(self.name, "it stopped while the batch ran")
         for gen in self.versions:
             for slot in gen.slots:
                 if (job := self._take_job(slot)) is not None:
                     self._fail(job, running)
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.versions.stop()
 
     def spawn_task(self, coro: Coroutine[object, None, None]) -> None:
         """Run ``coro`` as a task owned by this server (cancelled when it ends). Must be
