@@ -470,3 +470,48 @@ def test_valid_options_are_kept() -> None:
         0.5,
         5,
     )
+
+
+@pytest.mark.realtime
+async def test_a_fetch_that_ignores_every_cancel_does_not_hang_the_stop(
+    harness: NatsHarness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # nats-py can lose a cancel (Python 3.11's wait_for); this fetch loses them all. The stop
+    # waits the drain's grace (fetch_timeout + timeout), cancels for STOP_TIMEOUT, then gives
+    # up on the task with an error, well within the stage's 5 s shutdown. Before, terminate
+    # awaited the fetcher without limit: the stop took until the supervisor's kill.
+    from nats.js.client import JetStreamContext
+
+    from corral.pipeline.producers.stopping import STOP_TIMEOUT
+
+    entered, release = asyncio.Event(), asyncio.Event()
+    fetchers: list[asyncio.Task[object]] = []
+
+    async def deaf_fetch(self: object, *args: object, **kwargs: object) -> list[object]:
+        task = asyncio.current_task()
+        assert task is not None
+        fetchers.append(task)
+        entered.set()
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                pass
+        return []
+
+    monkeypatch.setattr(JetStreamContext.PullSubscription, "fetch", deaf_fetch)
+    loop = asyncio.get_running_loop()
+    async with harness, Node() as node:
+        subject = pipeline(harness, "nats-deaf", fetch_timeout=0.25, timeout=0.5)
+        await subject.start(node)
+        await asyncio.wait_for(entered.wait(), 10)
+        began = loop.time()
+        with caplog.at_level(logging.ERROR, logger="corral.pipeline"):
+            async with asyncio.timeout(10):
+                await subject.stop()
+        took = loop.time() - began
+        release.set()
+        done, _ = await asyncio.wait(fetchers, timeout=5)
+    assert took < 0.25 + 0.5 + STOP_TIMEOUT + 1.0, took
+    assert "gave up stopping task" in caplog.text
+    assert len(done) == 1  # released, the abandoned fetch task ended at its next check

@@ -475,3 +475,51 @@ def test_valid_options_are_kept_and_the_password_is_redacted_in_messages() -> No
     )
     assert redact("amqps://u:pw@h:5671/v") == "amqps://u:******@h:5671/v"
     assert redact("amqp://h/") == "amqp://h/"
+
+
+@pytest.mark.realtime
+async def test_a_connection_close_that_ignores_every_cancel_does_not_hang_the_stop(
+    harness: RabbitMQHarness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # aiormq can lose a cancel (Python 3.11's wait_for); this close loses them all. Before,
+    # asyncio.timeout's cancel and then the supervisor's kill were both lost: stop() hung.
+    import aio_pika.connection
+
+    from corral.pipeline.producers.stopping import STOP_TIMEOUT
+
+    real_close = aio_pika.connection.Connection.close
+    deaf, release = asyncio.Event(), asyncio.Event()
+    closers: list[asyncio.Task[object]] = []
+
+    async def deaf_close(self: aio_pika.connection.Connection, *args: object) -> None:
+        if deaf.is_set():
+            task = asyncio.current_task()
+            assert task is not None
+            closers.append(task)
+            while not release.is_set():
+                try:
+                    await release.wait()
+                except asyncio.CancelledError:
+                    pass
+        await real_close(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aio_pika.connection.Connection, "close", deaf_close)
+    loop = asyncio.get_running_loop()
+    async with harness, Node() as node:
+        await harness.publish(payloads(5))
+        pipeline = subject(harness, timeout=0.5)
+        await pipeline.start(node)
+        await drained(harness)
+        deaf.set()
+        began = loop.time()
+        with caplog.at_level(logging.WARNING, logger="corral.pipeline"):
+            async with asyncio.timeout(10):
+                await pipeline.stop()
+        took = loop.time() - began
+        deaf.clear()
+        release.set()
+        done, _ = await asyncio.wait(closers, timeout=5)
+    assert took < 0.5 + STOP_TIMEOUT + 1.0, took
+    assert "gave up stopping task" in caplog.text
+    assert "closing the connection failed: TimeoutError" in caplog.text
+    assert len(done) == 1

@@ -21,7 +21,10 @@ How it maps onto JetStream:
   ``nak_delay`` seconds when set, up to the consumer's ``max_deliver`` deliveries) or
   ``term`` (never again), per ``on_failure``.
 - Draining stops the fetch loop (after the fetch in progress, at most ``fetch_timeout``
-  seconds) and naks what it fetched after the drain began, so that those come back at once;
+  seconds; past ``fetch_timeout + timeout`` it is cancelled again and again, for at most
+  ``STOP_TIMEOUT`` seconds, since nats-py can lose a cancel: see
+  ``corral.pipeline.producers.stopping``) and naks what it fetched after the drain began, so
+  that those come back at once;
   the connection stays open while the messages in flight are acknowledged. ``terminate``
   naks the messages still unacknowledged (a drain that timed out, a crash), then closes the
   connection: they come back without waiting for ``ack_wait``.
@@ -45,6 +48,7 @@ from corral._extras import require
 from corral._options import Options, is_int, is_number, one_of, option
 from corral.pipeline.message import Message
 from corral.pipeline.producer import Producer, ProducerContext
+from corral.pipeline.producers.stopping import call_within, check_cancelled, stop_task
 from corral.runtime import ExitReason, self_pid
 
 if TYPE_CHECKING:
@@ -341,14 +345,12 @@ class NatsProducer(Producer):
         self._draining = True
         self._owed = 0
         self._wanted.set()
-        fetcher = self._fetcher
+        fetcher, self._fetcher = self._fetcher, None
         if fetcher is not None:
-            # The fetch in progress ends within fetch_timeout; what it got is nak'd.
-            try:
-                async with asyncio.timeout(self._opts.fetch_timeout + self._opts.timeout):
-                    await asyncio.shield(fetcher)
-            except TimeoutError:
-                fetcher.cancel()
+            # The fetch in progress ends within fetch_timeout; what it got is nak'd. A fetcher
+            # that outlives the grace and STOP_TIMEOUT of cancels is left, logged.
+            grace = self._opts.fetch_timeout + self._opts.timeout
+            await stop_task(fetcher, where=self._where, grace=grace)
         spare, self._spare = self._spare, []
         await self._give_back(spare)
 
@@ -356,25 +358,23 @@ class NatsProducer(Producer):
         self._closing = True
         self._draining = True
         fetcher, self._fetcher = self._fetcher, None
-        if fetcher is not None and not fetcher.done():
-            fetcher.cancel()
-            try:
-                await fetcher
-            except asyncio.CancelledError:
-                if not fetcher.cancelled():
-                    raise
+        if fetcher is not None:
+            await stop_task(fetcher, where=self._where)
         client, self._client = self._client, None
         if client is None or client.is_closed:
             return
         await self._give_back(self._acknowledger.unsettled)
         try:
-            async with asyncio.timeout(self._opts.timeout):
-                await client.flush()
-                await client.close()
+            await call_within(self._close(client), timeout=self._opts.timeout, where=self._where)
         except Exception as exc:
             logger.warning("%s: closing the connection failed: %r", self._where, exc)
 
     # -- internals ---------------------------------------------------------------------------
+
+    @staticmethod
+    async def _close(client: Client) -> None:
+        await client.flush()
+        await client.close()
 
     async def _create(self, js: JetStreamContext) -> None:
         from nats.js.api import AckPolicy, ConsumerConfig
@@ -439,9 +439,11 @@ class NatsProducer(Producer):
                             batch=min(self._owed, opts.max_batch), timeout=opts.fetch_timeout
                         )
                     except nats.errors.TimeoutError:
+                        check_cancelled()
                         continue
                     for msg in fetched:
-                        self._acknowledger.delivered(msg)
+                        self._acknowledger.delivered(msg)  # terminate naks them if need be
+                    check_cancelled()
                     if self._draining or not self.context.alive:
                         await self._give_back(fetched)
                         return

@@ -24,7 +24,9 @@ How it maps onto AMQP 0-9-1:
   an ``x-dead-letter-exchange``) or true (``on_failure="requeue"``: delivered again).
 - Draining cancels the consumers (``basic.cancel``), gives back the buffered messages that
   no processor asked for (``basic.reject`` with requeue), and keeps the channel open so
-  that the messages in flight are acknowledged; ``terminate`` closes the connection.
+  that the messages in flight are acknowledged; ``terminate`` closes the connection. Each of
+  those broker calls runs within ``timeout`` through ``stopping.call_within``, which does not
+  rely on aiormq heeding a cancel (it can lose one: see ``corral.pipeline.producers.stopping``).
 - A connection or channel the broker closes (or that is lost) ends the stage with a
   ``ConnectionError``; its supervisor restarts it with a new connection. The broker
   delivers the unacknowledged messages again: at-least-once. Acks for messages of a
@@ -46,6 +48,7 @@ from corral._extras import require
 from corral._options import Options, is_number, one_of, option
 from corral.pipeline.message import Message
 from corral.pipeline.producer import Producer, ProducerContext
+from corral.pipeline.producers.stopping import call_within
 from corral.runtime import ExitReason, self_pid
 
 if TYPE_CHECKING:
@@ -213,6 +216,11 @@ class RabbitMQAcknowledger:
             )
 
 
+async def _cancel_consumers(queue: aio_pika.abc.AbstractQueue, tags: Sequence[str]) -> None:
+    for tag in tags:
+        await queue.cancel(tag)
+
+
 def _tag(message: Message) -> int:
     tag = message.ack_data
     if type(tag) is not int:
@@ -333,9 +341,9 @@ class RabbitMQProducer(Producer):
             from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
             try:
-                async with asyncio.timeout(self._opts.timeout):
-                    for tag in tags:
-                        await queue.cancel(tag)
+                await call_within(
+                    _cancel_consumers(queue, tags), timeout=self._opts.timeout, where=self._where
+                )
             except (AMQPError, ChannelInvalidStateError, ConnectionError, TimeoutError) as exc:
                 logger.warning("%s: basic.cancel failed while draining: %r", self._where, exc)
         buffered = list(self._buffer)
@@ -350,8 +358,7 @@ class RabbitMQProducer(Producer):
         if connection is None:
             return
         try:
-            async with asyncio.timeout(self._opts.timeout):
-                await connection.close()
+            await call_within(connection.close(), timeout=self._opts.timeout, where=self._where)
         except (AMQPError, ChannelInvalidStateError, OSError, TimeoutError) as exc:
             logger.warning("%s: closing the connection failed: %r", self._where, exc)
 

@@ -18,6 +18,11 @@ time:
 3. ``stop_task()``: cancel, wait a little, cancel again... up to ``STOP_TIMEOUT`` seconds,
    then give up with a logged error naming the task (it is left to end at its next flag check).
 
+A one-off call with a time limit (close a connection, cancel a consumer) goes through
+``call_within``: ``asyncio.timeout`` around the call relies on the very cancel that can be
+lost, and then waits as long as the call does; ``call_within`` runs the call in a task of its
+own and waits for it with ``asyncio.wait``, which a cancel always interrupts.
+
 ``STOP_TIMEOUT`` stays below a stage's default shutdown (5 s), past which its supervisor kills
 the stage: a producer's ``terminate`` that waits on its tasks through ``stop_task`` always ends
 before that.
@@ -27,9 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Final
+from collections.abc import Coroutine
+from typing import Any, Final, TypeVar
 
-__all__ = ["RECANCEL_INTERVAL", "STOP_TIMEOUT", "check_cancelled", "stop_task"]
+__all__ = ["RECANCEL_INTERVAL", "STOP_TIMEOUT", "call_within", "check_cancelled", "stop_task"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger("corral.pipeline")
 
@@ -91,3 +99,23 @@ async def stop_task(
     if not task.cancelled() and task.exception() is not None:
         logger.error("%s: task %r had failed", where, task.get_name(), exc_info=task.exception())
     return True
+
+
+async def call_within(coro: Coroutine[Any, Any, T], *, timeout: float, where: str) -> T:
+    """Await ``coro`` for at most ``timeout`` seconds (plus ``STOP_TIMEOUT`` to end it), in a
+    task of its own, and return its result or raise its exception.
+
+    Raises ``TimeoutError`` when it did not finish in time (it is stopped with
+    ``stop_task``). If the caller is cancelled meanwhile, the call's task is cancelled and the
+    ``CancelledError`` propagates at once, whether or not the call heeds it.
+    """
+    task = asyncio.ensure_future(coro)
+    try:
+        await asyncio.wait([task], timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not task.done():
+        await stop_task(task, where=where)
+        raise TimeoutError(f"{where}: not done within {timeout:g} s")
+    return task.result()
