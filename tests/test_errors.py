@@ -27,3 +27,9 @@ def test_every_error_is_exported_from_corral() -> None:
 def test_call_timeout_is_also_a_timeout_error() -> None:
     assert issubclass(corral.CallTimeout, TimeoutError)
     assert issubclass(corral.MailboxFull, corral.Overloaded)
+
+
+def test_the_supervisor_answers_are_value_errors_too_as_before_they_had_classes() -> None:
+    for cls in (corral.ChildAlreadyStarted, corral.ChildAlreadyPresent, corral.ChildRunning):
+        assert issubclass(cls, ValueError)
+        assert issubclass(cls, corral.SupervisorError)

@@ -32,7 +32,10 @@ The tree::
     │   └── SwapFailed                a new model version failed to load or warm up; rolled back
     ├── SupervisorError
     │   ├── RestartIntensityExceeded  more than max_restarts restarts within max_seconds
-    │   └── UnknownChild              no child with that id under the supervisor
+    │   ├── UnknownChild              no child with that id under the supervisor
+    │   ├── ChildAlreadyStarted       start_child: a running child has that id (a ValueError)
+    │   ├── ChildAlreadyPresent       start_child: a stopped child has that id (a ValueError)
+    │   └── ChildRunning              restart_child, delete_child: that child runs (a ValueError)
     ├── TrainingFailed                a training run stopped: a worker kept dying, a model raised
     └── NodeError                     the node is not running, or already running
 """
@@ -48,6 +51,9 @@ if TYPE_CHECKING:
 __all__ = [
     "AlreadyRegistered",
     "CallTimeout",
+    "ChildAlreadyPresent",
+    "ChildAlreadyStarted",
+    "ChildRunning",
     "CorralError",
     "DeadlineExceeded",
     "FrameTooLarge",
@@ -232,6 +238,50 @@ class UnknownChild(SupervisorError, LookupError):
         self.supervisor = supervisor
         self.child_id = child_id
         super().__init__(f"supervisor {supervisor}: no child with id '{child_id}'")
+
+
+class ChildAlreadyStarted(SupervisorError, ValueError):
+    """``start_child`` was given an id that a running child has (OTP's ``already_started``).
+
+    ``pid`` is that child's process. A ``ValueError`` too, as before these classes existed.
+    """
+
+    def __init__(self, supervisor: str, child_id: str, pid: Pid) -> None:
+        self.supervisor = supervisor
+        self.child_id = child_id
+        self.pid = pid
+        super().__init__(
+            f"supervisor {supervisor}: a child with id '{child_id}' already exists; "
+            f"it is running as {pid}"
+        )
+
+
+class ChildAlreadyPresent(SupervisorError, ValueError):
+    """``start_child`` was given an id that a stopped child has (OTP's ``already_present``).
+
+    ``restart_child`` starts that child again; ``delete_child`` forgets it. A ``ValueError``
+    too, as before these classes existed.
+    """
+
+    def __init__(self, supervisor: str, child_id: str) -> None:
+        self.supervisor = supervisor
+        self.child_id = child_id
+        super().__init__(
+            f"supervisor {supervisor}: a child with id '{child_id}' already exists, stopped; "
+            "restart_child starts it, delete_child removes it"
+        )
+
+
+class ChildRunning(SupervisorError, ValueError):
+    """``restart_child`` or ``delete_child`` was asked for a child that is running (OTP's
+    ``running``); ``pid`` is its process. A ``ValueError`` too, as before these classes existed.
+    """
+
+    def __init__(self, supervisor: str, child_id: str, pid: Pid, *, hint: str = "") -> None:
+        self.supervisor = supervisor
+        self.child_id = child_id
+        self.pid = pid
+        super().__init__(f"supervisor {supervisor}: child '{child_id}' is running{hint}")
 
 
 class NodeError(CorralError):

@@ -10,7 +10,10 @@ from runtime_helpers import Recorder
 
 from corral import (
     Actor,
+    ChildAlreadyPresent,
+    ChildAlreadyStarted,
     ChildInfo,
+    ChildRunning,
     ChildSpec,
     CrashReport,
     Node,
@@ -245,6 +248,36 @@ async def test_dynamic_children_can_be_started_terminated_restarted_and_deleted(
             await Supervisor.terminate_child(sup, "b")
         assert str(info.value) == f"supervisor {sup}: no child with id 'b'"
         assert sup.alive
+
+
+async def test_an_existing_id_is_refused_as_data_running_started_or_stopped_present() -> None:
+    log: Log = []
+    async with Node() as node:
+        sup = await start_sup(node, [spec("a", log)])
+        a = node.lookup("a")
+        with pytest.raises(ChildAlreadyStarted) as started:
+            await Supervisor.start_child(sup, spec("a", log))
+        assert (started.value.child_id, started.value.pid) == ("a", a)
+        assert started.value.supervisor == repr(sup)
+        assert str(started.value) == (
+            f"supervisor {sup}: a child with id 'a' already exists; it is running as {a}"
+        )
+        with pytest.raises(ChildRunning) as running:
+            await Supervisor.restart_child(sup, "a")
+        assert (running.value.child_id, running.value.pid) == ("a", a)
+        assert str(running.value) == f"supervisor {sup}: child 'a' is running"
+        with pytest.raises(ChildRunning) as running:
+            await Supervisor.delete_child(sup, "a")
+        assert str(running.value) == (f"supervisor {sup}: child 'a' is running; terminate it first")
+        await Supervisor.terminate_child(sup, "a")
+        with pytest.raises(ChildAlreadyPresent) as present:
+            await Supervisor.start_child(sup, spec("a", log))
+        assert present.value.child_id == "a"
+        assert str(present.value) == (
+            f"supervisor {sup}: a child with id 'a' already exists, stopped; "
+            "restart_child starts it, delete_child removes it"
+        )
+        assert [c.id for c in await Supervisor.which_children(sup)] == ["a"]
 
 
 async def test_start_child_raises_start_error_and_does_not_add_the_child() -> None:

@@ -26,6 +26,9 @@ from typing import Final, Literal, TypeVar
 from corral import telemetry
 from corral._options import Options, is_int, is_number, one_of, option
 from corral.errors import (
+    ChildAlreadyPresent,
+    ChildAlreadyStarted,
+    ChildRunning,
     RestartIntensityExceeded,
     StartError,
     UnknownChild,
@@ -258,7 +261,9 @@ class Supervisor(Actor):
     @staticmethod
     async def start_child(sup: Pid, spec: ChildSpec) -> Pid:
         """Add ``spec`` as the last child and start it; raises ``StartError`` if its init
-        fails (the child is then not added), ``ValueError`` if the id exists."""
+        fails (the child is then not added), ``ChildAlreadyStarted`` (with the child's pid)
+        if a running child has the id, ``ChildAlreadyPresent`` if a stopped one has it (both
+        are ``ValueError``)."""
         return _unwrap(await sup.call(("start_child", spec), timeout=None), Pid)
 
     @staticmethod
@@ -268,12 +273,12 @@ class Supervisor(Actor):
 
     @staticmethod
     async def restart_child(sup: Pid, child_id: str) -> Pid:
-        """Start a stopped child again; ``ValueError`` if it is running."""
+        """Start a stopped child again; ``ChildRunning`` (a ``ValueError``) if it is running."""
         return _unwrap(await sup.call(("restart_child", child_id), timeout=None), Pid)
 
     @staticmethod
     async def delete_child(sup: Pid, child_id: str) -> None:
-        """Forget a stopped child's spec; ``ValueError`` if it is running."""
+        """Forget a stopped child's spec; ``ChildRunning`` (a ``ValueError``) if it is running."""
         _unwrap(await sup.call(("delete_child", child_id)), type(None))
 
     @staticmethod
@@ -459,8 +464,11 @@ class Supervisor(Actor):
         logger.log(level, "%s", report.describe(), exc_info=exc_info)
 
     async def _add_child(self, spec: ChildSpec) -> Pid:
-        if any(c.spec.id == spec.id for c in self._children):
-            raise ValueError(f"supervisor {self.pid}: a child with id '{spec.id}' already exists")
+        for existing in self._children:
+            if existing.spec.id == spec.id:
+                if existing.pid is not None:
+                    raise ChildAlreadyStarted(repr(self.pid), spec.id, existing.pid)
+                raise ChildAlreadyPresent(repr(self.pid), spec.id)
         child = _Child(spec)
         pid = await self._start(child)
         self._children.append(child)
@@ -475,15 +483,13 @@ class Supervisor(Actor):
     async def _restart_stopped(self, child_id: str) -> Pid:
         child = self._find(child_id)
         if child.pid is not None:
-            raise ValueError(f"supervisor {self.pid}: child '{child_id}' is running")
+            raise ChildRunning(repr(self.pid), child_id, child.pid)
         return await self._start(child)
 
     def _delete_child(self, child_id: str) -> None:
         child = self._find(child_id)
         if child.pid is not None:
-            raise ValueError(
-                f"supervisor {self.pid}: child '{child_id}' is running; terminate it first"
-            )
+            raise ChildRunning(repr(self.pid), child_id, child.pid, hint="; terminate it first")
         self._children.remove(child)
 
     def _count(self) -> dict[str, int]:
