@@ -7,9 +7,13 @@ popularity baseline, a killed model worker and a hot swap fail no request.
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +142,95 @@ def test_demo_help_prints_percent_signs_once(capsys: pytest.CaptureFixture[str])
     out = capsys.readouterr().out
     assert "the first 80% of MovieLens 100K" in " ".join(out.split())
     assert "%%" not in out
+
+
+@pytest.mark.realtime
+async def test_an_unpaced_swap_lands_mid_stream_and_both_versions_serve() -> None:
+    # Unpaced, the replay used to end before v2 had trained: "v2 took over after event
+    # 20,200 of 20,200". v2 is now trained first and swapped in by event count.
+    options = DemoOptions(events=3000, rounds=1, swap_rounds=1, workers=2, swap=True)
+    result = await run_recommender_demo(options, out=io.StringIO())
+    check_nothing_lost(result, 3000)
+    assert result.swap_at is not None and 0 < result.swap_at < result.stream
+    assert result.versions["1"] > 0 and result.versions["2"] > 0
+    table = render(result, options)
+    assert f"(v2 took over after event {result.swap_at:,} of {result.stream:,})" in table
+
+
+def test_stale_runs_directories_and_streams_are_removed_live_ones_kept(
+    tmp_path: Path, redis_url: str
+) -> None:
+    import socket
+
+    from corral.demos.recommender import cleanup
+    from corral.pipeline.producers.redis_streams import StreamWriter
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    gone = int(dead.stdout)
+    assert not cleanup.pid_alive(gone)
+    host, alive = socket.gethostname(), os.getpid()
+    (tmp_path / f"corral-demo-{gone}-abc").mkdir()
+    (tmp_path / f"corral-demo-{gone}-abc" / "v1.npz").write_bytes(b"x" * 100)
+    (tmp_path / f"corral-demo-{alive}-def").mkdir()
+    (tmp_path / "corral-demo-notapid").mkdir()
+    removed = cleanup.remove_stale_directories(tmp_path)
+    assert removed == [tmp_path / f"corral-demo-{gone}-abc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"corral-demo-{alive}-def",
+        "corral-demo-notapid",
+    ]
+
+    names = {
+        "stale": f"corral-demo:{host}:{gone}:0001",
+        "stale_old_format": f"corral-demo:{gone}:0002",
+        "live": f"corral-demo:{host}:{alive}:0003",
+        "other_host": f"corral-demo:elsewhere:{gone}:0004",
+    }
+
+    async def check() -> None:
+        async with StreamWriter(redis_url, "unrelated") as writer:
+            for name in names.values():
+                async with StreamWriter(redis_url, name) as w:
+                    await w.add([{"n": "1"}])
+            await writer.add([{"n": "1"}])
+            removed = await cleanup.remove_stale_streams(writer)
+            assert removed == sorted([names["stale"], names["stale_old_format"]])
+            left = await writer.streams("*")
+            assert left == sorted([names["live"], names["other_host"], "unrelated"])
+
+    asyncio.run(check())
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_demo_cleanly_and_removes_its_stream_and_directory(
+    signum: int, code: int, tmp_path: Path, redis_url: str
+) -> None:
+    from redis import Redis
+
+    argv = [sys.executable, "-m", "corral.cli", "demo", "--events", "2000", "--rounds", "1",
+            "--workers", "1", "--rate", "100", "--source", redis_url]  # fmt: skip
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for raw in proc.stdout:  # bounded by the test's timeout
+            lines.append(raw.decode(errors="replace"))
+            if "replaying 2," in lines[-1]:
+                break
+        else:
+            pytest.fail("the demo never started replaying: " + "".join(lines))
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = "".join(lines) + out.decode(errors="replace")
+    assert proc.returncode == code, text + err.decode(errors="replace")
+    name = signal.Signals(signum).name
+    assert f"corral demo: interrupted by {name}; stopped and removed stream corral-demo:" in text
+    assert list(tmp_path.glob("corral-demo-*")) == []
+    with Redis.from_url(redis_url) as client:
+        assert list(client.scan_iter(match="corral-demo:*")) == []

@@ -12,9 +12,16 @@
    reaching the client), score every recommendation against the item the user rated next,
    and the popularity baseline the same way.
 5. Print the table. ``chaos`` SIGKILLs a model worker every ``chaos_interval`` seconds;
-   ``swap`` retrains on the history plus the first half of the stream and hot-swaps the
-   model halfway through. The run fails (``lost`` > 0) if any valid event got no
-   recommendation.
+   ``swap`` trains v2 before the replay (v1 plus ``swap_rounds`` rounds on the history and
+   the first third of the stream: the demo knows its stream in advance) and hot-swaps it in
+   when a third of the events have ended, under full load; the feed waits at two thirds
+   for a swap still in progress, so v1 and v2 both serve. The run fails (``lost`` > 0) if
+   any valid event got no recommendation.
+
+SIGINT and SIGTERM stop a run cleanly (``cleanup.interrupts``): the pipeline and serving
+stop, the stream and temporary directory are removed, a line says so, and
+``DemoInterrupted`` (a ``SystemExit``: 130 or 143) is raised. Each run first removes what
+killed runs left (``cleanup``).
 """
 
 from __future__ import annotations
@@ -26,7 +33,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import textwrap
 import time
 import uuid
@@ -39,6 +45,14 @@ import numpy as np
 
 from corral import telemetry
 from corral._progress import ProgressBar
+from corral.demos.recommender.cleanup import (
+    DemoInterrupted,
+    interrupts,
+    make_directory,
+    remove_stale_directories,
+    remove_stale_streams,
+    stream_name,
+)
 from corral.demos.recommender.data import LICENCE, MovieLens, load_movielens
 from corral.demos.recommender.model import encode_request, implicit_ratings, load, save
 from corral.demos.recommender.stream import (
@@ -250,8 +264,11 @@ class _Ledger:
 
 
 @contextlib.asynccontextmanager
-async def _source(options: DemoOptions, ledger: _Ledger) -> AsyncIterator[Source]:
-    """(producer options, push(events)) for memory or a Redis stream the demo feeds."""
+async def _source(
+    options: DemoOptions, ledger: _Ledger, out: TextIO, cleaned: list[str]
+) -> AsyncIterator[Source]:
+    """(producer options, push(events)) for memory or a Redis stream the demo feeds; the
+    stream is deleted at the end (named in ``cleaned``), stale ones of killed runs first."""
     if options.source == "memory":
         from corral.pipeline.producers.memory import MemoryQueue
 
@@ -266,8 +283,12 @@ async def _source(options: DemoOptions, ledger: _Ledger) -> AsyncIterator[Source
         return
     from corral.pipeline.producers.redis_streams import StreamWriter
 
-    stream = f"corral-demo:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    stream = stream_name()
     async with StreamWriter(options.source, stream) as writer:
+        for stale in await remove_stale_streams(writer):
+            print(
+                f"  removed stream {stale} left by a run that ended without cleaning up", file=out
+            )
 
         async def push_redis(events: list[dict[str, str]]) -> None:
             await writer.add(events)
@@ -287,6 +308,7 @@ async def _source(options: DemoOptions, ledger: _Ledger) -> AsyncIterator[Source
         finally:
             with contextlib.suppress(Exception):
                 await writer.delete()
+                cleaned.append(f"stream {stream}")
 
 
 def _example(report: Report, data: MovieLens) -> str | None:
@@ -331,13 +353,42 @@ async def run_recommender_demo(
         f"first {cut:,} by time, replaying the next {stop - cut:,} as a live stream"
     )
     print(textwrap.fill(summary, width=96, initial_indent="  ", subsequent_indent="    "), file=out)
+    for stale_dir in remove_stale_directories():
+        print(f"  removed {stale_dir}, left by a run that ended without cleaning up", file=out)
+    task = asyncio.current_task()
+    assert task is not None
+    cleaned: list[str] = []
+    with interrupts(task) as caught:
+        try:
+            return await _run(options, out, data, cut, stop, cleaned)
+        except asyncio.CancelledError:
+            if not caught:
+                raise
+            task.uncancel()
+        name = signal.Signals(caught[0]).name
+        what = ", ".join(cleaned) or "nothing to remove"
+        print(f"\ncorral demo: interrupted by {name}; stopped and removed {what}", file=out)
+        raise DemoInterrupted(caught[0])
+
+
+async def _run(
+    options: DemoOptions, out: TextIO, data: MovieLens, cut: int, stop: int, cleaned: list[str]
+) -> DemoResult:
     ledger = _Ledger()
-    with tempfile.TemporaryDirectory(prefix="corral-demo-") as tmp:
+    directory = make_directory()
+    try:
         # The source first: a Redis URL that does not answer fails before any training.
-        async with _source(options, ledger) as source, Node() as node:
-            run = _Run(data, cut, stop, options, Path(tmp), out)
+        async with _source(options, ledger, out, cleaned) as source, Node() as node:
+            run = _Run(data, cut, stop, options, directory, out)
             model_path, train_seconds = await _train(run, cut, "v1")
-            return await _replay(run, node, source, ledger, model_path, train_seconds)
+            v2 = None
+            if options.swap:
+                newer = cut + (stop - cut) // 3
+                v2 = await _train(run, newer, "v2", start_from=_checkpoint(directory, "v1"))
+            return await _replay(run, node, source, ledger, (model_path, train_seconds), v2)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+        cleaned.append(f"directory {directory}")
 
 
 async def _replay(
@@ -345,18 +396,12 @@ async def _replay(
     node: Node,
     source: Source,
     ledger: _Ledger,
-    model_path: Path,
-    train_seconds: float,
+    v1: tuple[Path, float],
+    v2: tuple[Path, float] | None,
 ) -> DemoResult:
-    data, cut, stop, options, directory, out = (
-        run.data,
-        run.cut,
-        run.stop,
-        run.options,
-        run.directory,
-        run.out,
-    )
+    data, cut, stop, options, out = run.data, run.cut, run.stop, run.options, run.out
     producer, push = source
+    model_path, train_seconds = v1
     catalogue = Catalogue.of(data)
     seen = np.zeros((data.users, data.items), bool)
     seen[data.user[:cut], data.item[:cut]] = True
@@ -405,12 +450,22 @@ async def _replay(
         context=DemoContext(catalogue, node, serving, report),
     )
     await pipeline.start(node)
+    where = "memory" if options.source == "memory" else "a Redis stream"
+    print(f"  replaying {len(events):,} events from {where}", file=out, flush=True)
     bar = ProgressBar(len(events), label="replaying", stream=out)
     started = time.monotonic()
+    swapped = asyncio.Event()
+    hold_at = 2 * len(events) // 3 if options.swap else len(events)
+    waited = 0.0
 
     async def feed() -> None:
+        nonlocal waited
         chunk = 8
         for start in range(0, len(events), chunk):
+            if start >= hold_at and not swapped.is_set():  # v1 and v2 must both serve
+                began = time.monotonic()
+                await swapped.wait()
+                waited += time.monotonic() - began
             if options.rate:
                 await asyncio.sleep(started + start / options.rate - time.monotonic())
             part = events[start : start + chunk]
@@ -438,20 +493,24 @@ async def _replay(
 
     async def swap() -> None:
         nonlocal swap_at
-        await report.swap_due.wait()
-        newer = cut + (stop - cut) // 3
-        path, seconds = await _train(run, newer, "v2", start_from=_checkpoint(directory, "v1"))
-        sample = encode_request(0, np.zeros(data.items, bool))
+        assert v2 is not None
+        path, seconds = v2
         try:
-            await serving.swap(functools.partial(load, str(path)), version="2", warmup=sample)
-        except SwapFailed as exc:
-            notes.append(f"swap failed and was rolled back; v1 kept serving: {exc}")
-            return
+            await report.swap_due.wait()  # a third of the events have ended
+            triggered = report.ended
+            sample = encode_request(0, np.zeros(data.items, bool))
+            try:
+                await serving.swap(functools.partial(load, str(path)), version="2", warmup=sample)
+            except SwapFailed as exc:
+                notes.append(f"swap failed and was rolled back; v1 kept serving: {exc}")
+                return
+        finally:
+            swapped.set()
         swap_at = report.ended
         notes.append(
-            f"swap: v1 trained {options.swap_rounds} more rounds on {newer:,} ratings "
-            f"(history + the first third of the stream) in {seconds:.1f} s; v2 took over "
-            f"after event {swap_at:,} of {len(events):,}"
+            f"swap: v2 (v1 + {options.swap_rounds} rounds on {cut + (stop - cut) // 3:,} "
+            f"ratings: history + the first third of the stream, {seconds:.1f} s) swapped in "
+            f"at event {triggered:,}, took over after event {swap_at:,} of {len(events):,}"
         )
 
     extra = []
@@ -462,7 +521,9 @@ async def _replay(
         await feed()
         for _ in range(options.window):  # every event in flight has ended
             await window.acquire()
-        elapsed = time.monotonic() - started
+        elapsed = time.monotonic() - started - waited
+        if waited:
+            notes.append(f"the feed waited {waited:.1f} s at two thirds for the swap to finish")
         if swapping is not None:
             await swapping
     finally:

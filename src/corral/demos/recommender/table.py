@@ -45,6 +45,8 @@ def render(result: DemoResult, options: DemoOptions) -> str:
         )
     if len(result.versions) > 1 or options.swap:
         served = ", ".join(f"v{k}: {v:,}" for k, v in sorted(result.versions.items()))
+        if result.swap_at is not None:
+            served += f" (v2 took over after event {result.swap_at:,} of {result.stream:,})"
         lines.append(f"{'versions':<{width}}{served}")
     if result.out_of_order:
         lines.append(

@@ -554,7 +554,8 @@ class StreamWriter:
 
     ``add`` appends entries with one pipelined ``XADD`` each (one round trip for all);
     ``pending(group)`` is the group's count of delivered, unacknowledged entries;
-    ``length()`` is ``XLEN``; ``delete()`` removes the stream and its groups.
+    ``length()`` is ``XLEN``; ``delete()`` removes the stream and its groups (or, given
+    names, those streams); ``streams(match)`` lists the streams whose names match.
     """
 
     def __init__(self, url: str, stream: str) -> None:
@@ -612,8 +613,15 @@ class StreamWriter:
         summary = await self._connected().xpending(self.stream, group)
         return int(summary["pending"] if isinstance(summary, dict) else summary[0])
 
-    async def delete(self) -> None:
-        await self._connected().delete(self.stream)
+    async def delete(self, *streams: str) -> None:
+        """Delete this writer's stream, or the ``streams`` named, with their groups."""
+        await self._connected().delete(*(streams or (self.stream,)))
+
+    async def streams(self, match: str = "*") -> list[str]:
+        """The names of the streams matching the glob ``match`` (SCAN ... TYPE stream)."""
+        client = self._connected()
+        names = [k async for k in client.scan_iter(match=match, count=1000, _type="stream")]
+        return sorted(k.decode() if isinstance(k, bytes) else str(k) for k in names)
 
 
 PRODUCER: Final = RedisStreamsProducer
