@@ -2,8 +2,17 @@
 
 An options record is a frozen, keyword-only dataclass deriving from ``Options``; each field
 is declared with ``option(...)``, which carries its doc, its rule and the check for it.
-Values are validated at construction; ``from_mapping`` also rejects unknown keys, naming the
-dotted path and listing the valid ones.
+Values are validated at construction. There is one entry for each way options arrive, and
+every error has one shape, ``invalid options for <what>: <rule>; got <value>``:
+
+- ``Options.from_kwargs(kwargs, what=...)``: a constructor's keyword arguments (``Serving``,
+  ``Trainer``, ``Port``, ``Supervisor``, ``Node``); an unknown one is named with the valid ones
+  listed, never Python's bare ``TypeError``.
+- ``Options.parse(data, path=..., nested=...)``: a config mapping, nested records included,
+  with the dotted path of the option in every error (``batchers.default.batch_sizy``).
+- ``Options.from_mapping(data, path=...)``: a flat mapping.
+
+``markdown_table()`` renders the schema for docs/ (a test keeps the docs' tables equal to it).
 """
 
 from __future__ import annotations
@@ -55,6 +64,82 @@ class Options:
                     f"invalid options for {self._what}: {field.name} must be "
                     f"{field.metadata['rule']}; got {value!r}"
                 )
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, object], *, what: str | None = None) -> Self:
+        """Build from a constructor's keyword arguments. An unknown name or a value that
+        breaks its rule raises ``ValueError`` naming ``what`` (default ``cls._what``)."""
+        where = what or cls._what
+        valid = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        for key in kwargs:
+            if key not in valid:
+                raise ValueError(
+                    f"invalid options for {where}: unknown option '{key}'; "
+                    f"valid options: {', '.join(valid)}"
+                )
+        try:
+            return cls(**kwargs)
+        except ValueError as exc:
+            if what is None:
+                raise
+            text = str(exc).replace(f"invalid options for {cls._what}:", "", 1).strip()
+            raise ValueError(f"invalid options for {where}: {text}") from None
+
+    @classmethod
+    def parse(
+        cls,
+        data: object,
+        *,
+        path: str = "",
+        nested: Mapping[str, Callable[[object, str], object]] | None = None,
+        what: str | None = None,
+    ) -> Self:
+        """Build from the mapping ``data`` found at ``path`` (``"batchers.x."``) of a config.
+
+        Unknown keys, values that break a field's rule and missing required values raise
+        ``ValueError`` naming the dotted path (and ``what``, default ``cls._what``);
+        ``nested`` converts the values of some keys first (sub-mappings into records). A
+        record of ``cls`` is returned as it is.
+        """
+        if isinstance(data, cls):
+            return data
+        where = what or cls._what
+
+        def fail(message: str) -> ValueError:
+            return ValueError(f"invalid options for {where}: {message}")
+
+        if not isinstance(data, Mapping):
+            name = path[:-1] if path else "options"
+            raise fail(f"{name} must be a mapping of option names to values; got {data!r}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        for key in data:
+            if key not in fields:
+                raise fail(f"unknown option '{path}{key}'; valid options: {', '.join(fields)}")
+        values: dict[str, Any] = {}
+        for key, raw in data.items():
+            value = raw
+            if nested is not None and key in nested:
+                value = nested[key](raw, f"{path}{key}.")
+            meta = fields[key].metadata
+            if not meta["check"](value):
+                shown = dict(raw) if isinstance(raw, Mapping) else raw
+                raise fail(f"{path}{key} must be {meta['rule']}; got {shown!r}")
+            values[key] = value
+        for name, field in fields.items():
+            if name not in values and not field.metadata["check"](field.default):
+                raise fail(f"{path}{name} is required ({field.metadata['rule']})")
+        return cls.from_mapping(values, path=path)
+
+    @classmethod
+    def markdown_table(cls) -> str:
+        """The options as a Markdown table (option, default, meaning), for docs/."""
+        rows = ["| option | default | meaning |", "|---|---|---|"]
+        for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+            default = field.default
+            shown = "—" if default is dataclasses.MISSING else f"`{default!r}`"
+            doc = " ".join(str(field.metadata.get("doc", "")).split()).replace("|", "\\|")
+            rows.append(f"| `{field.name}` | {shown} | {doc} |")
+        return "\n".join(rows)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], *, path: str = "") -> Self:

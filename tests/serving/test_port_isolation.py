@@ -94,7 +94,11 @@ async def test_a_versions_partitions_load_at_the_same_time(tmp_path: Path) -> No
     # Each partition's model loads only once both are loading: one after another, the
     # first would wait for the second until its 60 s run out.
     factory = functools.partial(__import__("serving_models").meeting, str(tmp_path), 2)
-    s = Serving(factory, name="meet", kind="port", partitions=2, batch_timeout=0.0)
+    # No warm spare: a spare loading beside the first partition would meet it.
+    s = Serving(
+        factory, name="meet", kind="port", partitions=2, batch_timeout=0.0,
+        port_options={"spares": 0},
+    )  # fmt: skip
     async with Node([s.child_spec()]):
         assert float((await s.run(sample(2))).output[0]) == 4.0
         assert len(await asyncio.to_thread(lambda: list(tmp_path.iterdir()))) == 2

@@ -8,7 +8,7 @@ import dataclasses
 import importlib
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from corral._options import Options
 from corral.pipeline.options import (
@@ -42,34 +42,9 @@ def parse_record(
     *,
     nested: Mapping[str, Callable[[object, str], object]] | None = None,
 ) -> _R:
-    """Build ``cls`` from the mapping ``data`` found at ``path`` (``"batchers.x."``).
-
-    Unknown keys and values that break a field's rule raise ``ValueError`` naming the dotted
-    path; ``nested`` converts the values of some keys first (sub-mappings into records).
-    """
-    if isinstance(data, cls):
-        return data
-    where = path[:-1] if path else "options"
-    if not isinstance(data, Mapping):
-        raise _fail(f"{where} must be a mapping of option names to values; got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    for key in data:
-        if key not in fields:
-            raise _fail(f"unknown option '{path}{key}'; valid options: {', '.join(fields)}")
-    values: dict[str, Any] = {}
-    for key, raw in data.items():
-        value = raw
-        if nested is not None and key in nested:
-            value = nested[key](raw, f"{path}{key}.")
-        meta = fields[key].metadata
-        if not meta["check"](value):
-            shown = dict(raw) if isinstance(raw, Mapping) else raw
-            raise _fail(f"{path}{key} must be {meta['rule']}; got {shown!r}")
-        values[key] = value
-    for name, field in fields.items():
-        if name not in values and not field.metadata["check"](field.default):
-            raise _fail(f"{path}{name} is required ({field.metadata['rule']})")
-    return cls.from_mapping(values, path=path)
+    """Build ``cls`` from the mapping ``data`` found at ``path`` (``"batchers.x."``):
+    ``Options.parse`` with the pipeline's name for itself in every error."""
+    return cls.parse(data, path=path, nested=nested, what="pipeline")
 
 
 def _parse_named(cls: type[_R], what: str) -> Callable[[object, str], Mapping[str, _R]]:

@@ -93,8 +93,6 @@ class Producer:
     def parse_options(cls, data: Mapping[str, object], path: str) -> object:
         """Validate ``producer.options`` (``path`` is ``"producer.options."``) into the
         value every instance receives. Runs once, when the pipeline is made."""
-        from corral.pipeline.parsing import parse_record
-
         if cls.options_type is None:
             if data:
                 raise ValueError(
@@ -102,7 +100,7 @@ class Producer:
                     f"producer {cls.__name__} takes no options"
                 )
             return None
-        return parse_record(cls.options_type, data, path)
+        return cls.options_type.parse(data, path=path, what="pipeline")
 
     @classmethod
     def dead_letter_sink(cls, target: object, options: object) -> DeadLetterSink | None:

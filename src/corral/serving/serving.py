@@ -41,17 +41,7 @@ class Serving:
             raise ValueError(f"Serving: name must be a non-empty str; got {name!r}")
         self.name = name
         self.factory = factory
-        try:
-            self.options = ServingOptions(**options)  # type: ignore[arg-type]
-        except TypeError as exc:
-            valid = ", ".join(ServingOptions.__dataclass_fields__)
-            raise ValueError(
-                f"invalid options for serving '{name}': {exc}; valid options: {valid}"
-            ) from None
-        except ValueError as exc:
-            raise ValueError(
-                str(exc).replace("for serving:", f"for serving '{name}':", 1)
-            ) from None
+        self.options = ServingOptions.from_kwargs(options, what=f"serving '{name}'")
         check_factory(factory, where=f"serving '{name}'")
         if self.options.kind == "port":
             factory_spec(factory)  # a port worker imports it: refuse lambdas now

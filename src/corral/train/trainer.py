@@ -94,7 +94,7 @@ class Trainer:
     def __init__(
         self, data: Data, *, eval_data: Data | None = None, name: str = "trainer", **options: object
     ) -> None:
-        self.options = TrainerOptions(**options)  # type: ignore[arg-type]
+        self.options = TrainerOptions.from_kwargs(options, what=f"trainer '{name}'")
         self.name = name
         n = rows(data)
         if n < self.options.workers:
