@@ -78,8 +78,10 @@ class ServingOptions(Options):
     )
     retry_on_crash: int = option(
         1,
-        doc="Times a batch whose partition died is run again on another partition before "
-        "its requests fail with PartitionCrashed (inference is idempotent).",
+        doc="Partition crashes a request may go through and still be run again (inference "
+        "is idempotent); one more fails it with PartitionCrashed. A crashed batch's requests "
+        "are retried one per batch, so a request that kills its worker costs at most "
+        "retry_on_crash + 1 restarts.",
         rule="an int >= 0",
         check=is_int(0),
     )

@@ -1,0 +1,43 @@
+"""The options tables in docs/ are generated from the schemas that validate the options."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _script():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(
+        "options_tables", ROOT / "scripts" / "options_tables.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_generated_options_table_in_docs_matches_its_schema(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _script().main(["--check"]) == 0, capsys.readouterr().out
+
+
+def test_a_stale_table_is_reported_and_regenerated(tmp_path: Path) -> None:
+    script = _script()
+    doc = tmp_path / "doc.md"
+    doc.write_text(
+        "# x\n<!-- options: corral.serving.options.ServingOptions -->\n| old |\n<!-- /options -->\n"
+    )
+    assert script.main(["--check", str(doc)]) == 1
+    assert "| old |" in doc.read_text()
+    assert script.main([str(doc)]) == 0
+    text = doc.read_text()
+    assert "| `batch_size` | `64` | Most samples in one batch" in text
+    assert script.main(["--check", str(doc)]) == 0
