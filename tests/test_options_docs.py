@@ -12,10 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _script():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(
-        "options_tables", ROOT / "scripts" / "options_tables.py"
-    )
+def _script() -> ModuleType:
+    path = ROOT / "scripts" / "options_tables.py"
+    spec = importlib.util.spec_from_file_location("options_tables", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
