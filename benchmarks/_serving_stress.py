@@ -21,8 +21,9 @@
     whose first element is ``POISON``; 64 closed-loop callers, every 100th request (counted
     across callers) poisoned. Innocent requests failed (target 0), poison requests failed
     (all expected, with ``PartitionCrashed``), worker restarts and serving restarts (from
-    the supervisors' ``child_exited`` events), and whether a supervisor gave up. Partition
-    restart intensity options are passed when ``ServingOptions`` has them.
+    the supervisors' ``child_exited`` events), whether a supervisor gave up, throughput and
+    the longest time without any answer. Partition restart intensity options are passed
+    when ``ServingOptions`` has them.
 """
 
 from __future__ import annotations
@@ -336,6 +337,10 @@ class PoisonLoad:
         self.stop = False
         self.down_since: float | None = None
         self.down = 0.0
+        self.last = time.perf_counter()
+        self.gap = 0.0
+        """The longest time between two answers (any caller): how long the serving stood
+        still, e.g. with every partition down."""
 
     async def caller(self) -> None:
         run = self.serving.run
@@ -352,6 +357,9 @@ class PoisonLoad:
             else:
                 self.ok[poisoned] += 1
                 self.up()
+                now = time.perf_counter()
+                self.gap = max(self.gap, now - self.last)
+                self.last = now
 
     def up(self) -> None:
         """End the current outage (callers getting ServingNotRunning), if any."""
@@ -360,14 +368,14 @@ class PoisonLoad:
             self.down_since = None
 
 
-async def poison_case(settings: Settings) -> None:
+async def poison_case(settings: Settings, spares: int = 1) -> None:
     seconds = 2.0 if settings.quick else 8.0
     options: dict[str, object] = {
         "kind": "port",
         "partitions": 2,
         "batch_size": BATCH,
         "batch_timeout": 0.002,
-        "port_options": port_options(spares=1),
+        "port_options": port_options(spares=spares),
     }
     intensity = {k: v for k, v in PARTITION_INTENSITY.items() if k in _fields()}
     options.update(intensity)
@@ -398,7 +406,7 @@ async def poison_case(settings: Settings) -> None:
     try:
         async with asyncio.timeout(seconds + 60.0), Node([serving.child_spec()]):
             tasks = [asyncio.create_task(load.caller()) for _ in range(CALLERS)]
-            start = time.perf_counter()
+            start = load.last = time.perf_counter()
             await asyncio.sleep(seconds)
             elapsed = time.perf_counter() - start
             load.stop = True
@@ -431,13 +439,16 @@ async def poison_case(settings: Settings) -> None:
         poison_errors=dict(load.failed[True]),
         poison_succeeded=load.ok[True],
         worker_restarts=exits["worker"],
+        restarts_per_poison=exits["worker"] / max(load.ok[True] + poison_failed, 1),
         serving_restarts=exits["poison"],
         other_exits={k: v for k, v in exits.items() if k not in ("worker", "poison")},
         supervisors_gave_up=len(gave_up),
         not_running_s=load.down,
+        longest_stall_s=load.gap,
         node_error=node_error,
         req_per_s=(load.ok[False] + load.ok[True]) / elapsed if elapsed else 0.0,
         seconds=seconds,
+        spares=spares,
         **intensity,
     )
     say(
