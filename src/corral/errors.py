@@ -35,7 +35,8 @@ The tree::
     │   ├── UnknownChild              no child with that id under the supervisor
     │   ├── ChildAlreadyStarted       start_child: a running child has that id (a ValueError)
     │   ├── ChildAlreadyPresent       start_child: a stopped child has that id (a ValueError)
-    │   └── ChildRunning              restart_child, delete_child: that child runs (a ValueError)
+    │   ├── ChildRunning              restart_child, delete_child: that child runs (a ValueError)
+    │   └── ChildNotRestarted         wait_restarted: the child ended and will not be restarted
     ├── TrainingFailed                a training run stopped: a worker kept dying, a model raised
     └── NodeError                     the node is not running, or already running
 """
@@ -53,6 +54,7 @@ __all__ = [
     "CallTimeout",
     "ChildAlreadyPresent",
     "ChildAlreadyStarted",
+    "ChildNotRestarted",
     "ChildRunning",
     "CorralError",
     "DeadlineExceeded",
@@ -282,6 +284,18 @@ class ChildRunning(SupervisorError, ValueError):
         self.child_id = child_id
         self.pid = pid
         super().__init__(f"supervisor {supervisor}: child '{child_id}' is running{hint}")
+
+
+class ChildNotRestarted(SupervisorError):
+    """``Supervisor.wait_restarted``: the child is stopped and its supervisor will not
+    start it again (its restart type said so, or it was terminated or removed)."""
+
+    def __init__(self, supervisor: str, child_id: str) -> None:
+        self.supervisor = supervisor
+        self.child_id = child_id
+        super().__init__(
+            f"supervisor {supervisor}: child '{child_id}' is stopped and will not be restarted"
+        )
 
 
 class NodeError(CorralError):

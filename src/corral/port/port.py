@@ -476,12 +476,12 @@ class Port(Actor):
         """The worker OS process id of the port running as ``pid``: None before its worker
         started or after the port ended. ``TypeError`` if ``pid`` is not a port's. For tools
         and tests that signal the worker (``os.kill(Port.os_pid_of(pid), SIGKILL)``)."""
-        actor = pid._actor
-        if actor is None:
-            return None
-        if not isinstance(actor, Port):
-            raise TypeError(f"Port.os_pid_of: {pid} is not a port; it runs {type(actor).__name__}")
-        return actor.os_pid
+        port = Port.running_as(pid)
+        if port is not None:
+            return port.os_pid
+        if pid.alive:
+            raise TypeError(f"Port.os_pid_of: {pid} is not a port; it runs {pid.actor_type}")
+        return None
 
     def _label(self) -> str:
         return f"{self.pid} {self.options.handler}"
@@ -511,7 +511,7 @@ class Port(Actor):
             raise
 
     def _worker_down(self, down: PortExited) -> None:
-        self.pid._deliver_system(_WorkerDown(down))
+        self.pid.send_system(_WorkerDown(down))
 
     def handle_call(self, msg: object) -> object:
         assert self._worker is not None

@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
@@ -42,7 +40,9 @@ from corral.errors import (
     ProcessExited,
     StartError,
 )
+from corral.runtime.actor import Actor, Hooks, hooks_for
 from corral.runtime.context import current_node, current_pid
+from corral.runtime.mailbox import CALL, CAST, CRASH, DEFAULT_MAILBOX_SIZE, INFO, Mailbox
 from corral.runtime.messages import (
     KILLED,
     NOPROC,
@@ -72,14 +72,8 @@ logger = logging.getLogger("corral.process")
 
 DEFAULT_CALL_TIMEOUT: Final = 5.0
 """Seconds ``call`` waits for a reply unless told otherwise (as gen_server's 5000 ms)."""
-DEFAULT_MAILBOX_SIZE: Final = 10_000
-"""Messages a mailbox holds before senders get ``MailboxFull``."""
 FAIRNESS_BUDGET: Final = 128
 """Messages a process handles back to back before it yields to other tasks."""
-
-_CALL: Final = 0
-_CAST: Final = 1
-_INFO: Final = 2
 
 _STARTING: Final = 0
 _RUNNING: Final = 1
@@ -87,137 +81,6 @@ _TERMINATING: Final = 2
 _DEAD: Final = 3
 
 _CRASHED_EVENT = ("corral", "process", "crashed")
-
-_Item = tuple[int, object, "asyncio.Future[object] | None"]
-
-
-class _Hooks:
-    """Which of an actor class's hooks are coroutine functions (looked up once per class)."""
-
-    __slots__ = ("call", "cast", "info", "init", "terminate")
-
-    def __init__(self, cls: type[Actor]) -> None:
-        self.init = inspect.iscoroutinefunction(cls.init)
-        self.call = inspect.iscoroutinefunction(cls.handle_call)
-        self.cast = inspect.iscoroutinefunction(cls.handle_cast)
-        self.info = inspect.iscoroutinefunction(cls.handle_info)
-        self.terminate = inspect.iscoroutinefunction(cls.terminate)
-
-
-_hooks_by_class: dict[type[Actor], _Hooks] = {}
-
-
-def _hooks_for(cls: type[Actor]) -> _Hooks:
-    hooks = _hooks_by_class.get(cls)
-    if hooks is None:
-        hooks = _hooks_by_class[cls] = _Hooks(cls)
-    return hooks
-
-
-class Actor:
-    """Base class for process behaviour; override the hooks you need.
-
-    Every hook runs in the process's own task, one at a time, and may be ``def`` or
-    ``async def``. Inside a hook, ``self.pid`` is the process and the helper methods
-    (``spawn``, ``link``, ``monitor``, ``send_after``, ``stop``, ``defer_reply``) act on it.
-    The class attribute ``mailbox_size`` bounds the mailbox (overridable per spawn).
-    """
-
-    mailbox_size: int = DEFAULT_MAILBOX_SIZE
-    _pid: Pid | None = None
-
-    # -- hooks ---------------------------------------------------------------------------
-
-    def init(self) -> Awaitable[None] | None:
-        """Runs first, in the new process. ``spawn`` waits for it; if it raises, the
-        process never runs and ``spawn`` raises ``StartError``."""
-        return None
-
-    def handle_call(self, msg: object) -> object:
-        """Handles ``await pid.call(msg)``; the return value is the reply.
-
-        To reply later, call ``defer_reply()`` and reply through the ``Caller`` it returns;
-        the return value is then ignored. The default raises, ending the process.
-        """
-        raise NotImplementedError(f"{type(self).__name__}.handle_call does not handle {msg!r}")
-
-    def handle_cast(self, msg: object) -> Awaitable[None] | None:
-        """Handles ``pid.cast(msg)``. The default raises, ending the process."""
-        raise NotImplementedError(f"{type(self).__name__}.handle_cast does not handle {msg!r}")
-
-    def handle_info(self, msg: object) -> Awaitable[None] | None:
-        """Handles plain messages, timers, ``Down`` and ``Exit``. The default logs the
-        message at WARNING (``Down`` at DEBUG) and drops it."""
-        level = logging.DEBUG if isinstance(msg, Down) else logging.WARNING
-        logger.log(level, "process %s: unhandled message %r dropped", self.pid, msg)
-        return None
-
-    def terminate(self, reason: ExitReason) -> Awaitable[None] | None:
-        """Runs last with the exit reason, unless the process was killed or init failed.
-
-        It runs within the shutdown timeout its supervisor allows; past that the process is
-        killed. An exception here is logged and does not change the exit reason.
-        """
-        return None
-
-    # -- helpers, for use inside hooks -----------------------------------------------------
-
-    @property
-    def pid(self) -> Pid:
-        """This actor's process."""
-        pid = self._pid
-        if pid is None:
-            raise RuntimeError(f"{type(self).__name__}.pid: the actor has not been spawned")
-        return pid
-
-    @property
-    def node(self) -> Node:
-        """The node this actor's process runs on."""
-        return self.pid.node
-
-    @property
-    def trap_exit(self) -> bool:
-        """Whether exit signals arrive as ``Exit`` messages instead of ending the process."""
-        return self.pid._trap_exit
-
-    @trap_exit.setter
-    def trap_exit(self, value: bool) -> None:
-        self.pid._trap_exit = bool(value)
-
-    async def spawn(self, actor: Actor, *, name: str | None = None, link: bool = False) -> Pid:
-        """Spawn another process; ``link=True`` links it to this one. Waits for its init."""
-        return await self.node.spawn(actor, name=name, link=link)
-
-    def link(self, pid: Pid) -> None:
-        """Link this process and ``pid`` both ways. ``NoProcess`` if ``pid`` is dead."""
-        self.pid._link(pid)
-
-    def unlink(self, pid: Pid) -> None:
-        """Remove the link with ``pid``, if any."""
-        self.pid._unlink(pid)
-
-    def monitor(self, pid: Pid) -> MonitorRef:
-        """Watch ``pid``: one ``Down(ref, pid, reason)`` arrives when it ends (``"noproc"``
-        at once if it is dead already)."""
-        return self.pid._monitor(pid)
-
-    def demonitor(self, ref: MonitorRef) -> bool:
-        """Stop watching; True if the monitor was active. A ``Down`` already queued stays."""
-        return self.pid._demonitor(ref)
-
-    def send_after(self, delay: float, msg: object) -> Timer:
-        """Deliver ``msg`` to this process's ``handle_info`` after ``delay`` seconds."""
-        return self.pid.send_after(delay, msg)
-
-    def stop(self, reason: ExitReason = NORMAL) -> None:
-        """Stop this process once the running hook returns (after its reply, in a call)."""
-        pid = self.pid
-        pid._stop_reason = reason
-        pid._interrupted = True
-
-    def defer_reply(self) -> Caller:
-        """In ``handle_call``: reply later through the returned ``Caller``."""
-        return self.pid._defer_reply()
 
 
 class Caller:
@@ -288,7 +151,7 @@ class Timer:
         target = self._target
         if target._timers is not None:
             target._timers.discard(self)
-        target._deliver_system(self.message)
+        target.send_system(self.message)
 
 
 class Pid:
@@ -302,7 +165,6 @@ class Pid:
     __slots__ = (
         "__weakref__",
         "_actor",
-        "_capacity",
         "_current_call",
         "_deadlines",
         "_deferred",
@@ -319,9 +181,9 @@ class Pid:
         "_stop_reason",
         "_supervised",
         "_task",
+        "_tasks",
         "_timers",
         "_trap_exit",
-        "_waiter",
         "_watchers",
         "_watching",
         "actor_type",
@@ -348,15 +210,14 @@ class Pid:
         self._loop = node.loop
         self._deadlines: CallDeadlines = node._deadlines
         self._actor: Actor | None = actor
-        self._mailbox: deque[_Item] = deque()
-        self._capacity = capacity
-        self._waiter: asyncio.Future[None] | None = None
+        self._mailbox = Mailbox(self._loop, capacity)
         self._task: asyncio.Task[None] | None = None
         self._parent = parent
         self._links: set[Pid] = set()
         self._watchers: dict[MonitorRef, Pid] | None = None
         self._watching: dict[MonitorRef, Pid] | None = None
         self._timers: set[Timer] | None = None
+        self._tasks: set[asyncio.Task[object]] | None = None
         self._deferred: set[asyncio.Future[object]] | None = None
         self._current_call: asyncio.Future[object] | None = None
         self._exit_future: asyncio.Future[ExitReason] | None = None
@@ -403,17 +264,12 @@ class Pid:
         if self.exit_reason is not None:
             raise NoProcess(self)
         mailbox = self._mailbox
-        if len(mailbox) >= self._capacity:
-            raise MailboxFull(self, self._capacity)
+        if mailbox.full:
+            raise MailboxFull(self, mailbox.capacity)
         if current_pid.get() is self:
             raise RuntimeError(f"call to process {self}: a process cannot call itself")
         fut: asyncio.Future[object] = self._loop.create_future()
-        mailbox.append((_CALL, msg, fut))
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        mailbox.put((CALL, msg, fut))
         if timeout is not None:
             # Inlined fast path of CallDeadlines.add: a non-empty queue for this timeout
             # means the timer is armed no later than the new deadline.
@@ -434,28 +290,27 @@ class Pid:
         if self.exit_reason is not None:
             raise NoProcess(self, action="cast")
         mailbox = self._mailbox
-        if len(mailbox) >= self._capacity:
-            raise MailboxFull(self, self._capacity)
-        mailbox.append((_CAST, msg, None))
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        if not mailbox.put((CAST, msg, None)):
+            raise MailboxFull(self, mailbox.capacity)
 
     def send(self, msg: object) -> None:
         """Queue ``msg`` for ``handle_info`` (Erlang's ``!``); errors as ``cast``."""
         if self.exit_reason is not None:
             raise NoProcess(self, action="send")
         mailbox = self._mailbox
-        if len(mailbox) >= self._capacity:
-            raise MailboxFull(self, self._capacity)
-        mailbox.append((_INFO, msg, None))
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        if not mailbox.put((INFO, msg, None)):
+            raise MailboxFull(self, mailbox.capacity)
+
+    def send_system(self, msg: object) -> None:
+        """Queue ``msg`` for ``handle_info`` even when the mailbox is full, as the runtime
+        does for ``Down``, ``Exit`` and timer messages. No effect on a dead process.
+
+        For process kinds built on the runtime, whose own machinery must tell the process
+        something that may not be lost (a port's worker OS process died). Application
+        messages use ``send``, which keeps the mailbox's bound.
+        """
+        if self.exit_reason is None:
+            self._mailbox.put_system((INFO, msg, None))
 
     def exit(self, reason: ExitReason) -> None:
         """Send an exit signal, as from the calling process (or from outside, ``None``).
@@ -519,7 +374,7 @@ class Pid:
     def _monitor(self, target: Pid) -> MonitorRef:
         ref = MonitorRef(self._node._next_id())
         if target.exit_reason is not None:
-            self._deliver_system(Down(ref, target, NOPROC))
+            self.send_system(Down(ref, target, NOPROC))
             return ref
         if target._watchers is None:
             target._watchers = {}
@@ -543,7 +398,7 @@ class Pid:
         if is_kill(reason) and not linked:
             self._kill(KILLED)
         elif self._trap_exit:
-            self._deliver_system(Exit(sender, reason))
+            self.send_system(Exit(sender, reason))
         elif type(reason) is str and reason == NORMAL:
             return
         else:
@@ -568,16 +423,34 @@ class Pid:
             return
         task.cancel()
 
-    def _deliver_system(self, msg: object) -> None:
-        """Queue a message that a full mailbox may not refuse (Down, Exit, timers)."""
-        if self.exit_reason is not None:
+    def _own_task(self, task: asyncio.Task[object]) -> None:
+        # Actor.start_task: the task is cancelled when the process ends (_stop_tasks before
+        # terminate, _finish otherwise); its failure crashes the process through the mailbox.
+        if self._tasks is None:
+            self._tasks = set()
+        self._tasks.add(task)
+        task.add_done_callback(self._owned_task_done)
+
+    def _owned_task_done(self, task: asyncio.Task[object]) -> None:
+        if self._tasks is not None:
+            self._tasks.discard(task)
+        if task.cancelled():
             return
-        self._mailbox.append((_INFO, msg, None))
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        exc = task.exception()
+        if exc is None:
+            return
+        if self.exit_reason is None and self._state != _TERMINATING:
+            self._mailbox.put_system((CRASH, exc, None))
+        else:
+            logger.error("process %s: its task %r failed as it ended", self, task, exc_info=exc)
+
+    async def _stop_tasks(self) -> None:
+        tasks = self._tasks
+        if not tasks:
+            return
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(list(tasks))
 
     def _defer_reply(self) -> Caller:
         fut = self._current_call
@@ -596,7 +469,7 @@ class Pid:
     async def _main(self, started: asyncio.Future[None]) -> None:
         actor = self._actor
         assert actor is not None  # set until _finish
-        hooks = _hooks_for(type(actor))
+        hooks = hooks_for(type(actor))
         try:
             result = actor.init()
             if hooks.init:
@@ -632,9 +505,9 @@ class Pid:
         if external_cancel:
             raise asyncio.CancelledError
 
-    async def _serve(self, actor: Actor, hooks: _Hooks) -> None:
+    async def _serve(self, actor: Actor, hooks: Hooks) -> None:
         mailbox = self._mailbox
-        loop = self._loop
+        items = mailbox.items
         handle_call, call_async = actor.handle_call, hooks.call
         handle_cast, cast_async = actor.handle_cast, hooks.cast
         handle_info, info_async = actor.handle_info, hooks.info
@@ -644,15 +517,13 @@ class Pid:
         reply: object = None
         result: Awaitable[None] | None = None
         while True:
-            if not mailbox:
+            if not items:
                 # Drop the last message before idling: it may pin a large array.
                 msg = fut = reply = result = None
-                waiter: asyncio.Future[None] = loop.create_future()
-                self._waiter = waiter
-                await waiter
+                await mailbox.wait()
                 continue
-            kind, msg, fut = mailbox.popleft()
-            if kind == _CALL:
+            kind, msg, fut = items.popleft()
+            if kind == CALL:
                 assert fut is not None
                 if fut.done():
                     continue
@@ -664,10 +535,12 @@ class Pid:
                     self._current_call = None
                     if not fut.done():
                         fut.set_result(reply)
-            elif kind == _CAST:
+            elif kind == CAST:
                 result = handle_cast(msg)
                 if cast_async:
                     await result  # type: ignore[misc]
+            elif kind == CRASH:
+                raise msg  # type: ignore[misc]  # a task the process owns failed
             else:
                 if self._trap_exit and type(msg) is Exit and msg.pid is self._parent:
                     self._stop_reason = msg.reason
@@ -682,9 +555,10 @@ class Pid:
                 budget = FAIRNESS_BUDGET
                 await asyncio.sleep(0)
 
-    async def _terminate(self, actor: Actor, hooks: _Hooks, reason: ExitReason) -> ExitReason:
+    async def _terminate(self, actor: Actor, hooks: Hooks, reason: ExitReason) -> ExitReason:
         self._state = _TERMINATING
         try:
+            await self._stop_tasks()
             result = actor.terminate(reason)
             if hooks.terminate:
                 await result  # type: ignore[misc]
@@ -734,8 +608,7 @@ class Pid:
         self._actor = None
         self._node._forget(self)
         exited: ProcessExited | None = None
-        pending = [item[2] for item in self._mailbox if item[0] == _CALL]
-        self._mailbox.clear()
+        pending = [item[2] for item in self._mailbox.clear() if item[0] == CALL]
         if self._current_call is not None:
             pending.append(self._current_call)
             self._current_call = None
@@ -749,6 +622,12 @@ class Pid:
         if self._timers:
             for timer in list(self._timers):
                 timer.cancel()
+        if self._tasks:
+            # Killed, or init failed: nobody awaits them here, so the node does as it stops.
+            tasks, self._tasks = self._tasks, None
+            for task in tasks:
+                task.cancel()
+            self._node.add_cleanup(_settle(tasks))
         if self._watching:
             for ref, target in self._watching.items():
                 if target._watchers is not None:
@@ -759,7 +638,7 @@ class Pid:
             for ref, watcher in watchers.items():
                 if watcher._watching is not None:
                     watcher._watching.pop(ref, None)
-                watcher._deliver_system(Down(ref, self, reason))
+                watcher.send_system(Down(ref, self, reason))
         links, self._links = self._links, set()
         for other in links:
             other._links.discard(self)
@@ -774,6 +653,10 @@ class Pid:
             telemetry.emit(_CRASHED_EVENT, {}, {"pid": self, "reason": reason})
             if not self._supervised:
                 logger.error("process %s crashed with %r", self, reason, exc_info=reason)
+
+
+async def _settle(tasks: set[asyncio.Task[object]]) -> None:
+    await asyncio.wait(tasks)
 
 
 def _run_exit_callback(
@@ -823,7 +706,7 @@ async def spawn_process(
     actor._pid = pid
     if parent is not None:
         parent._link(pid)
-        pid._supervised = getattr(parent._actor, "_corral_supervisor", False)
+        pid._supervised = parent._actor is not None and parent._actor.reports_child_exits
     node._register(pid)
     loop = node.loop
     started: asyncio.Future[None] = loop.create_future()

@@ -28,6 +28,7 @@ from corral._options import Options, is_int, is_number, one_of, option
 from corral.errors import (
     ChildAlreadyPresent,
     ChildAlreadyStarted,
+    ChildNotRestarted,
     ChildRunning,
     RestartIntensityExceeded,
     StartError,
@@ -35,7 +36,7 @@ from corral.errors import (
     describe_reason,
 )
 from corral.runtime.messages import KILL, SHUTDOWN, Exit, ExitReason, is_clean_exit
-from corral.runtime.process import Actor, Pid, spawn_process
+from corral.runtime.process import Actor, Caller, Pid, spawn_process
 from corral.runtime.restart import (
     RESTART_TYPES,
     RestartIntensity,
@@ -220,7 +221,7 @@ class Supervisor(Actor):
     Start one with ``await node.spawn(Supervisor([...]))`` or as a child of another
     supervisor (``ChildSpec(..., type="supervisor")``). Manage it through the class's async
     functions, which take its pid: ``start_child``, ``terminate_child``, ``restart_child``,
-    ``delete_child``, ``which_children``, ``count_children``.
+    ``delete_child``, ``which_children``, ``count_children``, ``wait_restarted``.
 
     Subclassing: ``terminate(reason)`` runs only when the supervisor itself stops (never on a
     restart inside it), and ``await super().terminate(reason)`` stops the children in reverse
@@ -228,7 +229,7 @@ class Supervisor(Actor):
     this order is part of the API.
     """
 
-    _corral_supervisor = True
+    reports_child_exits = True
 
     def __init__(
         self,
@@ -254,6 +255,7 @@ class Supervisor(Actor):
                 raise ValueError(f"Supervisor: child ids must be unique; got '{spec.id}' twice")
             seen.add(spec.id)
             self._children.append(_Child(spec))
+        self._restart_waiters: dict[str, list[Caller]] = {}
         self._intensity = RestartIntensity(max_restarts, max_seconds)
 
     # -- public API (called with the supervisor's pid) -------------------------------------
@@ -280,6 +282,26 @@ class Supervisor(Actor):
     async def delete_child(sup: Pid, child_id: str) -> None:
         """Forget a stopped child's spec; ``ChildRunning`` (a ``ValueError``) if it is running."""
         _unwrap(await sup.call(("delete_child", child_id)), type(None))
+
+    @staticmethod
+    async def wait_restarted(
+        sup: Pid, child_id: str, old_pid: Pid, *, timeout: float | None = None
+    ) -> Pid:
+        """Wait until the child ``child_id`` runs as a process other than ``old_pid``, and
+        return that process (at once if it does already). For code that saw a child die
+        (``old_pid``) and needs its replacement.
+
+        Blocks while the supervisor has not yet handled ``old_pid``'s exit and while it
+        restarts the child, up to ``timeout`` seconds (``None``: as long as that takes;
+        ``CallTimeout`` past it). Raises ``ChildNotRestarted`` if the child is stopped and
+        will not be started again (its restart type, ``terminate_child``),
+        ``UnknownChild`` if the supervisor has no such child (a temporary child is
+        forgotten when it ends), ``ProcessExited`` or ``NoProcess`` if the supervisor ends
+        first (it gave up: the reason is its ``RestartIntensityExceeded``). Cancelling the
+        wait affects nothing else.
+        """
+        reply = await sup.call(("wait_restarted", child_id, old_pid), timeout=timeout)
+        return _unwrap(reply, Pid)
 
     @staticmethod
     async def which_children(sup: Pid) -> list[ChildInfo]:
@@ -324,6 +346,8 @@ class Supervisor(Actor):
                 case ("delete_child", str(child_id)):
                     self._delete_child(child_id)
                     return None
+                case ("wait_restarted", str(child_id), Pid() as old_pid):
+                    return self._wait_restarted(child_id, old_pid)
                 case ("which_children",):
                     return [
                         ChildInfo(c.spec.id, c.pid, c.spec.type, c.spec.restart, c.restart_count)
@@ -331,7 +355,7 @@ class Supervisor(Actor):
                     ]
                 case ("count_children",):
                     return self._count()
-        except (StartError, UnknownChild, ValueError) as exc:
+        except (StartError, UnknownChild, ChildNotRestarted, ValueError) as exc:
             return _Failure(exc)
         return _Failure(TypeError(f"supervisor {self.pid}: unknown request {msg!r}"))
 
@@ -354,7 +378,25 @@ class Supervisor(Actor):
         spec = child.spec
         actor = spec.start()
         pid = child.pid = await spawn_process(self.node, actor, name=spec.name, link=True)
+        for caller in self._restart_waiters.pop(spec.id, ()):
+            caller.reply(pid)
         return pid
+
+    def _wait_restarted(self, child_id: str, old_pid: Pid) -> Pid | None:
+        # Calls are handled between messages, and a restart runs inside the handling of the
+        # exit, so the child is either running (as old_pid: its exit is still to come) or
+        # stopped for good until someone restarts it by hand.
+        child = self._find(child_id)
+        if child.pid is not None and child.pid is not old_pid:
+            return child.pid
+        if child.pid is None:
+            raise ChildNotRestarted(repr(self.pid), child_id)
+        self._restart_waiters.setdefault(child_id, []).append(self.defer_reply())
+        return None
+
+    def _not_restarted(self, child_id: str) -> None:
+        for caller in self._restart_waiters.pop(child_id, ()):
+            caller.fail(ChildNotRestarted(repr(self.pid), child_id))
 
     async def _stop(self, child: _Child) -> None:
         pid = child.pid
@@ -397,6 +439,7 @@ class Supervisor(Actor):
                 action = "remove"
                 self._children.remove(child)
             self._report(child, pid, reason, action)
+            self._not_restarted(spec.id)
             return
         if not self._intensity.add(self.node.clock.now()):
             self._report(child, pid, reason, "give_up")
@@ -415,6 +458,7 @@ class Supervisor(Actor):
             await self._stop(self._find(child_id))
         for child_id in plan.remove:
             self._children.remove(self._find(child_id))
+            self._not_restarted(child_id)
         for child_id in plan.start:
             child = self._find(child_id)
             while True:
@@ -479,6 +523,7 @@ class Supervisor(Actor):
         await self._stop(child)
         if child.spec.restart == "temporary":
             self._children.remove(child)
+        self._not_restarted(child_id)
 
     async def _restart_stopped(self, child_id: str) -> Pid:
         child = self._find(child_id)
