@@ -57,7 +57,6 @@ class SparePool(Actor):
     def __init__(self) -> None:
         self._ready: dict[str, list[_Worker]] = {}
         self._starting: dict[str, int] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         self._waiters: dict[str, list[Caller]] = {}
 
     def handle_call(self, msg: object) -> object:
@@ -102,11 +101,13 @@ class SparePool(Actor):
                 # spare's interpreter start and imports compete with it for the CPUs.
                 await asyncio.sleep(REFILL_DELAY)
                 await worker.start()
-            except BaseException as exc:
-                if not isinstance(exc, asyncio.CancelledError):
-                    logger.warning("port pool: could not start a spare for %s: %s", label, exc)
+            except asyncio.CancelledError:
                 await worker.reap()
                 raise
+            except Exception as exc:  # the next take tries again
+                logger.warning("port pool: could not start a spare for %s: %s", label, exc)
+                await worker.reap()
+                return
             finally:
                 self._starting[key] -= 1
             ready = self._ready.setdefault(key, [])
@@ -114,14 +115,7 @@ class SparePool(Actor):
             for caller in self._waiters.pop(key, []):
                 caller.reply([w.os_pid for w in ready])
 
-        task = asyncio.get_running_loop().create_task(start())
-        self._tasks.add(task)
-        task.add_done_callback(self._start_done)
-
-    def _start_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled():
-            task.exception()  # logged in start(); the next take tries again
+        self.start_task(start(), name=f"corral {self.pid} {label}")
 
     def init(self) -> None:
         node = self.node
@@ -132,11 +126,8 @@ class SparePool(Actor):
         await self._reap_all()
 
     async def _reap_all(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        # The spares still starting are the pool's tasks: cancelled (each reaps its worker)
+        # before terminate, or at a kill, with the node waiting for them as it stops.
         workers = [w for ready in self._ready.values() for w in ready]
         self._ready.clear()
         if workers:

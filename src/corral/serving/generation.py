@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from corral.errors import NoProcess, ProcessExited
+from corral.errors import ChildNotRestarted, NoProcess, ProcessExited
 from corral.runtime.messages import SHUTDOWN
 from corral.runtime.process import Pid
 from corral.runtime.supervisor import Supervisor
@@ -34,13 +34,12 @@ class Slot:
     """The server's view of one partition: its runner, the job it runs (None: idle), that
     job's ``call_timeout`` timer."""
 
-    __slots__ = ("batches", "crashes", "down", "index", "job", "recovering", "runner", "timer")
+    __slots__ = ("batches", "crashes", "down", "index", "job", "runner", "timer")
 
     def __init__(self, index: int, runner: Runner) -> None:
         self.index = index
         self.runner = runner
         self.down = False
-        self.recovering = False
         self.batches = 0
         self.crashes = 0
         self.job: Job | None = None
@@ -106,26 +105,8 @@ class Generation:
         for info in await Supervisor.which_children(pid):
             assert info.pid is not None
             runner = await runner_for(info.pid, options, self._spawn_task)
-            slot = Slot(len(self.slots), runner)
-            self.slots.append(slot)
-            self._watch(slot)
+            self.slots.append(Slot(len(self.slots), runner))
         self.idle = list(reversed(self.slots))
-
-    def _watch(self, slot: Slot) -> None:
-        """Notice at once when ``slot``'s partition dies while idle, so ``statistics()``
-        says ``down`` (truthful readiness) and the restart is picked up without waiting for
-        a batch to fail on it. A busy partition's death is its runner's to report."""
-        pid = slot.pid
-
-        def exited(reason: object) -> None:
-            if self.stopping or slot.recovering or slot.busy or slot.pid is not pid:
-                return
-            slot.down = True  # now, so no batch is cut for it meanwhile
-            if slot in self.idle:
-                self.idle.remove(slot)
-            self._spawn_task(self.recover(slot))
-
-        pid.add_exit_callback(exited)
 
     def release(self, slot: Slot) -> None:
         """``slot`` finished its batch: it is idle again (and may drain this version)."""
@@ -135,36 +116,19 @@ class Generation:
 
     async def recover(self, slot: Slot) -> None:
         """Wait for the supervisor to restart ``slot``'s partition, then mark it idle and
-        tell the server. Runs as a server task. Once per death: the runner's crash report
-        and the exit notice (``_watch``) may both ask for it."""
-        if slot.recovering:
-            return
-        slot.recovering = True
-        try:
-            await self._recover(slot)
-        finally:
-            slot.recovering = False
-
-    async def _recover(self, slot: Slot) -> None:
+        tell the server. Runs as a server task."""
         slot.down = True
         if slot in self.idle:
             self.idle.remove(slot)
-        dead = slot.pid
-        await dead.wait_exit()
         sup = self.supervisor
         if sup is None or not sup.alive or self.stopping:
             return
-        # The supervisor has the exit notice queued by now: this call returns after the
-        # restart (or the supervisor gives up, which ends the server through the link).
+        # If the supervisor gives up instead, that ends the server through the link.
         try:
-            children = await Supervisor.which_children(sup)
-            for info in children:
-                if info.id == f"partition-{slot.index}" and info.pid is not None:
-                    slot.runner = await runner_for(info.pid, self.options, self._spawn_task)
-                    self._watch(slot)
-                    break
-            else:
-                return
+            pid = await Supervisor.wait_restarted(sup, f"partition-{slot.index}", slot.pid)
+            slot.runner = await runner_for(pid, self.options, self._spawn_task)
+        except ChildNotRestarted:
+            return
         except (NoProcess, ProcessExited):
             if self.retiring():
                 return  # a swap or a stop retired this version meanwhile

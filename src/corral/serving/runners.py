@@ -50,8 +50,9 @@ class Crashed:
 Done = Callable[[object], None]
 """Called on the loop thread with a batch's outcome."""
 
-Spawn = Callable[[Coroutine[object, None, None]], None]
-"""Runs a coroutine as a task its owner (the serving's server) cancels when it ends."""
+Spawn = Callable[[Coroutine[object, None, None]], object]
+"""Runs a coroutine as a task its owner cancels when it ends: the serving's server's
+``Actor.start_task``."""
 
 
 class Runner:

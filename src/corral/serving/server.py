@@ -35,7 +35,7 @@ import asyncio
 import functools
 import logging
 from collections import deque
-from collections.abc import Coroutine, Hashable
+from collections.abc import Hashable
 from typing import Final
 
 from corral import telemetry
@@ -73,13 +73,6 @@ CRASH_EVENT: Final = ("corral", "serving", "partition_crashed")
 SPLIT_EVENT: Final = ("corral", "serving", "split")
 
 
-class _TaskFailed:
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
 class ServingServer(Actor):
     """The process behind a ``Serving``. Start it through ``Serving.child_spec()``: it runs
     ``factory`` under ``options`` and opens ``door`` to callers once its partitions are up."""
@@ -100,7 +93,6 @@ class ServingServer(Actor):
         self.versions = Versions()
         self.counters = Counters()
         self._retry: deque[Job] = deque()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._running = False
@@ -137,13 +129,11 @@ class ServingServer(Actor):
     def handle_call(self, msg: object) -> object:
         if type(msg) is tuple and msg[0] == "swap":
             caller = self.defer_reply()
-            self.spawn_task(self._swap(caller, *msg[1:]))
+            self.start_task(self._swap(caller, *msg[1:]))
             return None
         raise ValueError(f"serving '{self.name}': unknown call {msg!r}")
 
     def handle_info(self, msg: object) -> None:
-        if isinstance(msg, _TaskFailed):
-            raise msg.error
         if isinstance(msg, Exit):
             gen = None if msg.pid is None else self.versions.owning(msg.pid)
             if gen is not None:
@@ -159,11 +149,8 @@ class ServingServer(Actor):
         super().handle_info(msg)
 
     async def terminate(self, reason: ExitReason) -> None:
+        # Its tasks (swaps, recoveries, port calls) were cancelled before this ran.
         self._ended(reason)
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.versions.stop()
 
     def _ended(self, reason: ExitReason) -> None:
@@ -181,20 +168,6 @@ class ServingServer(Actor):
                 if (job := self._take_job(slot)) is not None:
                     self._fail(job, running)
 
-    def spawn_task(self, coro: Coroutine[object, None, None]) -> None:
-        """Run ``coro`` as a task owned by this server (cancelled when it ends). Must be
-        called from the server's task or a task it spawned: they carry its process context,
-        so processes spawned there are linked to the server."""
-        task = self._loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        # A bug in the server's own tasks crashes the server; its supervisor restarts it.
-        if not task.cancelled() and (exc := task.exception()) is not None and self.pid.alive:
-            self.pid.send(_TaskFailed(exc))
-
     async def start_generation(self, factory: ModelFactory, version: str) -> Generation:
         """Start partitions for ``factory`` (blocks until every partition has loaded)."""
         self._generations += 1
@@ -204,7 +177,7 @@ class ServingServer(Actor):
             factory,
             version,
             self._generations,
-            spawn_task=self.spawn_task,
+            spawn_task=self.start_task,
             ready=self.pump,
         )
         await gen.start(functools.partial(self.spawn, link=True))
@@ -504,7 +477,7 @@ class ServingServer(Actor):
             "serving '%s': partition %d (version %s) died running a batch of %d: %r",
             self.name, slot.index, gen.version, job.batch.size, error,
         )  # fmt: skip
-        self.spawn_task(gen.recover(slot))
+        self.start_task(gen.recover(slot))
         live = job.live()
         if crashes > self.options.retry_on_crash:
             self._fail(job, PartitionCrashed(self.name, str(slot.index), crashes, error))

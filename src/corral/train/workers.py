@@ -6,10 +6,9 @@ until it succeeds. ``PortWorkers`` runs each worker as a ``Port`` under one ``Su
 supply the same three calls with Ray actors.
 
 Failure handling in ``PortWorkers.run``: when the worker dies mid-round (``PortExited``,
-or the port process gone), it waits for the port process to end, asks the supervisor for
-the child's new pid (the supervisor answers after it has restarted the child, since the
-exit is in its mailbox first) and sends the same request again; the new worker maps the
-same shard file in its setup. When the supervisor has given up (restart intensity
+or the port process gone), it waits for the supervisor to restart the child
+(``Supervisor.wait_restarted``) and sends the same request to the new worker again; the new
+worker maps the same shard file in its setup. When the supervisor has given up (restart intensity
 exceeded) the call fails with ``TrainingFailed`` whose reason is the supervisor's
 ``RestartIntensityExceeded``. A model that raises (``PortCallError``) or a round that
 exceeds ``round_timeout`` (``CallTimeout``) fails at once with ``TrainingFailed``.
@@ -22,6 +21,7 @@ from typing import Protocol
 
 from corral.errors import (
     CallTimeout,
+    ChildNotRestarted,
     NoProcess,
     PortCallError,
     PortExited,
@@ -136,17 +136,14 @@ class PortWorkers:
                 raise TrainingFailed(self.name, round, worker, exc) from exc
 
     async def _restarted(self, worker: int, round: int, old: Pid) -> Pid:
-        await old.wait_exit()  # its supervisor has the exit in its mailbox from here on
         assert self._sup is not None
         try:
-            children = await Supervisor.which_children(self._sup)
+            return await Supervisor.wait_restarted(self._sup, f"worker-{worker}", old)
         except (ProcessExited, NoProcess):
             reason = await self._sup.wait_exit()
             raise TrainingFailed(self.name, round, worker, reason) from None
-        pid = children[worker].pid
-        if pid is None or pid is old:
-            raise TrainingFailed(self.name, round, worker, "its worker was not restarted")
-        return pid
+        except ChildNotRestarted:
+            raise TrainingFailed(self.name, round, worker, "its worker was not restarted") from None
 
     async def aclose(self) -> None:
         if self._sup is not None and self._sup.alive:
