@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from corral.pipeline import Message
-from corral.pipeline.policy import BatchGroups, Credits, Dispatcher, RateLimiter
+from corral.pipeline.message import Failure
+from corral.pipeline.options import BackoffOptions, RetryOptions
+from corral.pipeline.policy import BatchGroups, Credits, Dispatcher, RateLimiter, retry_delay
 
 
 def msgs(*data: object, key: object = None) -> list[Message]:
@@ -168,3 +171,21 @@ def test_the_rate_limiter_allows_a_number_of_messages_per_fixed_window() -> None
     assert limiter.take(1.0, 25) == 10
     assert limiter.take(3.2, 1) == 1  # windows skipped while idle
     assert limiter.window_end(3.2) == 4.0
+
+
+# -- retry_delay -----------------------------------------------------------------------------
+
+
+def test_a_retryable_failure_waits_the_backoff_of_its_attempt_until_attempts_are_spent() -> None:
+    backoff = BackoffOptions(initial=0.1, multiplier=3.0, max=0.5)
+    retry = RetryOptions(max_attempts=4, backoff=backoff)
+    failure = Failure("boom")
+    delays = [retry_delay(failure, attempt, retry) for attempt in (1, 2, 3, 4, 5)]
+    assert delays == [pytest.approx(0.1), pytest.approx(0.3), 0.5, None, None]
+
+
+def test_no_retry_for_a_success_a_final_failure_or_a_pipeline_without_retry() -> None:
+    retry = RetryOptions(max_attempts=3)
+    assert retry_delay(None, 1, retry) is None
+    assert retry_delay(Failure("bad input", retry=False), 1, retry) is None
+    assert retry_delay(Failure("boom"), 1, None) is None

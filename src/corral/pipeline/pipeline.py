@@ -36,6 +36,7 @@ from corral.pipeline.message import BatchInfo, Message
 from corral.pipeline.options import PipelineOptions
 from corral.pipeline.parsing import parse_pipeline_options
 from corral.pipeline.producer import DeadLetterSink
+from corral.pipeline.stages.hooks import StageHooks
 from corral.runtime import ChildSpec, Node, Pid, Supervisor, get_node
 
 __all__ = ["Pipeline"]
@@ -119,7 +120,7 @@ class Pipeline:
 
         return ChildSpec(
             id=self.name if id is None else id,
-            start=lambda: PipelineSupervisor(self),
+            start=lambda: PipelineSupervisor(self.options, self.stage_hooks()),
             type="supervisor",
             name=self.name,
         )
@@ -154,6 +155,18 @@ class Pipeline:
         if self._node is None:
             return None
         return self._node.whereis(f"{self.name}.{stage}")
+
+    def stage_hooks(self) -> StageHooks:
+        """This pipeline's hooks as its stages call them (they never see the pipeline)."""
+        return StageHooks(
+            handle_message=self.handle_message,
+            handle_message_async=self._async_hooks["handle_message"],
+            handle_batch=self.handle_batch,
+            handle_batch_async=self._async_hooks["handle_batch"],
+            handle_failed=self.handle_failed,
+            dead_letter=self.dead_letter_sink,
+            context=self.options.context,
+        )
 
     # -- internals -------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Pipeline policy as plain objects with no event loop: who gets how many messages, when a
-batch is cut, how much a batcher lets each processor send, how fast producers may emit.
+batch is cut, how much a batcher lets each processor send, how fast producers may emit,
+whether and when a failed message is tried again.
 
 The stages (``corral.pipeline.stages``) own the tasks, timers and messages; they ask these
 objects what to do. Everything here is synchronous, deterministic and tested on its own.
@@ -8,11 +9,11 @@ objects what to do. Everything here is synchronous, deterministic and tested on 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-from corral.pipeline.message import Message
+from corral.pipeline.message import Failure, Message
 
-__all__ = ["BatchGroups", "Credits", "Dispatcher", "RateLimiter"]
+__all__ = ["BatchGroups", "Credits", "Dispatcher", "RateLimiter", "RetryRule", "retry_delay"]
 
 _C = TypeVar("_C", bound=Hashable)
 
@@ -348,3 +349,28 @@ class RateLimiter:
         """When the window containing ``now`` ends and tokens come back."""
         self._roll(now)
         return self._window_end
+
+
+class RetryRule(Protocol):
+    """What ``retry_delay`` needs of a retry policy (``RetryOptions`` is one)."""
+
+    @property
+    def max_attempts(self) -> int: ...
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (>= 1)."""
+        ...
+
+
+def retry_delay(failure: Failure | None, attempt: int, retry: RetryRule | None) -> float | None:
+    """Seconds to wait before trying again a message whose attempt number ``attempt`` (1 for
+    the first) ended with ``failure``; None when there is no next attempt: it did not fail
+    (``failure`` is None), the pipeline has no ``retry``, the failure is final
+    (``retry=False``), or ``retry.max_attempts`` attempts are spent.
+
+    Both stages that run hooks ask this: a processor for one message, a batch processor for
+    each message of a batch (they all share one attempt number, and the first one's delay).
+    """
+    if retry is None or failure is None or not failure.retry or attempt >= retry.max_attempts:
+        return None
+    return retry.delay(attempt)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from corral._options import Options
 from corral.pipeline.message import Message
+from corral.pipeline.stages.protocol import Emit
 from corral.runtime import Clock, ExitReason
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ class ProducerContext:
         a later ``handle_demand`` returns. Raises ``NoProcess`` if the stage has ended.
         """
         if messages:
-            self._pid.cast(("emit", list(messages)))
+            self._pid.cast(Emit(list(messages)))
             self.emits += 1
 
 

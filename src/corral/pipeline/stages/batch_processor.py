@@ -1,7 +1,7 @@
 """The batch processor stage: a process that runs ``Pipeline.handle_batch`` on one batch at
 a time and ends its messages.
 
-It asks its batcher for a batch (``("bp_ready", index, pid)``), runs ``handle_batch`` in its
+It asks its batcher for a batch (``BatchProcessorReady(index, pid)``), runs ``handle_batch`` in its
 own task, ends the messages (``handle_failed`` and the dead-letter sink for the failed ones,
 then one ``ack`` per acknowledger) and only then asks for the next: a slow ``handle_batch``
 holds its batcher back, and through it the processors and the producers.
@@ -12,9 +12,9 @@ says so (not retried). With ``retry``, the failed messages (as ``handle_batch`` 
 them, or as given when it raised) are handed to ``handle_batch`` again, as one batch with
 trigger ``"retry"``, after the backoff; this stage waits meanwhile.
 
-What it receives: ``("batch", batch_info, messages)`` from its batcher, one at a time, and
-``("batcher_done",)`` after the last batch of a drain; the call ``("wait_drained",)`` is
-answered once that has come.
+What it receives (``corral.pipeline.stages.protocol``): ``Batch(info, messages)`` from its
+batcher, one at a time, and ``BatcherDone()`` after the last batch of a drain; the call
+``WaitDrained()`` is answered once that has come.
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from corral import telemetry
-from corral.pipeline.events import BATCH_EXCEPTION, BATCH_START, BATCH_STOP
+from corral.pipeline.events import BATCH
 from corral.pipeline.message import OK, BatchInfo, Message
+from corral.pipeline.policy import retry_delay
 from corral.pipeline.stages.ending import Ender
+from corral.pipeline.stages.hooks import HookSpan, listened
+from corral.pipeline.stages.protocol import Batch, BatcherDone, BatchProcessorReady, WaitDrained
 from corral.pipeline.stages.topology import Topology
 from corral.runtime import Actor, Caller
 
@@ -41,13 +43,13 @@ class BatchProcessorStage(Actor):
         self._topology = topology
         self._batcher = batcher
         self._index = index
-        pipeline = topology.pipeline
-        self._handle = pipeline.handle_batch
-        self._handle_async = pipeline.hook_is_async("handle_batch")
-        self._context = topology.options.context
+        hooks = topology.hooks
+        self._handle = hooks.handle_batch
+        self._handle_async = hooks.handle_batch_async
+        self._context = hooks.context
         self._retry = topology.options.retry
         where = f"pipeline '{topology.name}' batch processor {batcher!r} {index}"
-        self._ender = Ender(pipeline, where)
+        self._ender = Ender(hooks, where)
         self._meta: dict[str, object] = {
             "pipeline": topology.name,
             "batcher": batcher,
@@ -62,28 +64,28 @@ class BatchProcessorStage(Actor):
     async def init(self) -> None:
         pid = self.node.whereis(self._topology.batcher(self._batcher))
         if pid is not None:
-            pid.cast(("bp_ready", self._index, self.pid))
+            pid.cast(BatchProcessorReady(self._index, self.pid))
 
-    async def handle_cast(self, msg: Any) -> None:  # a tuple; see the module doc
-        tag = msg[0]
-        if tag == "batch":
-            _, info, messages = msg
-            await self._run(info, messages)
-            batcher = self.node.whereis(self._topology.batcher(self._batcher))
-            if batcher is not None:
-                batcher.cast(("bp_ready", self._index, self.pid))
-        elif tag == "batcher_done" and not self._drained:
-            self._drained = True
-            waiters, self._waiters = self._waiters, []
-            for caller in waiters:
-                caller.reply(True)
+    async def handle_cast(self, msg: object) -> None:
+        match msg:
+            case Batch(info, messages):
+                await self._run(info, messages)
+                batcher = self.node.whereis(self._topology.batcher(self._batcher))
+                if batcher is not None:
+                    batcher.cast(BatchProcessorReady(self._index, self.pid))
+            case BatcherDone() if not self._drained:
+                self._drained = True
+                waiters, self._waiters = self._waiters, []
+                for caller in waiters:
+                    caller.reply(True)
 
     def handle_call(self, msg: object) -> object:
-        if msg == ("wait_drained",):
-            if self._drained:
-                return True
-            self._waiters.append(self.defer_reply())
-            return None
+        match msg:
+            case WaitDrained():
+                if self._drained:
+                    return True
+                self._waiters.append(self.defer_reply())
+                return None
         raise ValueError(f"{self!r}: unknown call {msg!r}")
 
     async def _run(self, info: BatchInfo, messages: list[Message]) -> None:
@@ -101,70 +103,43 @@ class BatchProcessorStage(Actor):
                 successful.extend(result)  # the usual case, without a loop
                 break
             retryable: list[Message] = []
+            delay: float | None = None
             for m in result:
                 if m.status == OK:
                     successful.append(m)
                     continue
-                failure = m.failure
-                if (
-                    retry is not None
-                    and failure is not None
-                    and failure.retry
-                    and m.attempt < retry.max_attempts
-                ):
-                    retryable.append(m)
-                else:
+                wait = retry_delay(m.failure, m.attempt, retry)
+                if wait is None:
                     failed.append(m)
-            if not retryable:
+                else:
+                    retryable.append(m)
+                    delay = wait if delay is None else delay
+            if delay is None:
                 break
-            assert retry is not None
-            await asyncio.sleep(retry.delay(retryable[0].attempt))
+            await asyncio.sleep(delay)
             messages = [m._replace(status=OK, attempt=m.attempt + 1) for m in retryable]
             info = dataclasses.replace(info, size=len(messages), trigger="retry")
         await self._ender.end(successful, failed)
 
     async def _call(self, info: BatchInfo, messages: list[Message]) -> list[Message]:
-        instrumented = (
-            telemetry.has_handlers(BATCH_START)
-            or telemetry.has_handlers(BATCH_STOP)
-            or telemetry.has_handlers(BATCH_EXCEPTION)
-        )
-        now = self.node.clock.now
+        """One ``handle_batch`` call, under the batch span when anybody listens."""
         size = len(messages)
-        meta: dict[str, object] = {}
-        start = 0.0
-        if instrumented:
+        span: HookSpan | None = None
+        if listened(BATCH):
             meta = {**self._meta, "batch_info": info}
-            start = now()
-            telemetry.emit(BATCH_START, {"monotonic_time": start, "size": size}, meta)
+            span = HookSpan(BATCH, meta, self.node.clock.now, {"size": size})
         try:
             returned: Any = self._handle(self._batcher, messages, info, self._context)
             if self._handle_async:
                 returned = await returned
         except Exception as exc:
-            if instrumented:
-                stop = now()
-                telemetry.emit(
-                    BATCH_EXCEPTION,
-                    {"duration": stop - start, "monotonic_time": stop, "size": size},
-                    {**meta, "kind": type(exc), "reason": exc},
-                )
+            if span is not None:
+                span.exception(exc)
             return [m.mark_failed(exc) for m in messages]
         result = _checked(returned, messages)
-        if instrumented:
-            stop = now()
+        if span is not None:
             ok = [m.status for m in result].count(OK)
-            telemetry.emit(
-                BATCH_STOP,
-                {
-                    "duration": stop - start,
-                    "monotonic_time": stop,
-                    "size": size,
-                    "successful": ok,
-                    "failed": size - ok,
-                },
-                meta,
-            )
+            span.stop(successful=ok, failed=size - ok)
         return result
 
 

@@ -6,7 +6,7 @@ their partition maps to). A group is cut when it holds ``batch_size`` messages, 
 ``batch_timeout`` seconds after its first message, whichever comes first; a cut batch goes
 to the next batch processor that is free (with ``partition_by``: to the one its partition
 maps to, so per-key order holds). Batch processors ask for one batch at a time
-(``("bp_ready", index, pid)``), after they acknowledged the last.
+(``BatchProcessorReady(index, pid)``), after they acknowledged the last.
 
 Processors may send only against credit (``Credits``): each gets up to ``batch_size``
 messages of credit and the batcher holds at most ``batch_size`` x (processors + concurrency)
@@ -14,15 +14,15 @@ messages, cut or not, besides the batches its batch processors are running. When
 batch processor is busy the credit runs out, the processors hold their
 messages and stop asking their producers: backpressure, with bounded memory.
 
-What it receives: ``("messages", processor, messages)`` (within credit),
-``("bp_ready", index, pid)`` (a batch processor wants a batch), ``("processor_done",
-processor)`` and ``("drain",)``; its own timers send ``("timeout", key, group_id)``. It sends
-``("batcher_up", name, pid)`` and ``("credit", name, pid, n)`` to processors and
-``("batch", batch_info, messages)`` to batch processors.
+What it receives (``corral.pipeline.stages.protocol``): ``Messages(processor, messages)``
+(within credit), ``BatchProcessorReady(index, pid)`` (a batch processor wants a batch),
+``ProcessorDone(processor)`` and ``Drain()``; its own timers send ``BatchTimeout(key,
+group_id)``. It sends ``BatcherUp(name, pid)`` and ``Credit(name, pid, n)`` to processors
+and ``Batch(info, messages)`` to batch processors.
 
-Draining: once every processor has said ``("processor_done", index)`` (or is gone) after a
-``("drain",)``, open groups are cut (trigger ``"flush"``), handed out, and each batch
-processor is told ``("batcher_done",)`` after its last batch.
+Draining: once every processor has said ``ProcessorDone(index)`` (or is gone) after a
+``Drain()``, open groups are cut (trigger ``"flush"``), handed out, and each batch
+processor is told ``BatcherDone()`` after its last batch.
 
 Every hook runs in this process's task and never waits on another stage: a slow batch
 processor shows here only as batches waiting.
@@ -32,11 +32,21 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Hashable
-from typing import Any
 
 from corral.pipeline.message import BatchInfo, Message
 from corral.pipeline.policy import BatchGroups, Credits
 from corral.pipeline.stages.ending import Ender
+from corral.pipeline.stages.protocol import (
+    Batch,
+    BatcherDone,
+    BatcherUp,
+    BatchProcessorReady,
+    BatchTimeout,
+    Credit,
+    Drain,
+    Messages,
+    ProcessorDone,
+)
 from corral.pipeline.stages.topology import Topology
 from corral.runtime import Actor, Down, MonitorRef, Pid, Timer
 
@@ -73,7 +83,7 @@ class BatcherStage(Actor):
         self._timers: dict[int, Timer] = {}  # by group id
         self._draining = False
         self._finished = False
-        self._ender = Ender(topology.pipeline, f"pipeline '{topology.name}' batcher {batcher!r}")
+        self._ender = Ender(topology.hooks, f"pipeline '{topology.name}' batcher {batcher!r}")
 
     def __repr__(self) -> str:
         return f"BatcherStage({self._topology.name!r}, {self._batcher!r})"
@@ -86,52 +96,51 @@ class BatcherStage(Actor):
             if pid is not None:
                 self._processors[j] = (pid, self.monitor(pid))
                 self._credits.add(j)
-                pid.cast(("batcher_up", self._batcher, self.pid))
+                pid.cast(BatcherUp(self._batcher, self.pid))
         self._grant()
 
-    async def handle_cast(self, msg: Any) -> None:  # a tuple; see the module doc
-        tag = msg[0]
-        if tag == "messages":
-            await self._on_messages(msg[1], msg[2])
-        elif tag == "bp_ready":
-            _, index, pid = msg
-            known = self._bps.get(index)
-            if known is None or known[0] is not pid:
-                if known is not None:
-                    self.demonitor(known[1])
-                self._bps[index] = (pid, self.monitor(pid))
-            if self._finished:
-                if pid.alive:
-                    pid.cast(("batcher_done",))
-                return
-            self._free.append(index)
-            self._dispatch()
-        elif tag == "processor_done":
-            self._done.add(msg[1])
-        elif tag == "drain":
-            self._draining = True
+    async def handle_cast(self, msg: object) -> None:
+        match msg:
+            case Messages(processor, messages):
+                await self._on_messages(processor, messages)
+            case BatchProcessorReady(index, pid):
+                known = self._bps.get(index)
+                if known is None or known[0] is not pid:
+                    if known is not None:
+                        self.demonitor(known[1])
+                    self._bps[index] = (pid, self.monitor(pid))
+                if self._finished:
+                    if pid.alive:
+                        pid.cast(BatcherDone())
+                    return
+                self._free.append(index)
+                self._dispatch()
+            case ProcessorDone(processor):
+                self._done.add(processor)
+            case Drain():
+                self._draining = True
         self._check_drained()
 
     def handle_info(self, msg: object) -> None:
-        if isinstance(msg, tuple) and msg[0] == "timeout":
-            _, key, group_id = msg
-            if self._timers.pop(group_id, None) is not None:
-                batch = self._groups.cut(key, group_id)
-                if batch is not None:
-                    self._enqueue(key, batch, "timeout")
-                    self._dispatch()
-                    self._grant()  # the batch left the group count even if it waits
-        elif isinstance(msg, Down):
-            for j, (_, ref) in list(self._processors.items()):
-                if ref is msg.ref:
-                    del self._processors[j]
-                    self._credits.remove(j)
-            for i, (_, ref) in list(self._bps.items()):
-                if ref is msg.ref:
-                    del self._bps[i]
-                    if i in self._free:
-                        self._free.remove(i)
-            self._check_drained()
+        match msg:
+            case BatchTimeout(key, group_id):
+                if self._timers.pop(group_id, None) is not None:
+                    batch = self._groups.cut(key, group_id)
+                    if batch is not None:
+                        self._enqueue(key, batch, "timeout")
+                        self._dispatch()
+                        self._grant()  # the batch left the group count even if it waits
+            case Down():
+                for j, (_, ref) in list(self._processors.items()):
+                    if ref is msg.ref:
+                        del self._processors[j]
+                        self._credits.remove(j)
+                for i, (_, ref) in list(self._bps.items()):
+                    if ref is msg.ref:
+                        del self._bps[i]
+                        if i in self._free:
+                            self._free.remove(i)
+                self._check_drained()
 
     # -- batching --------------------------------------------------------------------------
 
@@ -145,7 +154,7 @@ class BatcherStage(Actor):
         if groups.opened:
             timeout, timers, send_after = self._batch_timeout, self._timers, self.send_after
             for key, group_id in groups.opened:
-                timers[group_id] = send_after(timeout, ("timeout", key, group_id))
+                timers[group_id] = send_after(timeout, BatchTimeout(key, group_id))
             groups.opened.clear()
         for key, group_id, batch in cut:
             timer = self._timers.pop(group_id, None)
@@ -212,14 +221,14 @@ class BatcherStage(Actor):
             return
         info, batch = ready.popleft()
         self._ready_count -= len(batch)
-        pid.cast(("batch", info, batch))
+        pid.cast(Batch(info, batch))
 
     def _grant(self) -> None:
         grants = self._credits.grants(self._groups.held + self._ready_count)
         for j, n in grants:
             pid, _ = self._processors[j]
             if pid.alive:  # else its Down is on the way and returns the credit
-                pid.cast(("credit", self._batcher, self.pid, n))
+                pid.cast(Credit(self._batcher, self.pid, n))
 
     def _check_drained(self) -> None:
         if not self._draining or self._finished:
@@ -239,4 +248,4 @@ class BatcherStage(Actor):
         self._finished = True
         for pid, _ in self._bps.values():
             if pid.alive:
-                pid.cast(("batcher_done",))
+                pid.cast(BatcherDone())

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 from corral.pipeline.message import Acknowledger, Message
 
 if TYPE_CHECKING:
-    from corral.pipeline.pipeline import Pipeline
     from corral.pipeline.producer import DeadLetterSink
+    from corral.pipeline.stages.hooks import StageHooks
 
 __all__ = ["Ender", "group_by_acknowledger"]
 
@@ -52,10 +52,10 @@ class Ender:
 
     __slots__ = ("_context", "_dead_letter", "_handle_failed", "_where")
 
-    def __init__(self, pipeline: Pipeline, where: str) -> None:
-        self._handle_failed = pipeline.handle_failed
-        self._dead_letter: DeadLetterSink | None = pipeline.dead_letter_sink
-        self._context = pipeline.options.context
+    def __init__(self, hooks: StageHooks, where: str) -> None:
+        self._handle_failed = hooks.handle_failed
+        self._dead_letter: DeadLetterSink | None = hooks.dead_letter
+        self._context = hooks.context
         self._where = where
 
     async def end(self, successful: list[Message], failed: list[Message]) -> None:

@@ -13,19 +13,20 @@ Messages for a batcher leave only against the credit that batcher granted; what 
 fit waits here and, while anything waits, the processor asks its producers for nothing:
 that is how a slow ``handle_batch`` slows the producers down.
 
-What it receives (casts from the other stages, handled in arrival order):
+What it receives (casts from the other stages, handled in arrival order; the messages of
+``corral.pipeline.stages.protocol``):
 
-- ``("events", producer, messages)``: messages to handle, never more than it asked for;
-- ``("producer_up", producer, pid)``: a (re)started producer stage; subscribe to it;
-- ``("producer_done", producer)``: that producer drains and has sent its last messages;
-- ``("batcher_up", batcher, pid)`` and ``("credit", batcher, pid, n)``: a batcher
-  subscribed, and lets this processor send it ``n`` more messages;
-- ``("drain",)``: the pipeline stops. Once every producer is done (or gone) and nothing is
-  held, it tells each batcher ``("processor_done", index)``; the call
-  ``("wait_drained",)`` is answered then.
+- ``Events(producer, messages)``: messages to handle, never more than it asked for;
+- ``ProducerUp(producer, pid)``: a (re)started producer stage; subscribe to it;
+- ``ProducerDone(producer)``: that producer drains and has sent its last messages;
+- ``BatcherUp(batcher, pid)`` and ``Credit(batcher, pid, n)``: a batcher subscribed, and
+  lets this processor send it ``n`` more messages;
+- ``Drain()``: the pipeline stops. Once every producer is done (or gone) and nothing is
+  held, it tells each batcher ``ProcessorDone(index)``; the call ``WaitDrained()`` is
+  answered then.
 
-It sends ``("subscribe", pid, partition)`` and ``("ask", pid, n)`` to producers and
-``("messages", index, messages)`` to batchers.
+It sends ``Subscribe(pid, partition)`` and ``Ask(pid, n)`` to producers and
+``Messages(index, messages)`` to batchers.
 """
 
 from __future__ import annotations
@@ -34,10 +35,24 @@ import asyncio
 from collections.abc import Hashable
 from typing import Any
 
-from corral import telemetry
-from corral.pipeline.events import PROCESSOR_EXCEPTION, PROCESSOR_START, PROCESSOR_STOP
+from corral.pipeline.events import PROCESSOR
 from corral.pipeline.message import OK, Message
+from corral.pipeline.policy import retry_delay
 from corral.pipeline.stages.ending import Ender
+from corral.pipeline.stages.hooks import HookSpan, listened
+from corral.pipeline.stages.protocol import (
+    Ask,
+    BatcherUp,
+    Credit,
+    Drain,
+    Events,
+    Messages,
+    ProcessorDone,
+    ProducerDone,
+    ProducerUp,
+    Subscribe,
+    WaitDrained,
+)
 from corral.pipeline.stages.topology import Topology
 from corral.runtime import Actor, Caller, Down, MonitorRef, Pid
 
@@ -78,12 +93,12 @@ class ProcessorStage(Actor):
         self._subs = [_Subscription() for _ in range(topology.producers)]
         self._outs = {name: _Outbox(name) for name in topology.batchers}
         self._retry = options.retry
-        pipeline = topology.pipeline
-        self._handle = pipeline.handle_message
-        self._handle_async = pipeline.hook_is_async("handle_message")
+        hooks = topology.hooks
+        self._handle = hooks.handle_message
+        self._handle_async = hooks.handle_message_async
         self._key = topology.processor_key
-        self._context = options.context
-        self._ender = Ender(pipeline, f"pipeline '{topology.name}' processor {index}")
+        self._context = hooks.context
+        self._ender = Ender(hooks, f"pipeline '{topology.name}' processor {index}")
         self._meta: dict[str, object] = {
             "pipeline": topology.name,
             "processor": topology.processor_key,
@@ -103,37 +118,37 @@ class ProcessorStage(Actor):
             if pid is not None:
                 self._subscribe(i, pid)
 
-    async def handle_cast(self, msg: Any) -> None:  # a tuple; see the module doc
-        tag = msg[0]
-        if tag == "events":
-            await self._on_events(msg[1], msg[2])
-        elif tag == "credit":
-            out = self._outs[msg[1]]
-            if out.pid is msg[2]:
-                out.credit += msg[3]
-                self._flush()
-                self._ask()
-        elif tag == "batcher_up":
-            _, name, pid = msg
-            out = self._outs[name]
-            if out.ref is not None:
-                self.demonitor(out.ref)
-            out.pid, out.ref, out.credit = pid, self.monitor(pid), 0
-        elif tag == "producer_up":
-            if not self._draining:
-                self._subscribe(msg[1], msg[2])
-        elif tag == "producer_done":
-            self._subs[msg[1]].done = True
-        elif tag == "drain":
-            self._draining = True
+    async def handle_cast(self, msg: object) -> None:
+        match msg:
+            case Events(producer, messages):
+                await self._on_events(producer, messages)
+            case Credit(batcher, pid, n):
+                out = self._outs[batcher]
+                if out.pid is pid:
+                    out.credit += n
+                    self._flush()
+                    self._ask()
+            case BatcherUp(batcher, pid):
+                out = self._outs[batcher]
+                if out.ref is not None:
+                    self.demonitor(out.ref)
+                out.pid, out.ref, out.credit = pid, self.monitor(pid), 0
+            case ProducerUp(producer, pid):
+                if not self._draining:
+                    self._subscribe(producer, pid)
+            case ProducerDone(producer):
+                self._subs[producer].done = True
+            case Drain():
+                self._draining = True
         self._check_drained()
 
     def handle_call(self, msg: object) -> object:
-        if msg == ("wait_drained",):
-            if self._drained:
-                return True
-            self._waiters.append(self.defer_reply())
-            return None
+        match msg:
+            case WaitDrained():
+                if self._drained:
+                    return True
+                self._waiters.append(self.defer_reply())
+                return None
         raise ValueError(f"{self!r}: unknown call {msg!r}")
 
     def handle_info(self, msg: object) -> None:
@@ -156,7 +171,7 @@ class ProcessorStage(Actor):
         if sub.ref is not None:
             self.demonitor(sub.ref)
         sub.pid, sub.ref, sub.outstanding, sub.done = pid, self.monitor(pid), 0, False
-        pid.cast(("subscribe", self.pid, self._index))
+        pid.cast(Subscribe(self.pid, self._index))
         self._ask()
 
     def _holding(self) -> bool:
@@ -172,7 +187,7 @@ class ProcessorStage(Actor):
         for sub in self._subs:
             pid = sub.pid
             if pid is not None and not sub.done and sub.outstanding <= low and pid.alive:
-                pid.cast(("ask", me, high - sub.outstanding))
+                pid.cast(Ask(me, high - sub.outstanding))
                 sub.outstanding = high
 
     def _flush(self) -> None:
@@ -188,7 +203,7 @@ class ProcessorStage(Actor):
                 chunk = held[:k]
                 del held[:k]
             out.credit -= k
-            pid.cast(("messages", self._index, chunk))
+            pid.cast(Messages(self._index, chunk))
 
     def _check_drained(self) -> None:
         if not self._draining or self._drained or self._holding():
@@ -199,7 +214,7 @@ class ProcessorStage(Actor):
         self._drained = True
         for out in self._outs.values():
             if out.pid is not None and out.pid.alive:
-                out.pid.cast(("processor_done", self._index))
+                out.pid.cast(ProcessorDone(self._index))
         waiters, self._waiters = self._waiters, []
         for caller in waiters:
             caller.reply(True)
@@ -209,40 +224,7 @@ class ProcessorStage(Actor):
     async def _on_events(self, producer: int, messages: list[Message]) -> None:
         sub = self._subs[producer]
         sub.outstanding = max(0, sub.outstanding - len(messages))
-        handled: list[Message] = []
-        failed: list[Message] = []
-        handle, handle_async, key, context = (
-            self._handle,
-            self._handle_async,
-            self._key,
-            self._context,
-        )
-        instrumented = (
-            telemetry.has_handlers(PROCESSOR_START)
-            or telemetry.has_handlers(PROCESSOR_STOP)
-            or telemetry.has_handlers(PROCESSOR_EXCEPTION)
-        )
-        keep = handled.append
-        r: Any
-        for m in messages:
-            if instrumented:
-                r = await self._call_instrumented(m)
-            else:
-                try:
-                    r = handle(key, m, context)
-                    if handle_async:
-                        r = await r
-                except Exception as exc:
-                    r = m.mark_failed(exc)
-                else:
-                    if type(r) is not Message:
-                        r = _bad_return(m, r)
-            if r.status != OK:
-                r = await self._retry_message(m, r, instrumented)
-                if r.status != OK:
-                    failed.append(r)
-                    continue
-            keep(r)
+        handled, failed = await self._handle_each(messages)
         if not self._outs:
             await self._ender.end(handled, failed)
         else:
@@ -251,6 +233,49 @@ class ProcessorStage(Actor):
                 await self._ender.end([], failed)
         self._flush()
         self._ask()
+
+    async def _handle_each(
+        self, messages: list[Message], *, retrying: bool = False
+    ) -> tuple[list[Message], list[Message]]:
+        """Run ``handle_message`` once on each message, in order, under the processor span
+        when anybody listens; then, unless ``retrying``, retry the failed ones as the policy
+        says. Returns the handled messages and the failed ones, as the hook returned them."""
+        handled: list[Message] = []
+        failed: list[Message] = []
+        handle, handle_async, key, context = (
+            self._handle,
+            self._handle_async,
+            self._key,
+            self._context,
+        )
+        span: HookSpan | None = None
+        instrumented = listened(PROCESSOR)
+        keep = handled.append
+        r: Any
+        for m in messages:
+            if instrumented:
+                span = HookSpan(PROCESSOR, {**self._meta, "message": m}, self.node.clock.now)
+            try:
+                r = handle(key, m, context)
+                if handle_async:
+                    r = await r
+            except Exception as exc:
+                if span is not None:
+                    span.exception(exc)
+                r = m.mark_failed(exc)
+            else:
+                if type(r) is not Message:
+                    r = _bad_return(m, r)
+                if span is not None:
+                    span.stop({"message": r})
+            if r.status != OK:
+                if not retrying and self._retry is not None:
+                    r = await self._retry_message(m, r)
+                if r.status != OK:
+                    failed.append(r)
+                    continue
+            keep(r)
+        return handled, failed
 
     def _route(self, handled: list[Message], failed: list[Message]) -> None:
         """Put each handled message in its batcher's outbox, in order."""
@@ -269,55 +294,15 @@ class ProcessorStage(Actor):
             else:
                 out.held.append(m)
 
-    async def _retry_message(self, m: Message, r: Message, instrumented: bool) -> Message:
-        retry = self._retry
-        while retry is not None:
-            failure = r.failure
-            if failure is None or not failure.retry or m.attempt >= retry.max_attempts:
-                break
-            await asyncio.sleep(retry.delay(m.attempt))
+    async def _retry_message(self, m: Message, r: Message) -> Message:
+        """Try ``m`` again, here, after each backoff, while the policy allows; ``r`` is how
+        its last attempt ended. Returns how its last attempt ended."""
+        while (delay := retry_delay(r.failure, m.attempt, self._retry)) is not None:
+            await asyncio.sleep(delay)
             m = m._replace(attempt=m.attempt + 1)
-            r = await self._call_instrumented(m) if instrumented else await self._call(m)
-            if r.status == OK:
-                break
+            handled, failed = await self._handle_each([m], retrying=True)
+            r = handled[0] if handled else failed[0]
         return r
-
-    async def _call(self, m: Message) -> Message:
-        r: Any
-        try:
-            r = self._handle(self._key, m, self._context)
-            if self._handle_async:
-                r = await r
-        except Exception as exc:
-            return m.mark_failed(exc)
-        return r if type(r) is Message else _bad_return(m, r)
-
-    async def _call_instrumented(self, m: Message) -> Message:
-        now = self.node.clock.now
-        meta = {**self._meta, "message": m}
-        start = now()
-        telemetry.emit(PROCESSOR_START, {"monotonic_time": start}, meta)
-        r: Any
-        try:
-            r = self._handle(self._key, m, self._context)
-            if self._handle_async:
-                r = await r
-        except Exception as exc:
-            stop = now()
-            telemetry.emit(
-                PROCESSOR_EXCEPTION,
-                {"duration": stop - start, "monotonic_time": stop},
-                {**meta, "kind": type(exc), "reason": exc},
-            )
-            return m.mark_failed(exc)
-        result = r if type(r) is Message else _bad_return(m, r)
-        stop = now()
-        telemetry.emit(
-            PROCESSOR_STOP,
-            {"duration": stop - start, "monotonic_time": stop},
-            {**meta, "message": result},
-        )
-        return result
 
 
 def _bad_return(m: Message, returned: object) -> Message:

@@ -1,25 +1,26 @@
 """The producer stage: a process that runs one ``Producer`` and hands its messages to the
 processors that asked for them.
 
-Processors subscribe (``("subscribe", pid, partition)``) and ask for demand
-(``("ask", pid, n)``). The stage passes on to ``Producer.handle_demand`` only the demand its
-buffers cannot meet (``Dispatcher.want``), sends each processor at most what it asked for
-(``("events", index, messages)``), and with ``rate_limiting`` no more than the shared limiter
-allows per window; what waits is buffered, bounded by the processors' total demand.
+Processors subscribe (``Subscribe(pid, partition)``) and ask for demand (``Ask(pid, n)``);
+the messages are those of ``corral.pipeline.stages.protocol``. The stage passes on to
+``Producer.handle_demand`` only the demand its buffers cannot meet (``Dispatcher.want``),
+sends each processor at most what it asked for (``Events(index, messages)``), and with
+``rate_limiting`` no more than the shared limiter allows per window (its timer sends
+``RateReset()``); what waits is buffered, bounded by the processors' total demand.
 
-``("drain",)`` (a call, from the pipeline's supervisor when it stops) makes it stop
+``Drain()`` (a call, from the pipeline's supervisor when it stops) makes it stop
 pulling: ``Producer.prepare_for_draining`` runs, owed demand is forgiven, and each processor
-is told ``("producer_done", index)`` once nothing buffered is waiting for it.
+is told ``ProducerDone(index)`` once nothing buffered is waiting for it.
 
 Every producer hook runs in this stage's task and the stage waits for it: while an async
 ``handle_demand`` waits on its source, asks and emits queue up in the mailbox.
-``ProducerContext.emit`` reaches the stage as ``("emit", messages)``. Messages a
+``ProducerContext.emit`` reaches the stage as ``Emit(messages)``. Messages a
 ``handle_demand`` returns while earlier emits are still on their way wait for those emits
 (``_held``), so a source's order survives the two paths.
 
 A producer hook that raises crashes this stage; so does a producer that emits more than it
 was asked for. Its supervisor restarts it and the new stage announces itself to the
-processors (``("producer_up", index, pid)``), which subscribe again.
+processors (``ProducerUp(index, pid)``), which subscribe again.
 """
 
 from __future__ import annotations
@@ -34,6 +35,16 @@ from corral.pipeline.message import Message
 from corral.pipeline.policy import Dispatcher
 from corral.pipeline.producer import Producer, ProducerContext
 from corral.pipeline.stages.ending import Ender
+from corral.pipeline.stages.protocol import (
+    Ask,
+    Drain,
+    Emit,
+    Events,
+    ProducerDone,
+    ProducerUp,
+    RateReset,
+    Subscribe,
+)
 from corral.pipeline.stages.topology import Topology
 from corral.runtime import Actor, Down, ExitReason, Pid, Timer
 
@@ -59,7 +70,7 @@ class ProducerStage(Actor):
         self._done_pending: set[Pid] = set()
         self._rate_timer: Timer | None = None
         self._rate_limited = options.rate_limiting is not None
-        self._ender = Ender(topology.pipeline, f"pipeline '{topology.name}' producer {index}")
+        self._ender = Ender(topology.hooks, f"pipeline '{topology.name}' producer {index}")
         self._context: ProducerContext  # made in init, with the stage's pid
         # What handle_demand returned while emits were still in the mailbox, each with the
         # number of emits that must be accepted before it; and how many have been.
@@ -84,52 +95,52 @@ class ProducerStage(Actor):
         for j in range(topology.processors):
             pid = whereis(topology.processor(j))
             if pid is not None:
-                pid.cast(("producer_up", self._index, self.pid))
+                pid.cast(ProducerUp(self._index, self.pid))
 
-    async def handle_cast(self, msg: Any) -> None:  # a tuple; see the module doc
-        tag = msg[0]
-        if tag == "ask":
-            _, pid, n = msg
-            self._dispatcher.ask(pid, n)
-            await self._pull_and_dispatch()
-        elif tag == "emit":
-            self._emits_accepted += 1
-            if self._draining:
-                logger.warning(
-                    "pipeline '%s' producer %d: dropped %d messages emitted after "
-                    "prepare_for_draining; they are not acknowledged",
-                    self._topology.name,
-                    self._index,
-                    len(msg[1]),
-                )
-                return
-            await self._accept(msg[1])
-            held = self._held
-            while held and held[0][0] <= self._emits_accepted:
-                await self._accept(held.popleft()[1])
-            await self._pull_and_dispatch()
-        elif tag == "subscribe":
-            _, pid, partition = msg
-            self._dispatcher.subscribe(pid, partition)
-            self.monitor(pid)
-            if self._draining:
-                self._done_pending.add(pid)
-                self._dispatch()
+    async def handle_cast(self, msg: object) -> None:
+        match msg:
+            case Ask(pid, n):
+                self._dispatcher.ask(pid, n)
+                await self._pull_and_dispatch()
+            case Emit(messages):
+                self._emits_accepted += 1
+                if self._draining:
+                    logger.warning(
+                        "pipeline '%s' producer %d: dropped %d messages emitted after "
+                        "prepare_for_draining; they are not acknowledged",
+                        self._topology.name,
+                        self._index,
+                        len(messages),
+                    )
+                    return
+                await self._accept(messages)
+                held = self._held
+                while held and held[0][0] <= self._emits_accepted:
+                    await self._accept(held.popleft()[1])
+                await self._pull_and_dispatch()
+            case Subscribe(pid, partition):
+                self._dispatcher.subscribe(pid, partition)
+                self.monitor(pid)
+                if self._draining:
+                    self._done_pending.add(pid)
+                    self._dispatch()
 
     async def handle_call(self, msg: object) -> object:
-        if msg == ("drain",):
-            await self._drain()
-            return None
+        match msg:
+            case Drain():
+                await self._drain()
+                return None
         raise ValueError(f"{self!r}: unknown call {msg!r}")
 
     async def handle_info(self, msg: object) -> None:
-        if isinstance(msg, Down):
-            self._dispatcher.cancel(msg.pid)
-            self._done_pending.discard(msg.pid)
-            await self._pull_and_dispatch()
-        elif msg == ("rate_reset",):
-            self._rate_timer = None
-            await self._pull_and_dispatch()
+        match msg:
+            case Down(pid=pid):
+                self._dispatcher.cancel(pid)
+                self._done_pending.discard(pid)
+                await self._pull_and_dispatch()
+            case RateReset():
+                self._rate_timer = None
+                await self._pull_and_dispatch()
 
     async def terminate(self, reason: ExitReason) -> None:
         if self._producer is not None:
@@ -212,17 +223,17 @@ class ProducerStage(Actor):
             granted = limiter.take(now, wanted)
             out = dispatcher.take(granted)
             if granted < wanted and self._rate_timer is None:
-                self._rate_timer = self.send_after(limiter.window_end(now) - now, ("rate_reset",))
+                self._rate_timer = self.send_after(limiter.window_end(now) - now, RateReset())
         index = self._index
         for pid, messages in out:
             if pid.alive:
-                pid.cast(("events", index, messages))
+                pid.cast(Events(index, messages))
         if self._done_pending:
             for pid in list(self._done_pending):
                 if dispatcher.buffered_for(pid) == 0:
                     self._done_pending.discard(pid)
                     if pid.alive:
-                        pid.cast(("producer_done", index))
+                        pid.cast(ProducerDone(index))
 
     async def _drain(self) -> None:
         if self._draining:

@@ -1,5 +1,5 @@
-"""What every stage of one running pipeline shares: its options, its stage names and its
-rate limiter. Made afresh each time the pipeline's supervisor starts.
+"""What every stage of one running pipeline shares: its options, the user's hooks, its stage
+names and its rate limiter. Made afresh each time the pipeline's supervisor starts.
 
 Stages find each other by registered name on the node (``node.whereis``):
 
@@ -17,7 +17,7 @@ from corral.pipeline.policy import RateLimiter
 
 if TYPE_CHECKING:
     from corral.pipeline.options import PipelineOptions
-    from corral.pipeline.pipeline import Pipeline
+    from corral.pipeline.stages.hooks import StageHooks
 
 __all__ = ["Topology"]
 
@@ -28,19 +28,18 @@ class Topology:
     __slots__ = (
         "_limiter",
         "batchers",
+        "hooks",
         "name",
         "options",
         "partitioned",
-        "pipeline",
         "processor_key",
         "processor_options",
         "processors",
         "producers",
     )
 
-    def __init__(self, pipeline: Pipeline) -> None:
-        options: PipelineOptions = pipeline.options
-        self.pipeline = pipeline
+    def __init__(self, options: PipelineOptions, hooks: StageHooks) -> None:
+        self.hooks = hooks
         self.options = options
         self.name = options.name
         self.processor_key, self.processor_options = options.processor

@@ -42,11 +42,13 @@ from corral.pipeline.stages.batch_processor import BatchProcessorStage
 from corral.pipeline.stages.batcher import BatcherStage
 from corral.pipeline.stages.processor import ProcessorStage
 from corral.pipeline.stages.producer_stage import ProducerStage
+from corral.pipeline.stages.protocol import Drain, WaitDrained
 from corral.pipeline.stages.topology import Topology
 from corral.runtime import ChildSpec, ExitReason, Pid, Supervisor, is_clean_exit
 
 if TYPE_CHECKING:
-    from corral.pipeline.pipeline import Pipeline
+    from corral.pipeline.options import PipelineOptions
+    from corral.pipeline.stages.hooks import StageHooks
 
 __all__ = ["PipelineSupervisor"]
 
@@ -134,8 +136,8 @@ class PipelineSupervisor(Supervisor):
     """The root of one pipeline's tree (see the module docstring); made by the factory in
     ``Pipeline.child_spec`` for every (re)start, with a fresh ``Topology``."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
-        topology = self._topology = Topology(pipeline)
+    def __init__(self, options: PipelineOptions, hooks: StageHooks) -> None:
+        topology = self._topology = Topology(options, hooks)
         children = [
             ChildSpec(id="producers", start=lambda: _producers(topology), type="supervisor"),
             ChildSpec(id="processors", start=lambda: _processors(topology), type="supervisor"),
@@ -169,18 +171,18 @@ class PipelineSupervisor(Supervisor):
         topology = self._topology
         whereis = self.node.whereis
         for i in range(topology.producers):
-            await _call(whereis(topology.producer(i)), ("drain",))
+            await _call(whereis(topology.producer(i)), Drain())
         for j in range(topology.processors):
-            _cast(whereis(topology.processor(j)), ("drain",))
+            _cast(whereis(topology.processor(j)), Drain())
         for b in topology.batchers:
-            _cast(whereis(topology.batcher(b)), ("drain",))
+            _cast(whereis(topology.batcher(b)), Drain())
         if topology.batchers:
             for b in topology.batchers:
                 for i in range(topology.options.batchers[b].concurrency):
-                    await _call(whereis(topology.batch_processor(b, i)), ("wait_drained",))
+                    await _call(whereis(topology.batch_processor(b, i)), WaitDrained())
         else:
             for j in range(topology.processors):
-                await _call(whereis(topology.processor(j)), ("wait_drained",))
+                await _call(whereis(topology.processor(j)), WaitDrained())
 
 
 async def _call(pid: Pid | None, msg: object) -> None:
