@@ -13,15 +13,16 @@ from corral._lazy import lazy_exports
 if TYPE_CHECKING:
     from corral.port.codec import Codec
     from corral.port.frames import FrameDecoder
+    from corral.port.hooks import Handler
     from corral.port.port import Port, PortOptions
-    from corral.port.worker import Handler, clients_dir
+    from corral.port.worker import clients_dir
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "Codec": "corral.port.codec",
         "FrameDecoder": "corral.port.frames",
-        "Handler": "corral.port.worker",
+        "Handler": "corral.port.hooks",
         "Port": "corral.port.port",
         "PortOptions": "corral.port.port",
         "clients_dir": "corral.port.worker",

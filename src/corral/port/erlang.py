@@ -25,11 +25,13 @@ any other term ``T``           ``handle_call(T)``'s result, or ``{error, {Type,
                                Message, Traceback}}`` if the handler raised
 =============================  ====================================================
 
-The hooks follow the same rules as in msgpack mode (``corral.port.hooks``): ``setup``,
-``handle_cast`` and ``terminate`` may be ``async def`` and are awaited; a ``handle_cast``
-that raises is logged to stderr and the worker goes on (with ``--crash-on-error`` it exits
-with status 1, as a raising ``handle_call`` does). ``handle_call`` must be a plain function
-here: the worker answers one term at a time, in order.
+``ErlangDialect`` is this mode's ``corral.port.serve.Dialect``: the serve loop is the
+msgpack mode's own, so the hooks follow the same rules (``corral.port.hooks``,
+``corral.port.serve``): ``setup``, ``handle_cast`` and ``terminate`` may be ``async def``
+and are awaited; a ``handle_cast`` that raises is logged to stderr and the worker goes on
+(with ``--crash-on-error`` it exits with status 1, as a raising ``handle_call`` does).
+``handle_call`` must be a plain function here (an ``async def`` one ends the worker with
+status 2 at start): the worker answers one term at a time, in order.
 
 Terms map to Python values as ``corral.port.etf`` documents (atoms are ``Atom``, a ``str``;
 binaries are ``bytes``; ``nil`` is ``None``; ndarrays travel as ``{ndarray, Dtype, Shape,
@@ -42,32 +44,25 @@ exit status.
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from corral.port import etf
-from corral.port.hooks import (
-    SetupFailed,
-    deliver_cast,
-    die,
-    hook,
-    log_exception,
-    setup_handler,
-    terminate_handler,
-)
+from corral.port.hooks import SetupFailed, die, hook, log_exception, setup_handler
 from corral.port.protocol import EXIT_PROTOCOL_ERROR, EXIT_SETUP_FAILED, describe_exception
+from corral.port.serve import STOP, Call, Cast, Request
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from corral.port.wire import Wire
 
-    from corral.port.worker import Wire
-
-__all__ = ["error_term", "serve_erlang"]
+__all__ = ["ErlangDialect", "error_term"]
 
 _CALL = etf.Atom("call")
 _CAST = etf.Atom("cast")
 _STOP = etf.Atom("stop")
 _REPLY = etf.Atom("reply")
 _ERROR = etf.Atom("error")
+_BARE: Final = object()
+"""The ``ref`` of a call that came as a bare term: its reply is bare too."""
 
 
 def error_term(exc: BaseException) -> tuple[bytes, bytes, bytes]:
@@ -76,81 +71,55 @@ def error_term(exc: BaseException) -> tuple[bytes, bytes, bytes]:
     return info["type"].encode(), info["message"].encode(), info["traceback"].encode()
 
 
-def serve_erlang(wire: Wire, spec: str, *, crash_on_error: bool) -> None:
-    """Load the handler, run its setup, then serve terms until EOF or ``stop``."""
-    try:
-        handler = setup_handler(spec, {})
-    except SetupFailed as failed:
-        log_exception(failed.cause)
-        raise SystemExit(EXIT_SETUP_FAILED) from None
-    handle_call = hook(handler, "handle_call")
-    assert handle_call is not None  # load_handler checked it
-    if inspect.iscoroutinefunction(handle_call):
-        die(
-            f"{spec}: handle_call must be a plain function in Erlang mode, which answers "
-            "one term at a time; got an async def",
-            EXIT_SETUP_FAILED,
-        )
-    handle_cast = hook(handler, "handle_cast")
-    max_inflated_size = wire.decoder.max_frame_size
+class ErlangDialect:
+    """Erlang's External Term Format; a ``corral.port.serve.Dialect``. A compressed term
+    may inflate to at most ``max_inflated_size`` bytes."""
 
-    def answer(call: object) -> tuple[bool, object]:
+    def __init__(self, max_inflated_size: int) -> None:
+        self.max_inflated_size = max_inflated_size
+
+    def start(self, wire: Wire, spec: str) -> object:
+        """No handshake: load the handler and run ``setup()`` with no arguments. A failure
+        writes its traceback to stderr and exits with status 2, as an ``async def
+        handle_call`` does."""
         try:
-            return True, handle_call(call)
-        except Exception as exc:
-            if crash_on_error:
-                raise
-            return False, error_term(exc)
+            handler = setup_handler(spec, {})
+        except SetupFailed as failed:
+            log_exception(failed.cause)
+            raise SystemExit(EXIT_SETUP_FAILED) from None
+        if inspect.iscoroutinefunction(hook(handler, "handle_call")):
+            die(
+                f"{spec}: handle_call must be a plain function in Erlang mode, which answers "
+                "one term at a time; got an async def",
+                EXIT_SETUP_FAILED,
+            )
+        return handler
 
-    while True:
-        frames = wire.read_frames()
-        if frames is None:
-            break
-        replies: list[bytes] = []
-        for frame in frames:
-            try:
-                term = etf.decode(frame, max_inflated_size=max_inflated_size)
-            except etf.EtfError as exc:
-                die(f"undecodable term: {exc}", EXIT_PROTOCOL_ERROR)
-            if isinstance(term, etf.Atom) and term == _STOP:
-                if replies:
-                    wire.write(replies)
-                terminate_handler(handler)
-                return
-            reply = _serve_term(term, answer, handle_cast, crash_on_error=crash_on_error)
-            if reply is not None:
-                replies.append(reply)
-        if replies:
-            wire.write(replies)
-    terminate_handler(handler)
+    def parse(self, frame: bytes | memoryview) -> Request:
+        """``{call, Ref, Msg}``, ``{cast, Msg}``, ``stop``, or any other term as a call."""
+        try:
+            term = etf.decode(frame, max_inflated_size=self.max_inflated_size)
+        except etf.EtfError as exc:
+            die(f"undecodable term: {exc}", EXIT_PROTOCOL_ERROR)
+        if isinstance(term, tuple) and term and isinstance(term[0], etf.Atom):
+            if term[0] == _CALL and len(term) == 3:
+                return Call(term[1], term[2])
+            if term[0] == _CAST and len(term) == 2:
+                return Cast(term[1])
+        elif isinstance(term, etf.Atom) and term == _STOP:
+            return STOP
+        return Call(_BARE, term)
 
+    def reply(self, call: Call, result: object) -> bytes:
+        """``{reply, Ref, Result}``, or ``Result`` itself for a bare term; ``TypeError`` or
+        ``ValueError`` if ``result`` has no Erlang form."""
+        if call.ref is _BARE:
+            return etf.encode(result)
+        return etf.encode((_REPLY, call.ref, result))
 
-def _serve_term(
-    term: object,
-    answer: Callable[[object], tuple[bool, object]],
-    handle_cast: Callable[..., object] | None,
-    *,
-    crash_on_error: bool,
-) -> bytes | None:
-    """The encoded reply to one request term, or None for a cast."""
-    head = term[0] if isinstance(term, tuple) and term else None
-    size = len(term) if isinstance(term, tuple) else 0
-    if isinstance(head, etf.Atom) and head == _CAST and size == 2:
-        deliver_cast(handle_cast, term[1], crash_on_error=crash_on_error)  # type: ignore[index]
-        return None
-    if isinstance(head, etf.Atom) and head == _CALL and size == 3:
-        ref: object = term[1]  # type: ignore[index]
-        ok, result = answer(term[2])  # type: ignore[index]
-
-        def wrap(ok: bool, result: object) -> object:
-            return (_REPLY if ok else _ERROR, ref, result)
-    else:
-        ok, result = answer(term)
-
-        def wrap(ok: bool, result: object) -> object:
-            return result if ok else (_ERROR, result)
-
-    try:
-        return etf.encode(wrap(ok, result))
-    except (TypeError, ValueError) as exc:  # the result has no Erlang form
-        return etf.encode(wrap(False, error_term(exc)))
+    def error(self, call: Call, exc: BaseException) -> bytes:
+        """``{error, Ref, {Type, Message, Traceback}}``, or ``{error, {...}}`` for a bare
+        term."""
+        if call.ref is _BARE:
+            return etf.encode((_ERROR, error_term(exc)))
+        return etf.encode((_ERROR, call.ref, error_term(exc)))

@@ -1,8 +1,10 @@
-"""A handler's hooks, called the same way whichever wire the worker speaks.
+"""A handler and its hooks, called the same way whichever dialect the worker speaks.
 
-Both the msgpack worker (``corral.port.worker``) and Erlang mode (``corral.port.erlang``)
-load, set up, cast to and terminate a handler through these functions, so the two modes
-cannot drift apart on what a hook may be or what happens when one raises:
+A handler is a class (or a zero-argument factory) named ``module:Handler``; ``Handler`` is
+an optional base class for it. Both dialects, msgpack (``corral.port.msgpack_dialect``) and
+Erlang (``corral.port.erlang``), load and set up a handler through these functions, and
+the one serve loop (``corral.port.serve``) casts to it and terminates it through them, so
+the two modes cannot drift apart on what a hook may be or what happens when one raises:
 
 - any hook may be a plain function or a coroutine function; an awaitable result is run to
   completion before the worker reads on (``run_hook``);
@@ -24,6 +26,7 @@ from typing import NoReturn
 from corral.port.protocol import describe_exception
 
 __all__ = [
+    "Handler",
     "SetupFailed",
     "deliver_cast",
     "deliver_cast_async",
@@ -35,6 +38,23 @@ __all__ = [
     "setup_handler",
     "terminate_handler",
 ]
+
+
+class Handler:
+    """An optional base class for port handlers; every hook has a harmless default."""
+
+    def setup(self, **args: object) -> None:
+        """Runs once in the worker before the first message."""
+
+    def handle_call(self, msg: object) -> object:
+        """Answers a call; the default echoes the message back."""
+        return msg
+
+    def handle_cast(self, msg: object) -> None:
+        """Takes a cast; the default ignores it."""
+
+    def terminate(self) -> None:
+        """Runs on a graceful stop."""
 
 
 class SetupFailed(Exception):
