@@ -3,6 +3,8 @@
 ``corral demo`` runs the real-time recommender (see ``corral.demos.recommender``);
 ``corral supervision`` the supervision-tree demo (``corral.demos.supervision``);
 ``corral train`` trains a model with averaged data-parallel workers (``corral.train.cli``);
+``corral serve`` serves models over HTTP (``corral.gateway.cli``; its options are generated
+from the options schemas, so its parser is built only when ``serve`` runs);
 ``corral version`` prints the version.
 
 ``corral --help`` and ``corral version`` load neither numpy nor asyncio nor any optional
@@ -79,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
         help="a short storm: 30 events as fast as possible (--events 30 --tick 0; < 1 s)",
     )
     add_train_parser(commands)
+    commands.add_parser(
+        "serve",
+        help="serve models over HTTP, Open Inference Protocol (corral serve --help)",
+        add_help=False,
+    )
     commands.add_parser("version", help="print corral's version")
     return parser
 
@@ -143,6 +150,11 @@ def _supervision(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``corral`` script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        from corral.gateway.cli import main as serve
+
+        return serve(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "version":
         from corral import __version__
