@@ -4,7 +4,9 @@ Senders ``put`` (refused when the mailbox is full: the sender raises ``MailboxFu
 ``put_system`` (never refused: ``Down``, ``Exit``, timer messages, a failed owned task; they
 are bounded by the links, monitors, timers and tasks that produce them). The process's own
 task takes items with ``popleft`` and, when the mailbox is empty, awaits ``wait()``; the
-next put of either kind wakes it. Every put goes through the one wake path here.
+next put of either kind wakes it, through ``wake``, the one wake path. ``Pid`` inlines the
+bounded put on its hot path (check, append, ``wake`` if a waiter is set): a method call per
+message costs about a tenth of a cast.
 
 An item is ``(kind, message, reply future or None)``; ``kind`` says which hook gets it:
 ``CALL`` ``handle_call`` (the future carries the reply), ``CAST`` ``handle_cast``, ``INFO``
@@ -36,57 +38,50 @@ Item = tuple[int, object, "asyncio.Future[object] | None"]
 class Mailbox:
     """The items waiting for one process, at most ``capacity`` of them from ``put``."""
 
-    __slots__ = ("_items", "_loop", "_waiter", "capacity")
+    __slots__ = ("_loop", "capacity", "items", "waiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int) -> None:
         self._loop = loop
-        self._items: deque[Item] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self.items: deque[Item] = deque()
+        """The queue; the owning process's loop ``popleft``s from it."""
+        self.waiter: asyncio.Future[None] | None = None
+        """Set while the owning process waits for an item; ``wake`` resolves it."""
         self.capacity = capacity
 
     def __len__(self) -> int:
-        return len(self._items)
-
-    @property
-    def full(self) -> bool:
-        """Whether ``put`` would refuse an item now."""
-        return len(self._items) >= self.capacity
+        return len(self.items)
 
     def put(self, item: Item) -> bool:
         """Queue ``item`` unless the mailbox is full; False if it was refused."""
-        items = self._items
+        items = self.items
         if len(items) >= self.capacity:
             return False
         items.append(item)
-        if self._waiter is not None:
-            self._wake()
+        if self.waiter is not None:
+            self.wake()
         return True
 
     def put_system(self, item: Item) -> None:
         """Queue ``item`` even if the mailbox is full."""
-        self._items.append(item)
-        if self._waiter is not None:
-            self._wake()
+        self.items.append(item)
+        if self.waiter is not None:
+            self.wake()
 
-    def _wake(self) -> None:
-        waiter = self._waiter
-        self._waiter = None
+    def wake(self) -> None:
+        """Resolve the owning process's waiter (after an append, when one is set)."""
+        waiter = self.waiter
+        self.waiter = None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-    @property
-    def items(self) -> deque[Item]:
-        """The queue itself, for the owning process's loop to ``popleft`` from."""
-        return self._items
 
     def wait(self) -> asyncio.Future[None]:
         """A future the next put resolves; await it only while the mailbox is empty."""
         waiter: asyncio.Future[None] = self._loop.create_future()
-        self._waiter = waiter
+        self.waiter = waiter
         return waiter
 
     def clear(self) -> list[Item]:
         """Empty the mailbox (its process has ended); the items it held."""
-        items = list(self._items)
-        self._items.clear()
+        items = list(self.items)
+        self.items.clear()
         return items

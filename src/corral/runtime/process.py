@@ -264,12 +264,15 @@ class Pid:
         if self.exit_reason is not None:
             raise NoProcess(self)
         mailbox = self._mailbox
-        if mailbox.full:
+        items = mailbox.items
+        if len(items) >= mailbox.capacity:
             raise MailboxFull(self, mailbox.capacity)
         if current_pid.get() is self:
             raise RuntimeError(f"call to process {self}: a process cannot call itself")
         fut: asyncio.Future[object] = self._loop.create_future()
-        mailbox.put((CALL, msg, fut))
+        items.append((CALL, msg, fut))  # Mailbox.put, inlined (see corral.runtime.mailbox)
+        if mailbox.waiter is not None:
+            mailbox.wake()
         if timeout is not None:
             # Inlined fast path of CallDeadlines.add: a non-empty queue for this timeout
             # means the timer is armed no later than the new deadline.
@@ -290,16 +293,24 @@ class Pid:
         if self.exit_reason is not None:
             raise NoProcess(self, action="cast")
         mailbox = self._mailbox
-        if not mailbox.put((CAST, msg, None)):
+        items = mailbox.items
+        if len(items) >= mailbox.capacity:
             raise MailboxFull(self, mailbox.capacity)
+        items.append((CAST, msg, None))  # Mailbox.put, inlined (see corral.runtime.mailbox)
+        if mailbox.waiter is not None:
+            mailbox.wake()
 
     def send(self, msg: object) -> None:
         """Queue ``msg`` for ``handle_info`` (Erlang's ``!``); errors as ``cast``."""
         if self.exit_reason is not None:
             raise NoProcess(self, action="send")
         mailbox = self._mailbox
-        if not mailbox.put((INFO, msg, None)):
+        items = mailbox.items
+        if len(items) >= mailbox.capacity:
             raise MailboxFull(self, mailbox.capacity)
+        items.append((INFO, msg, None))  # Mailbox.put, inlined (see corral.runtime.mailbox)
+        if mailbox.waiter is not None:
+            mailbox.wake()
 
     def send_system(self, msg: object) -> None:
         """Queue ``msg`` for ``handle_info`` even when the mailbox is full, as the runtime
@@ -558,7 +569,8 @@ class Pid:
     async def _terminate(self, actor: Actor, hooks: Hooks, reason: ExitReason) -> ExitReason:
         self._state = _TERMINATING
         try:
-            await self._stop_tasks()
+            if self._tasks:
+                await self._stop_tasks()
             result = actor.terminate(reason)
             if hooks.terminate:
                 await result  # type: ignore[misc]
