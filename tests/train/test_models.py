@@ -86,7 +86,7 @@ def test_trainer_options_are_validated_at_construction_naming_the_option(
     model = "corral.train:LinearRegression"
     with pytest.raises(
         ValueError,
-        match=r"^invalid options for trainer: workers must be an int "
+        match=r"^invalid options for trainer 'trainer': workers must be an int "
         r">= 1; got 0$",
     ):
         Trainer(regression, model=model, model_args={"features": 4}, workers=0)
