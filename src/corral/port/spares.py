@@ -22,11 +22,12 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 from corral.errors import AlreadyRegistered, PortExited
+from corral.port.worker_process import WorkerProcess
 from corral.runtime.messages import ExitReason
 from corral.runtime.process import Actor, Caller
 
 if TYPE_CHECKING:
-    from corral.port.port import PortOptions, _Worker
+    from corral.port.options import PortOptions
     from corral.runtime.node import Node
 
 __all__ = ["POOL_NAME", "SparePool", "take_spare", "wait_spares"]
@@ -55,7 +56,7 @@ class SparePool(Actor):
     """Keeps up to ``spares`` ready workers per distinct port options."""
 
     def __init__(self) -> None:
-        self._ready: dict[str, list[_Worker]] = {}
+        self._ready: dict[str, list[WorkerProcess]] = {}
         self._starting: dict[str, int] = {}
         self._waiters: dict[str, list[Caller]] = {}
 
@@ -71,7 +72,7 @@ class SparePool(Actor):
                 return None
         raise TypeError(f"SparePool: unknown request {msg!r}")
 
-    def _take(self, options: PortOptions) -> _Worker | None:
+    def _take(self, options: PortOptions) -> WorkerProcess | None:
         key = _key(options)
         ready = self._ready.get(key, [])
         worker = ready.pop(0) if ready else None
@@ -81,8 +82,6 @@ class SparePool(Actor):
         return worker
 
     def _refill(self, key: str, options: PortOptions) -> None:
-        from corral.port.port import _Worker
-
         self._starting[key] = self._starting.get(key, 0) + 1
         label = f"spare {options.handler}"
 
@@ -93,7 +92,7 @@ class SparePool(Actor):
                 workers.remove(worker)
                 logger.warning("port pool: idle spare died: %s", down)
 
-        worker = _Worker(options, label, idle_down)
+        worker = WorkerProcess(options, label, idle_down)
 
         async def start() -> None:
             try:
@@ -141,7 +140,7 @@ async def wait_spares(node: Node, options: PortOptions, *, timeout: float = 60.0
     return pids
 
 
-async def take_spare(node: Node, options: PortOptions) -> _Worker | None:
+async def take_spare(node: Node, options: PortOptions) -> WorkerProcess | None:
     """A ready worker for ``options`` from the node's pool (started on first use), or None.
 
     Either way the pool starts enough new spares in the background to keep
@@ -156,9 +155,7 @@ async def take_spare(node: Node, options: PortOptions) -> _Worker | None:
     worker = await pool.call(("take", options))
     if worker is None:
         return None
-    from corral.port.port import _Worker
-
-    assert isinstance(worker, _Worker)
+    assert isinstance(worker, WorkerProcess)
     if worker.down is not None:
         return None
     return worker
