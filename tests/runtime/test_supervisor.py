@@ -474,3 +474,20 @@ async def test_a_child_failing_a_concurrent_start_stops_the_others_and_fails_the
         with pytest.raises(StartError, match="b cannot start"):
             await node.spawn(Supervisor(specs, start_concurrently=True))
     assert sorted(log) == [("start", "a"), ("start", "c"), ("stop", "a"), ("stop", "c")]
+
+
+def test_a_misspelt_supervisor_or_node_option_is_named_with_the_valid_ones() -> None:
+    with pytest.raises(ValueError) as info:
+        Supervisor([], max_restart=3)
+    assert str(info.value) == (
+        "invalid options for supervisor: unknown option 'max_restart'; valid options: "
+        "strategy, max_restarts, max_seconds, start_concurrently"
+    )
+    with pytest.raises(ValueError) as info:
+        Node([], name="n", shutdown_timout=1.0)
+    assert str(info.value) == (
+        "invalid options for node 'n': unknown option 'shutdown_timout'; valid options: "
+        "strategy, max_restarts, max_seconds, shutdown_timeout, handle_signals"
+    )
+    with pytest.raises(ValueError, match="^invalid options for node 'n': shutdown_timeout must"):
+        Node([], name="n", shutdown_timeout=-1)

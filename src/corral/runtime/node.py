@@ -23,9 +23,11 @@ import logging
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeVar
 
+from corral._options import Options, is_int, is_number, one_of, option
 from corral.errors import NodeError, NoProcess
 from corral.runtime.clock import Clock
 from corral.runtime.context import current_node
@@ -36,11 +38,49 @@ from corral.runtime.process import Actor, Pid, Timer, spawn_process
 from corral.runtime.restart import Strategy
 from corral.runtime.supervisor import ChildSpec, Supervisor
 
-__all__ = ["Node"]
+__all__ = ["Node", "NodeOptions"]
 
 logger = logging.getLogger("corral.node")
 
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeOptions(Options):
+    """A node's root supervisor and how it stops."""
+
+    _what = "node"
+
+    strategy: Strategy = option(
+        "one_for_one",
+        doc="The root supervisor's strategy (see SupervisorOptions).",
+        rule="one of 'one_for_one', 'one_for_all', 'rest_for_one'",
+        check=one_of("one_for_one", "one_for_all", "rest_for_one"),
+    )
+    max_restarts: int = option(
+        3,
+        doc="Restarts the root supervisor allows within max_seconds before the node stops.",
+        rule="an int >= 0",
+        check=is_int(0),
+    )
+    max_seconds: float = option(
+        5.0,
+        doc="Length of the root supervisor's restart-intensity window, in seconds.",
+        rule="a number > 0",
+        check=is_number(0, strict=True),
+    )
+    shutdown_timeout: float = option(
+        5.0,
+        doc="Seconds the node waits for its processes to stop before it kills them.",
+        rule="a number >= 0",
+        check=is_number(0),
+    )
+    handle_signals: bool = option(
+        False,
+        doc="Stop gracefully on SIGINT and SIGTERM (Node.run sets it).",
+        rule="a bool",
+        check=lambda v: type(v) is bool,
+    )
 
 
 class Node:
@@ -62,17 +102,29 @@ class Node:
         max_seconds: float = 5.0,
         shutdown_timeout: float = 5.0,
         handle_signals: bool = False,
+        **unknown: object,
     ) -> None:
-        if type(shutdown_timeout) not in (int, float) or shutdown_timeout < 0:
-            raise ValueError(
-                f"invalid options for node '{name}': shutdown_timeout must be a number >= 0; "
-                f"got {shutdown_timeout!r}"
-            )
+        # One schema checks every option and names a misspelt one with the valid ones.
+        options = NodeOptions.from_kwargs(
+            {
+                "strategy": strategy,
+                "max_restarts": max_restarts,
+                "max_seconds": max_seconds,
+                "shutdown_timeout": shutdown_timeout,
+                "handle_signals": handle_signals,
+                **unknown,
+            },
+            what=f"node '{name}'",
+        )
         self.name = name
-        self.shutdown_timeout = float(shutdown_timeout)
-        self.handle_signals = handle_signals
+        self.options = options
+        self.shutdown_timeout = float(options.shutdown_timeout)
+        self.handle_signals = options.handle_signals
         self._root_actor = Supervisor(
-            children, strategy=strategy, max_restarts=max_restarts, max_seconds=max_seconds
+            children,
+            strategy=options.strategy,
+            max_restarts=options.max_restarts,
+            max_seconds=options.max_seconds,
         )
         self._ids = itertools.count(1)
         self._processes: dict[int, Pid] = {}

@@ -239,12 +239,18 @@ class Supervisor(Actor):
         max_restarts: int = 3,
         max_seconds: float = 5.0,
         start_concurrently: bool = False,
+        **unknown: object,
     ) -> None:
-        self.options = SupervisorOptions(
-            strategy=strategy,
-            max_restarts=max_restarts,
-            max_seconds=max_seconds,
-            start_concurrently=start_concurrently,
+        # The options schema checks every value, and names a misspelt option with the valid
+        # ones (``unknown`` only exists to carry it there).
+        self.options = SupervisorOptions.from_kwargs(
+            {
+                "strategy": strategy,
+                "max_restarts": max_restarts,
+                "max_seconds": max_seconds,
+                "start_concurrently": start_concurrently,
+                **unknown,
+            }
         )
         self._children: list[_Child] = []
         seen: set[str] = set()
