@@ -170,6 +170,22 @@ def test_a_result_with_no_wire_form_fails_that_call_only(worker: Worker) -> None
 
 
 @pytest.mark.parametrize("mode", list(HANDLERS))
+def test_with_crash_on_error_a_result_with_no_wire_form_still_fails_only_that_call(
+    mode: str, handler_env: dict[str, str]
+) -> None:
+    # The handler did not raise: only its answer cannot travel, in every mode alike.
+    worker = Worker(mode, HANDLERS[mode], handler_env, "--crash-on-error")
+    try:
+        worker.start()
+        ok, (kind, _, _) = worker.call(worker.command("unencodable"))
+        assert (ok, kind) == (False, "TypeError")
+        assert worker.call(worker.command("setups")) == (True, 1)
+        assert worker.finish() == (0, "")
+    finally:
+        worker.close()
+
+
+@pytest.mark.parametrize("mode", list(HANDLERS))
 def test_with_crash_on_error_a_raising_cast_ends_the_worker_with_status_1(
     mode: str, handler_env: dict[str, str]
 ) -> None:
