@@ -25,10 +25,10 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from corral._options import Options, is_int, is_number, one_of, option
-from corral.errors import NodeError, NoProcess
+from corral.errors import ChildAlreadyStarted, NodeError, NoProcess
 from corral.runtime.clock import Clock
 from corral.runtime.context import current_node
 from corral.runtime.deadlines import CallDeadlines
@@ -38,11 +38,14 @@ from corral.runtime.process import Actor, Pid, Timer, spawn_process
 from corral.runtime.restart import Strategy
 from corral.runtime.supervisor import ChildSpec, Supervisor
 
-__all__ = ["Node", "NodeOptions"]
+__all__ = ["SYSTEM_SUPERVISOR", "Node", "NodeOptions"]
 
 logger = logging.getLogger("corral.node")
 
 _T = TypeVar("_T")
+
+SYSTEM_SUPERVISOR: Final = "corral.system"
+"""The name of a node's system supervisor (see ``Node.start_system_child``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,6 +142,7 @@ class Node:
         self._node_token: contextvars.Token[Node | None] | None = None
         self.exit_reason: ExitReason | None = None
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._system_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -398,6 +402,27 @@ class Node:
         if not self.running:
             raise NodeError(f"spawn on node '{self.name}': the node is not running")
         return await spawn_process(self, actor, name=name, link=link, mailbox_size=mailbox_size)
+
+    async def start_system_child(self, spec: ChildSpec) -> Pid:
+        """Start ``spec`` under the node's system supervisor, or return the running child
+        that has its id already.
+
+        The system supervisor, registered as ``corral.system`` (``one_for_one``, 3 restarts
+        in 5 s), holds the services that a layer above the runtime shares among its
+        processes, such as the port spare pool. It starts with its first child, outside
+        the root tree, and stops after the tree (with the other processes outside it).
+        If it gave up (its children crashed too often), the next call starts a new one.
+        Raises ``StartError`` if the child's init fails, ``NodeError`` if the node is not
+        running.
+        """
+        async with self._system_lock:
+            system = self._names.get(SYSTEM_SUPERVISOR)
+            if system is None:
+                system = await self.spawn(Supervisor(), name=SYSTEM_SUPERVISOR)
+        try:
+            return await Supervisor.start_child(system, spec)
+        except ChildAlreadyStarted as running:
+            return running.pid
 
     async def start_child(self, spec: ChildSpec) -> Pid:
         """Add a child to the root supervisor and start it."""
