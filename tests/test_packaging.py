@@ -83,7 +83,7 @@ def _onnx_adapter() -> None:
 
 
 def _stream_writer() -> None:
-    from corral.pipeline.producers.redis_streams import StreamWriter
+    from corral.pipeline.producers.redis_writer import StreamWriter
 
     async def enter() -> None:
         async with StreamWriter("redis://127.0.0.1:1/0", "events"):
@@ -261,7 +261,7 @@ def test_the_wheel_installs_with_numpy_and_msgpack_only_and_its_commands_run(
 
     features = """
 import asyncio
-from corral.pipeline.producers.redis_streams import StreamWriter
+from corral.pipeline.producers.redis_writer import StreamWriter
 from corral.serving.adapters.torch import TorchModel
 try:
     TorchModel(object())

@@ -163,7 +163,7 @@ def test_stale_runs_directories_and_streams_are_removed_live_ones_kept(
     import socket
 
     from corral.demos.recommender import cleanup
-    from corral.pipeline.producers.redis_streams import StreamWriter
+    from corral.pipeline.producers.redis_writer import StreamWriter
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
                           capture_output=True, text=True)  # fmt: skip

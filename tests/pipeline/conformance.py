@@ -32,7 +32,10 @@ What it checks, counting on the broker's side (``outstanding``, ``unacked``):
   group/consumer gets the rest;
 - restart (``redelivers_abandoned`` only): messages a stopped pipeline took and never
   acknowledged (its handler never returned) come back to a new pipeline with the same
-  group/consumer.
+  group/consumer;
+- the outage rule of every broker producer (``unreachable_options`` not None): a stage
+  whose broker is not there keeps trying for ``timeout`` seconds, then fails its start with
+  a ``ConnectionError`` naming the URL with the password masked.
 
 Waiting is by polling the broker (every 10 ms of the loop's clock, bounded by ``TIMEOUT``):
 the broker is another process, and its counts are the truth the suite checks.
@@ -49,7 +52,7 @@ from typing import Literal, Protocol, Self
 
 import pytest
 
-from corral import Node
+from corral import Node, StartError
 from corral.pipeline import Message, Pipeline
 from corral.testing import Gate
 
@@ -87,6 +90,12 @@ class BrokerHarness(Protocol):
     redelivers_abandoned: bool
     """Whether messages that a consumer took and never acknowledged (it stopped while its
     handler still ran) are delivered again to a new pipeline with the same group/consumer."""
+
+    def unreachable_options(self, url_host: str, timeout: float) -> dict[str, object] | None:
+        """``producer`` options for this broker's producer at ``<scheme>://user:secret@
+        <url_host>`` (where nothing listens) with ``timeout``; None: no broker, no outage
+        rule (the memory producer)."""
+        ...
 
     async def __aenter__(self) -> Self: ...
 
@@ -378,3 +387,28 @@ class ProducerConformance:
             await self.all_acknowledged(harness)
             await second.stop()
             assert sorted(second.handled) == sorted(payloads)
+
+    async def test_an_unreachable_broker_is_tried_for_timeout_then_fails_the_start_naming_it(
+        self, harness: BrokerHarness
+    ) -> None:
+        from servers.common import free_port
+
+        timeout = 1.0
+        producer = harness.unreachable_options(f"127.0.0.1:{free_port()}", timeout)
+        if producer is None:
+            pytest.skip(f"the {harness.name} producer has no broker")
+        pipeline = Pipeline(name=f"conformance-{harness.name}-unreachable", producer=producer)
+        async with Node() as node:
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            with pytest.raises(StartError) as info:
+                await pipeline.start(node)
+            took = loop.time() - began
+        cause: BaseException | None = info.value
+        while isinstance(cause, StartError):  # pipeline supervisor -> producers -> the stage
+            cause = cause.__cause__
+        assert isinstance(cause, ConnectionError), repr(cause)
+        text = str(cause)
+        assert "cannot connect to " in text and "://user:******@127.0.0.1:" in text, text
+        assert "secret" not in text
+        assert timeout <= took < timeout + 5.0, took

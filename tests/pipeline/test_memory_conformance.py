@@ -27,6 +27,9 @@ class MemoryHarness:
     failure_modes: frozenset[FailureMode] = frozenset({"drop", "dead_letter"})
     redelivers_abandoned = False
 
+    def unreachable_options(self, url_host: str, timeout: float) -> None:
+        return None
+
     def __init__(self) -> None:
         self.queue = MemoryQueue(max_size=100_000)
         self.dead_letter = MemoryQueue(max_size=100_000, name="dead letters")

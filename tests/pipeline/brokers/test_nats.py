@@ -26,7 +26,6 @@ from corral.errors import StartError
 from corral.pipeline import Message, Pipeline
 from corral.pipeline.producers.nats import NatsProducer
 from corral.testing import Gate
-from servers.common import free_port
 from servers.nats import NatsServer
 
 if TYPE_CHECKING:
@@ -49,6 +48,13 @@ class NatsHarness:
     name = "nats"
     failure_modes: frozenset[FailureMode] = frozenset({"drop", "redeliver"})
     redelivers_abandoned = True
+
+    def unreachable_options(self, url_host: str, timeout: float) -> dict[str, object]:
+        url = f"nats://user:secret@{url_host}"
+        return {
+            "module": MODULE,
+            "options": {"url": url, "stream": "s", "durable": "d", "timeout": timeout},
+        }
 
     def __init__(
         self, server: NatsServer, *, create_consumer: bool = True, ack_wait: float = 30.0
@@ -376,24 +382,6 @@ async def test_a_missing_stream_or_consumer_fails_the_start_unless_created(
             await missing_stream.start(node)
         assert "no_such_stream" in str(info.value)
         assert "create it, or set producer.options.create=True" in str(info.value)
-
-
-@pytest.mark.realtime
-async def test_an_unreachable_server_fails_the_start_naming_the_url() -> None:
-    url = f"nats://user:secret@127.0.0.1:{free_port()}"
-    subject = Pipeline(
-        name="nats-unreachable",
-        producer={
-            "module": MODULE,
-            "options": {"url": url, "stream": "s", "durable": "d", "timeout": 1.0},
-        },
-    )
-    async with Node() as node:
-        with pytest.raises(StartError) as info:
-            await subject.start(node)
-    text = str(info.value)
-    assert "cannot connect to nats://user:******@127.0.0.1:" in text
-    assert "secret" not in text
 
 
 # -- options -----------------------------------------------------------------------------------

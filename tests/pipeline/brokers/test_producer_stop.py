@@ -21,7 +21,8 @@ import pytest
 
 from corral import Node
 from corral.pipeline import Message, Pipeline
-from corral.pipeline.producers.redis_streams import RedisStreamsProducer, StreamWriter
+from corral.pipeline.producers.redis_streams import RedisStreamsProducer
+from corral.pipeline.producers.redis_writer import StreamWriter
 from corral.pipeline.producers.stopping import STOP_TIMEOUT, check_cancelled, stop_task
 
 _streams = itertools.count()

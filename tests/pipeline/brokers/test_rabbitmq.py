@@ -29,7 +29,6 @@ from corral.errors import StartError
 from corral.pipeline import Message, Pipeline
 from corral.pipeline.producers.rabbitmq import RabbitMQProducer, redact
 from corral.testing import Gate
-from servers.common import free_port
 from servers.rabbitmq import RabbitMQServer
 
 if TYPE_CHECKING:
@@ -52,6 +51,10 @@ class RabbitMQHarness:
     name = "rabbitmq"
     failure_modes: frozenset[FailureMode] = frozenset({"drop", "dead_letter", "redeliver"})
     redelivers_abandoned = True
+
+    def unreachable_options(self, url_host: str, timeout: float) -> dict[str, object]:
+        url = f"amqp://user:secret@{url_host}/"
+        return {"module": MODULE, "options": {"url": url, "queue": "q", "timeout": timeout}}
 
     def __init__(self, server: RabbitMQServer, queue: str) -> None:
         self.server = server
@@ -380,21 +383,6 @@ async def test_a_queue_that_does_not_exist_fails_the_start_unless_declared(
             "declare it, or set producer.options.declare=True"
         ) in str(info.value)
         assert harness.queue in str(info.value)
-
-
-@pytest.mark.realtime
-async def test_an_unreachable_broker_fails_the_start_naming_the_url() -> None:
-    url = f"amqp://guest:secret@127.0.0.1:{free_port()}/"
-    pipeline = Pipeline(
-        name="rabbitmq-unreachable",
-        producer={"module": MODULE, "options": {"url": url, "queue": "q", "timeout": 1.0}},
-    )
-    async with Node() as node:
-        with pytest.raises(StartError) as info:
-            await pipeline.start(node)
-    text = str(info.value)
-    assert "cannot connect to amqp://guest:******@127.0.0.1:" in text
-    assert "secret" not in text
 
 
 def capture_producers(pipeline: Pipeline) -> list[RabbitMQProducer]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from corral.pipeline.producers.redis_streams import StreamWriter
+    from corral.pipeline.producers.redis_writer import StreamWriter
 
 __all__ = [
     "DIR_PREFIX",

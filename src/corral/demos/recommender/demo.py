@@ -281,7 +281,7 @@ async def _source(
         memory: dict[str, object] = {"module": "memory", "options": {"queue": queue}}
         yield memory, push_memory
         return
-    from corral.pipeline.producers.redis_streams import StreamWriter
+    from corral.pipeline.producers.redis_writer import StreamWriter
 
     stream = stream_name()
     async with StreamWriter(options.source, stream) as writer:

@@ -42,30 +42,31 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
-from urllib.parse import urlsplit, urlunsplit
 
 from corral._extras import require
 from corral._options import Options, is_int, is_number, one_of, option
 from corral.pipeline.message import Message
 from corral.pipeline.producer import Producer, ProducerContext
+from corral.pipeline.producers._broker import (
+    CONNECT_RETRY,
+    BrokerStage,
+    Demand,
+    connect_with_retry,
+    redact,
+)
 from corral.pipeline.producers.stopping import call_within, check_cancelled, stop_task
-from corral.runtime import ExitReason, self_pid
+from corral.runtime import ExitReason
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg
     from nats.js.client import JetStreamContext
 
-    from corral.runtime import Pid
-
 __all__ = ["PRODUCER", "NatsAcknowledger", "NatsOptions", "NatsProducer"]
 
 logger = logging.getLogger("corral.pipeline")
 
 _NAME_CHARS = frozenset(".*> \t")
-
-CONNECT_RETRY: Final = 0.25
-"""Seconds between connection attempts while a stage starts (within ``timeout``)."""
 
 
 def _is_url(value: object) -> bool:
@@ -261,11 +262,10 @@ class NatsProducer(Producer):
             f"NATS producer (pipeline '{context.pipeline}' producer {context.index}, "
             f"stream '{options.stream}' consumer '{options.durable}')"
         )
-        self._owed = 0
-        self._wanted = asyncio.Event()
-        self._draining = False
-        self._closing = False
-        self._stage: Pid | None = None
+        self._demand = Demand()
+        self._stage = BrokerStage(
+            self._where, "JetStream delivers its unacknowledged messages again"
+        )
         self._client: Client | None = None
         self._subscription: JetStreamContext.PullSubscription | None = None
         self._acknowledger = NatsAcknowledger(
@@ -299,26 +299,30 @@ class NatsProducer(Producer):
         import nats.errors
 
         opts = self._opts
-        self._stage = self_pid()
-        try:
-            async with asyncio.timeout(opts.timeout):
-                client = await nats.connect(
-                    opts.url,
-                    allow_reconnect=False,
-                    connect_timeout=opts.timeout,
-                    # Tried every 0.25 s until timeout: a stage restarted because its server
-                    # restarted waits for it (0 attempts would mean: try forever).
-                    max_reconnect_attempts=max(1, int(opts.timeout / CONNECT_RETRY)),
-                    reconnect_time_wait=CONNECT_RETRY,
-                    closed_cb=self._on_closed,
-                    error_cb=self._on_error,
-                    name=f"corral {self.context.pipeline} producer {self.context.index}",
-                )
-        except (OSError, nats.errors.Error, TimeoutError) as exc:
-            last = self._connect_error or exc
-            raise ConnectionError(
-                f"{self._where}: cannot connect to {_redact(opts.url)}: {last!r}"
-            ) from exc
+        self._stage.bind()
+
+        async def connect() -> Client:
+            return await nats.connect(
+                opts.url,
+                allow_reconnect=False,
+                connect_timeout=opts.timeout,
+                # nats-py tries every CONNECT_RETRY seconds itself (0 attempts would mean:
+                # try forever); connect_with_retry bounds it by timeout and tries again.
+                max_reconnect_attempts=max(1, int(opts.timeout / CONNECT_RETRY)),
+                reconnect_time_wait=CONNECT_RETRY,
+                closed_cb=self._on_closed,
+                error_cb=self._on_error,
+                name=f"corral {self.context.pipeline} producer {self.context.index}",
+            )
+
+        client = await connect_with_retry(
+            connect,
+            timeout=opts.timeout,
+            retry_on=(OSError, nats.errors.Error),
+            where=self._where,
+            url=opts.url,
+            last_error=lambda: self._connect_error,
+        )
         self._client = client
         try:
             js = client.jetstream(timeout=opts.timeout)
@@ -333,18 +337,15 @@ class NatsProducer(Producer):
             raise
 
     def handle_demand(self, demand: int) -> list[Message]:
-        self._owed += demand
-        if self._fetcher is None and not self._draining:
+        self._demand.add(demand)
+        if self._fetcher is None and not self._demand.stopping:
             self._fetcher = asyncio.get_running_loop().create_task(
                 self._fetch_loop(), name=f"{self._where} fetch"
             )
-        self._wanted.set()
         return []
 
     async def prepare_for_draining(self) -> None:
-        self._draining = True
-        self._owed = 0
-        self._wanted.set()
+        self._demand.stop()
         fetcher, self._fetcher = self._fetcher, None
         if fetcher is not None:
             # The fetch in progress ends within fetch_timeout; what it got is nak'd. A fetcher
@@ -355,8 +356,8 @@ class NatsProducer(Producer):
         await self._give_back(spare)
 
     async def terminate(self, reason: ExitReason) -> None:
-        self._closing = True
-        self._draining = True
+        self._stage.closing = True
+        self._demand.stop()
         fetcher, self._fetcher = self._fetcher, None
         if fetcher is not None:
             await stop_task(fetcher, where=self._where)
@@ -409,7 +410,7 @@ class NatsProducer(Producer):
         except NotFoundError as exc:
             raise ValueError(
                 f"{self._where}: stream '{opts.stream}' does not exist on "
-                f"{_redact(opts.url)}; create it, or set producer.options.create=True"
+                f"{redact(opts.url)}; create it, or set producer.options.create=True"
             ) from exc
         try:
             await js.consumer_info(opts.stream, opts.durable)
@@ -426,17 +427,14 @@ class NatsProducer(Producer):
 
         opts = self._opts
         subscription = self._subscription
+        demand = self._demand
         assert subscription is not None
         try:
-            while not self._draining:
-                if self._owed <= 0:
-                    self._wanted.clear()
-                    await self._wanted.wait()
-                    continue
+            while (owed := await demand.wanted()) > 0:
                 if not self._spare:
                     try:
                         fetched = await subscription.fetch(
-                            batch=min(self._owed, opts.max_batch), timeout=opts.fetch_timeout
+                            batch=min(owed, opts.max_batch), timeout=opts.fetch_timeout
                         )
                     except nats.errors.TimeoutError:
                         check_cancelled()
@@ -444,20 +442,20 @@ class NatsProducer(Producer):
                     for msg in fetched:
                         self._acknowledger.delivered(msg)  # terminate naks them if need be
                     check_cancelled()
-                    if self._draining or not self.context.alive:
+                    if demand.stopping or not self.context.alive:
                         await self._give_back(fetched)
                         return
                     # A fetch also hands over what earlier fetches' pull requests brought
                     # after they timed out, possibly more than asked: keep the surplus.
                     self._spare.extend(fetched)
-                msgs = self._spare[: self._owed]
+                msgs = self._spare[: demand.owed]
                 del self._spare[: len(msgs)]
-                self._owed -= len(msgs)
+                demand.emitted(len(msgs))
                 self.context.emit([self._message(m) for m in msgs])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._fail(f"a fetch failed: {exc!r}")
+            self._stage.fail(f"a fetch failed: {exc!r} ({redact(opts.url)})")
 
     def _message(self, msg: Msg) -> Message:
         meta = msg.metadata
@@ -481,7 +479,7 @@ class NatsProducer(Producer):
 
     async def _on_closed(self) -> None:
         """nats-py's closed callback: the connection is gone for good."""
-        self._fail("the connection closed")
+        self._stage.fail(f"the connection closed ({redact(self._opts.url)})")
 
     async def _on_error(self, exc: Exception) -> None:
         """nats-py's error callback (a protocol or socket error; a close follows). While
@@ -490,26 +488,6 @@ class NatsProducer(Producer):
             logger.warning("%s: %r", self._where, exc)
         else:
             self._connect_error = exc
-
-    def _fail(self, what: str) -> None:
-        if self._closing or self._stage is None:
-            return
-        self._closing = True
-        self._stage.exit(
-            ConnectionError(
-                f"{self._where}: {what} ({_redact(self._opts.url)}); the stage restarts and "
-                "JetStream delivers its unacknowledged messages again"
-            )
-        )
-
-
-def _redact(url: str) -> str:
-    """``url`` with its password replaced by ``******``, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:******@{host}"))
 
 
 PRODUCER: Final = NatsProducer

@@ -42,31 +42,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
-from urllib.parse import urlsplit, urlunsplit
 
 from corral._extras import require
 from corral._options import Options, is_number, one_of, option
 from corral.pipeline.message import Message
 from corral.pipeline.producer import Producer, ProducerContext
+from corral.pipeline.producers._broker import BrokerStage, connect_with_retry, redact
 from corral.pipeline.producers.stopping import call_within
-from corral.runtime import ExitReason, self_pid
+from corral.runtime import ExitReason
 
 if TYPE_CHECKING:
     import aio_pika
     import aio_pika.abc
     import aiormq.abc
 
-    from corral.runtime import Pid
-
-__all__ = ["PRODUCER", "RabbitMQAcknowledger", "RabbitMQOptions", "RabbitMQProducer"]
+__all__ = ["PRODUCER", "RabbitMQAcknowledger", "RabbitMQOptions", "RabbitMQProducer", "redact"]
 
 logger = logging.getLogger("corral.pipeline")
 
 MAX_PREFETCH: Final = 65_535
 """AMQP's prefetch_count is a 16-bit field."""
-
-CONNECT_RETRY: Final = 0.25
-"""Seconds between connection attempts while a stage starts (within ``timeout``)."""
 
 MAX_CONSUMERS: Final = 32
 """With ``prefetch=None``, the most consumers one stage adds as its demand grows."""
@@ -156,15 +151,6 @@ class RabbitMQOptions(Options):
     )
 
 
-def redact(url: str) -> str:
-    """``url`` with its password replaced by ``******``, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:******@{netloc}"))
-
-
 class RabbitMQAcknowledger:
     """Acks (``basic.ack``) and rejects (``basic.reject``) messages of one channel by the
     delivery tag in their ``ack_data``; ``settled`` counts the messages it has answered.
@@ -251,8 +237,9 @@ class RabbitMQProducer(Producer):
         self._delivered = 0
         self._flush_scheduled = False
         self._draining = False
-        self._closing = False
-        self._stage: Pid | None = None
+        self._stage = BrokerStage(
+            self._where, "the broker delivers its unacknowledged messages again"
+        )
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._queue: aio_pika.abc.AbstractQueue | None = None
@@ -281,27 +268,25 @@ class RabbitMQProducer(Producer):
         import aiormq.exceptions
 
         opts = self._opts
-        self._stage = self_pid()
-        # Tried every CONNECT_RETRY seconds until timeout: a stage restarted because its
-        # broker restarted waits for it.
-        last: BaseException | None = None
+        self._stage.bind()
+
+        async def connect() -> aio_pika.abc.AbstractConnection:
+            return await aio_pika.connect(
+                opts.url, client_properties={"connection_name": self.connection_name}
+            )
+
         try:
-            async with asyncio.timeout(opts.timeout):
-                while True:
-                    try:
-                        connection = await aio_pika.connect(
-                            opts.url,
-                            client_properties={"connection_name": self.connection_name},
-                        )
-                        break
-                    except aiormq.exceptions.AuthenticationError:
-                        raise
-                    except (OSError, aiormq.exceptions.AMQPConnectionError) as exc:
-                        last = exc
-                    await asyncio.sleep(CONNECT_RETRY)
-        except (OSError, aiormq.exceptions.AMQPError, TimeoutError) as exc:
+            connection = await connect_with_retry(
+                connect,
+                timeout=opts.timeout,
+                retry_on=(OSError, aiormq.exceptions.AMQPConnectionError),
+                fatal=(aiormq.exceptions.AuthenticationError,),
+                where=self._where,
+                url=opts.url,
+            )
+        except aiormq.exceptions.AuthenticationError as exc:  # not retried
             raise ConnectionError(
-                f"{self._where}: cannot connect to {redact(opts.url)}: {last or exc!r}"
+                f"{self._where}: cannot connect to {redact(opts.url)}: {exc!r}"
             ) from exc
         self._connection = connection
         try:
@@ -353,7 +338,7 @@ class RabbitMQProducer(Producer):
     async def terminate(self, reason: ExitReason) -> None:
         from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
-        self._closing = True
+        self._stage.closing = True
         connection, self._connection = self._connection, None
         if connection is None:
             return
@@ -420,7 +405,7 @@ class RabbitMQProducer(Producer):
         """A delivery (in a task aio-pika makes for it): buffer it and emit what is owed."""
         self._delivered += 1
         message = self._message(incoming)
-        if self._draining or self._closing:
+        if self._draining or self._stage.closing:
             await self._give_back([message])
             return
         self._buffer.append(message)
@@ -431,7 +416,7 @@ class RabbitMQProducer(Producer):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self._draining or self._closing or not self.context.alive:
+        if self._draining or self._stage.closing or not self.context.alive:
             return
         taken = self._take()
         if taken:
@@ -472,25 +457,13 @@ class RabbitMQProducer(Producer):
     def _on_closed(self, sender: object, exc: BaseException | None) -> None:
         """The connection or channel closed (aio-pika's close callback)."""
         what = "connection" if sender is self._connection else "channel"
-        self._fail(f"the {what} to {redact(self._opts.url)} closed: {exc!r}")
+        self._stage.fail(f"the {what} to {redact(self._opts.url)} closed: {exc!r}")
 
     def _on_cancelled(self, frame: object) -> None:
         """The broker cancelled a consumer (aiormq's consumer-cancel callback)."""
         tag = getattr(frame, "consumer_tag", None)
         if tag in self._consumer_tags:
-            self._fail(f"the broker cancelled consumer {tag!r} (was the queue deleted?)")
-
-    def _fail(self, what: str) -> None:
-        """End the stage (it is not in a hook: this runs in a callback of aio-pika's)."""
-        if self._closing or self._stage is None:
-            return
-        self._closing = True
-        self._stage.exit(
-            ConnectionError(
-                f"{self._where}: {what}; the stage restarts and the broker delivers its "
-                "unacknowledged messages again"
-            )
-        )
+            self._stage.fail(f"the broker cancelled consumer {tag!r} (was the queue deleted?)")
 
 
 PRODUCER: Final = RabbitMQProducer

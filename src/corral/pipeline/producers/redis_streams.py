@@ -48,9 +48,13 @@ each process its own ``consumer`` name when several run the same pipeline; the d
 ``<host>.<pipeline>.<producer index>``, is the same after a restart on the same host, so a
 restarted process resumes its own pending entries at once instead of after ``claim_idle``.
 
-If Redis goes away, the fetch task logs a warning and retries with backoff (0.1 s doubling
-to 5 s); acks that fail are logged by the stage and their entries come back later through
-``XAUTOCLAIM``. A missing group (deleted while running) is created again.
+If Redis goes away, the outage rule of every broker producer applies
+(``corral.pipeline.producers._broker``): a lost connection or a read that times out ends the
+stage with ``ConnectionError``, its supervisor restarts it, and the new stage connects within
+``timeout`` seconds (trying every 0.25 s). Acks that fail are logged by the stage and their
+entries come back later through ``XAUTOCLAIM``. Other errors are not outages: a missing
+group (deleted while running) is created again, and any other reply error is logged and the
+read tried again after a backoff (0.1 s doubling to 5 s).
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ from corral._extras import require
 from corral._options import Options, is_int, is_number, one_of, option
 from corral.pipeline.message import Message
 from corral.pipeline.producer import DeadLetterSink, Producer, ProducerContext
+from corral.pipeline.producers._broker import BrokerStage, Demand, connect_with_retry, redact
 from corral.pipeline.producers.stopping import check_cancelled, stop_task
 
 if TYPE_CHECKING:
@@ -79,7 +84,6 @@ __all__ = [
     "RedisStreamsAcknowledger",
     "RedisStreamsOptions",
     "RedisStreamsProducer",
-    "StreamWriter",
 ]
 
 logger = logging.getLogger("corral.pipeline")
@@ -182,6 +186,14 @@ class RedisStreamsOptions(Options):
         rule="'$' or an entry id such as '0' or '1700000000000-0'",
         check=lambda v: type(v) is str and (v == "$" or _ID.match(v) is not None),
     )
+    timeout: float = option(
+        10.0,
+        doc="Seconds a stage may take to connect and create its group (it tries every 0.25 s, "
+        "so a stage restarted while Redis restarts waits for it); a reply may take block + "
+        "timeout seconds before the stage counts Redis as gone.",
+        rule="a number > 0",
+        check=is_number(0, strict=True),
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -273,11 +285,6 @@ def _describe(reason: object) -> str:
     return str(reason)
 
 
-def _redact(url: str) -> str:
-    """``url`` without a password, for messages."""
-    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
-
-
 class RedisStreamsProducer(Producer):
     """Reads a stream through a consumer group; see the module docstring."""
 
@@ -297,9 +304,10 @@ class RedisStreamsProducer(Producer):
         self._client: Redis | None = None
         self.acknowledger: RedisStreamsAcknowledger | None = None
         self._fetcher: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._owed = 0
-        self._wanted = asyncio.Event()
+        self._demand = Demand()
+        self._stage = BrokerStage(
+            self._where, "its entries stay pending, delivered again to this consumer"
+        )
         # The fetch task's place: reading our own pending entries after this id (None: done);
         # an XAUTOCLAIM sweep going on from this id (None: none); when the next one is due.
         self._history: bytes | None = b"0-0"
@@ -336,28 +344,49 @@ class RedisStreamsProducer(Producer):
     # -- hooks -----------------------------------------------------------------------------
 
     async def init(self) -> None:
-        """Connect, create the group if missing, start the fetch task. Waits for Redis (up
-        to 10 s to connect); a failure raises ``ConnectionError`` (the URL without its
+        """Connect, create the group if missing, start the fetch task. Tries every 0.25 s
+        for up to ``timeout`` seconds; then raises ``ConnectionError`` (the URL without its
         password), and the stage does not start."""
         require("redis", extra="redis", by=self._where)
         from redis.asyncio import Redis
-        from redis.exceptions import RedisError
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import AuthenticationError, RedisError
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
 
         options = self._options
-        client = Redis.from_url(
-            options.url,
-            protocol=2,  # the list-shaped replies this module reads, on every redis-py
-            socket_connect_timeout=10.0,
-            socket_timeout=options.block + 10.0,
-        )
+        self._stage.bind()
+
+        async def connect() -> Redis:
+            client = Redis.from_url(
+                options.url,
+                protocol=2,  # the list-shaped replies this module reads, on every redis-py
+                socket_connect_timeout=options.timeout,
+                socket_timeout=options.block + options.timeout,
+                retry=Retry(NoBackoff(), 0),  # the outage rule: a lost connection ends the stage
+            )
+            try:
+                await client.ping()
+                await self._ensure_group(client)
+            except BaseException:
+                await client.aclose()
+                raise
+            return client
+
         try:
-            await client.ping()
-            await self._ensure_group(client)
+            client = await connect_with_retry(
+                connect,
+                timeout=options.timeout,
+                retry_on=(RedisConnectionError, RedisTimeoutError),
+                fatal=(AuthenticationError,),
+                where=self._where,
+                url=options.url,
+            )
         except RedisError as exc:
-            await client.aclose()
             raise ConnectionError(
                 f"{self._where}: cannot use stream '{options.stream}' group "
-                f"'{options.group}' at {_redact(options.url)}: {exc}"
+                f"'{options.group}' at {redact(options.url)}: {exc}"
             ) from exc
         self._client = client
         self.acknowledger = RedisStreamsAcknowledger(client, options, self._where)
@@ -366,19 +395,18 @@ class RedisStreamsProducer(Producer):
     def handle_demand(self, demand: int) -> list[Message]:
         """Owe ``demand`` more and wake the fetch task; never blocks, returns nothing (the
         fetch task emits)."""
-        self._owed += demand
-        self._wanted.set()
+        self._demand.add(demand)
         return []
 
     async def prepare_for_draining(self) -> None:
         """Forgive what is owed and end the fetch task, cancelling a read in flight (its
         entries stay pending). Waits for the task to unwind, at most ``STOP_TIMEOUT`` s."""
-        self._owed = 0
         await self._stop_fetching()
 
     async def terminate(self, reason: ExitReason) -> None:
         """End the fetch task (at most ``STOP_TIMEOUT`` s), make later acks no-ops (logged)
         and close the connection."""
+        self._stage.closing = True
         await self._stop_fetching()
         if self.acknowledger is not None:
             self.acknowledger.close()
@@ -389,8 +417,7 @@ class RedisStreamsProducer(Producer):
     # -- the fetch task --------------------------------------------------------------------
 
     async def _stop_fetching(self) -> None:
-        self._stopping = True
-        self._wanted.set()
+        self._demand.stop()
         task, self._fetcher = self._fetcher, None
         if task is not None:
             await stop_task(task, where=self._where)
@@ -409,19 +436,25 @@ class RedisStreamsProducer(Producer):
 
     async def _fetch_loop(self, client: Redis) -> None:
         """Read what is owed and emit it, until told to stop or cancelled (a cancel that
-        redis-py lost is raised again after the read). An error (Redis away, say) is logged
-        and the read tried again after a backoff: 0.1 s doubling to 5 s."""
+        redis-py lost is raised again after the read). Redis gone (a connection error or a
+        read timeout) ends the stage (the outage rule); another error is logged and the read
+        tried again after a backoff: 0.1 s doubling to 5 s."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import ResponseError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
 
         backoff = _BACKOFF_INITIAL
-        while not self._stopping:
-            if self._owed <= 0:
-                self._wanted.clear()
-                await self._wanted.wait()
-                continue
+        demand = self._demand
+        while (owed := await demand.wanted()) > 0:
             try:
-                entries = await self._fetch(client, min(self._owed, self._options.count))
+                entries = await self._fetch(client, min(owed, self._options.count))
                 check_cancelled()
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                self._stage.fail(
+                    f"reading stream '{self._options.stream}' at "
+                    f"{redact(self._options.url)} failed: {_describe(exc)}"
+                )
+                return
             except Exception as exc:
                 logger.warning(
                     "%s: reading stream '%s' failed: %s; retrying in %g s",
@@ -436,7 +469,7 @@ class RedisStreamsProducer(Producer):
                 backoff = min(backoff * 2, _BACKOFF_MAX)
                 continue
             backoff = _BACKOFF_INITIAL
-            if entries and not self._stopping:
+            if entries and not demand.stopping:
                 deleted = self._emit(entries)
                 if deleted:
                     await self._ack_deleted(client, deleted)
@@ -528,7 +561,7 @@ class RedisStreamsProducer(Producer):
             metadata = {"id": entry_id.decode(), "stream": stream}
             messages.append(Message(fields, metadata, acknowledger, entry))
         if messages and self.context.alive:
-            self._owed -= len(messages)
+            self._demand.emitted(len(messages))
             self.context.emit(messages)
         return deleted
 
@@ -546,82 +579,6 @@ class RedisStreamsProducer(Producer):
             await client.xack(options.stream, options.group, *ids)
         except RedisError as exc:
             logger.warning("%s: acknowledging deleted entries failed: %s", self._where, exc)
-
-
-class StreamWriter:
-    """The other end of the stream, for the code that feeds it (a demo, a test, a bridge):
-    ``async with StreamWriter(url, stream) as w: await w.add([{...}, ...])``.
-
-    ``add`` appends entries with one pipelined ``XADD`` each (one round trip for all);
-    ``pending(group)`` is the group's count of delivered, unacknowledged entries;
-    ``length()`` is ``XLEN``; ``delete()`` removes the stream and its groups (or, given
-    names, those streams); ``streams(match)`` lists the streams whose names match.
-    """
-
-    def __init__(self, url: str, stream: str) -> None:
-        if not isinstance(url, str) or not _URL.match(url):
-            raise ValueError(
-                f"StreamWriter: url must start with redis://, rediss:// or unix://; got {url!r}"
-            )
-        if not _name(stream):
-            raise ValueError(f"StreamWriter: stream must be a non-empty str; got {stream!r}")
-        self.url, self.stream = url, stream
-        self._client: Redis | None = None
-
-    async def __aenter__(self) -> StreamWriter:
-        require("redis", extra="redis", by="corral's StreamWriter")
-        from redis.asyncio import Redis
-
-        client = Redis.from_url(self.url, protocol=2, socket_connect_timeout=10.0)
-        try:
-            await client.ping()
-        except Exception as exc:
-            await client.aclose()
-            raise ConnectionError(f"StreamWriter: cannot reach {_redact(self.url)}: {exc}") from exc
-        self._client = client
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
-    def _connected(self) -> Redis:
-        if self._client is None:
-            raise RuntimeError("StreamWriter: use it as `async with StreamWriter(...) as w`")
-        return self._client
-
-    async def add(self, entries: Sequence[Mapping[str, str | bytes | int | float]]) -> list[str]:
-        """Append ``entries`` in order; returns their ids.
-
-        Cancellable. redis-py can lose a cancel that comes while it sends (Python 3.11's
-        ``wait_for``; see ``corral.pipeline.producers.stopping``): ``add`` then raises the
-        ``CancelledError`` itself once the entries are added, so a loop over ``add`` ends on
-        one cancel (or Ctrl-C). Hence: do not call it from cleanup code that handles a cancel.
-        """
-        async with self._connected().pipeline(transaction=False) as pipe:
-            for fields in entries:
-                pipe.xadd(self.stream, dict(fields))  # type: ignore[arg-type]
-            ids = await pipe.execute()
-        check_cancelled()
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
-
-    async def length(self) -> int:
-        return int(await self._connected().xlen(self.stream))
-
-    async def pending(self, group: str) -> int:
-        summary = await self._connected().xpending(self.stream, group)
-        return int(summary["pending"] if isinstance(summary, dict) else summary[0])
-
-    async def delete(self, *streams: str) -> None:
-        """Delete this writer's stream, or the ``streams`` named, with their groups."""
-        await self._connected().delete(*(streams or (self.stream,)))
-
-    async def streams(self, match: str = "*") -> list[str]:
-        """The names of the streams matching the glob ``match`` (SCAN ... TYPE stream)."""
-        client = self._connected()
-        names = [k async for k in client.scan_iter(match=match, count=1000, _type="stream")]
-        return sorted(k.decode() if isinstance(k, bytes) else str(k) for k in names)
 
 
 PRODUCER: Final = RedisStreamsProducer
