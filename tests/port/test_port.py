@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from corral import (
+    KILL,
     ChildSpec,
     Node,
     Overloaded,
@@ -307,3 +308,29 @@ async def test_spares_zero_starts_no_pool(handler_env: dict[str, str]) -> None:
         pid = await node.spawn(Port("port_handlers:Echo", env=handler_env, spares=0))
         assert await pid.call("x") == "x"
         assert node.whereis(POOL_NAME) is None
+
+
+async def test_the_spare_pool_is_a_child_of_the_nodes_system_supervisor_restarted_if_killed(
+    handler_env: dict[str, str],
+) -> None:
+    from corral.port.spares import POOL_NAME, wait_spares
+    from corral.runtime.node import SYSTEM_SUPERVISOR
+
+    port = Port("port_handlers:Echo", env=handler_env, spares=1)
+    async with Node() as node:
+        await node.spawn(port)
+        [spare] = await wait_spares(node, port.options)
+        system = node.lookup(SYSTEM_SUPERVISOR)
+        pool = node.lookup(POOL_NAME)
+        assert [(c.id, c.pid) for c in await Supervisor.which_children(system)] == [
+            (POOL_NAME, pool)
+        ]
+        assert [c.id for c in await Supervisor.which_children(node.root)] == []
+        pool.exit(KILL)  # its idle spare goes with it
+        restarted = await Supervisor.wait_restarted(system, POOL_NAME, pool, timeout=5.0)
+        assert node.whereis(POOL_NAME) is restarted is not pool
+        await node.spawn(Port("port_handlers:Echo", env=handler_env, spares=1))
+        [next_spare] = await wait_spares(node, port.options)
+        assert next_spare != spare
+    assert not _alive(spare)
+    assert not _alive(next_spare)

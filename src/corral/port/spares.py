@@ -11,8 +11,10 @@ loaded model (and its setup runs before anyone needs it); the replacement starts
 a crash, competing for CPU with the service for a moment. Use ``spares=0`` for workers that
 are cheap to start or too big to keep twice.
 
-The pool is a process registered as ``corral.port.spares``, started on first use outside
-the supervision tree; the node stops it after the tree, and it kills its idle spares.
+The pool is a process registered as ``corral.port.spares``, a child of the node's system
+supervisor (``Node.start_system_child``): the node starts it when the first port with
+spares starts, restarts it if it crashes (its idle spares die with it), and stops it after
+the application's supervision tree. It kills its idle spares whenever it ends.
 """
 
 from __future__ import annotations
@@ -21,16 +23,17 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Final
 
-from corral.errors import AlreadyRegistered, PortExited
+from corral.errors import PortExited
 from corral.port.worker_process import WorkerProcess
 from corral.runtime.messages import ExitReason
 from corral.runtime.process import Actor, Caller
+from corral.runtime.supervisor import ChildSpec
 
 if TYPE_CHECKING:
     from corral.port.options import PortOptions
     from corral.runtime.node import Node
 
-__all__ = ["POOL_NAME", "SparePool", "take_spare", "wait_spares"]
+__all__ = ["POOL_NAME", "SparePool", "pool_spec", "take_spare", "wait_spares"]
 
 logger = logging.getLogger("corral.port")
 
@@ -50,6 +53,11 @@ def _key(options: PortOptions) -> str:
             options.shm_threshold,
         )
     )
+
+
+def pool_spec() -> ChildSpec:
+    """The pool's child spec under the node's system supervisor."""
+    return ChildSpec(id=POOL_NAME, start=SparePool, name=POOL_NAME)
 
 
 class SparePool(Actor):
@@ -141,17 +149,13 @@ async def wait_spares(node: Node, options: PortOptions, *, timeout: float = 60.0
 
 
 async def take_spare(node: Node, options: PortOptions) -> WorkerProcess | None:
-    """A ready worker for ``options`` from the node's pool (started on first use), or None.
+    """A ready worker for ``options`` from the node's pool, or None.
 
     Either way the pool starts enough new spares in the background to keep
-    ``options.spares`` of them.
+    ``options.spares`` of them. The node starts the pool under its system supervisor if it
+    is not running yet.
     """
-    pool = node.whereis(POOL_NAME)
-    if pool is None:
-        try:
-            pool = await node.spawn(SparePool(), name=POOL_NAME)
-        except AlreadyRegistered:
-            pool = node.lookup(POOL_NAME)  # another port started it meanwhile
+    pool = node.whereis(POOL_NAME) or await node.start_system_child(pool_spec())
     worker = await pool.call(("take", options))
     if worker is None:
         return None
