@@ -1,9 +1,14 @@
 """Ports: supervised worker OS processes reached over a length-prefixed wire.
 
-See ``corral.port.port`` (the parent side), ``corral.port.worker`` (the worker side, run as
-``python -m corral.port MODULE:HANDLER``), ``corral.port.codec`` (msgpack with numpy arrays)
-and ``corral.port.frames``. Names load lazily, so a worker's start-up imports only what it
-uses.
+The parent side: ``corral.port.port`` (``Port``, the actor), ``corral.port.options``
+(``PortOptions``), ``corral.port.worker_process`` (``WorkerProcess``, the handle on one
+worker OS process) and ``corral.port.spares`` (warm spares). The worker side, run as
+``python -m corral.port MODULE:HANDLER``: ``corral.port.worker`` (the entry point),
+``corral.port.wire``, ``corral.port.hooks`` (the handler), ``corral.port.serve`` (the serve
+loop) and its two dialects, ``corral.port.msgpack_dialect`` and ``corral.port.erlang``.
+Shared: ``corral.port.codec`` (msgpack with numpy arrays), ``corral.port.frames`` and
+``corral.port.protocol``. docs/ports.md draws the whole. Names load lazily, so a worker's
+start-up imports only what it uses.
 """
 
 from typing import TYPE_CHECKING
