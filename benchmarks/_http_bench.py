@@ -235,6 +235,7 @@ def summary(
         "non2xx": int(sum(r["non2xx"] for r in runs)),
         "socket_errors": int(sum(r["socket_errors"] for r in runs)),
         "server_cpu_us_per_req": median([r["cpu_us"] for r in runs]),
+        "cpu_ratio": median([b["cpu_us"] / r["cpu_us"] for r, b in zip(runs, base, strict=True)]),
     }
     if "mean_batch_size" in runs[0]:
         out["mean_batch_size"] = median([r["mean_batch_size"] for r in runs])

@@ -10,17 +10,17 @@
 ``per_request``
     The same app, which parses the v2 request, runs the tiny MLP on its one sample inline
     on the loop and answers its output: per-request inference without batching
-    (LitServe-style). Inline is the fastest way to serve a 30 us model unbatched; a thread
-    hop per request would only add to it.
+    (LitServe-style). Inline is the fastest way to serve a model this small (tens of
+    microseconds a sample) unbatched; a thread hop per request would only add to it.
 ``corral``
     ``corral.gateway.Gateway`` in front of a ``Serving`` of the tiny MLP (``batch_size=64``,
     ``batch_timeout=0.002``, one partition of ``--kind``), in one ``Node``.
 
 Each binds a free loopback port and prints ``{"port": N, ...}`` as its first stdout line once
 it is accepting connections. Then it reads commands from stdin, one a line: ``stats`` prints
-one JSON line (``cpu_s``, the process's CPU time; for ``corral``, the serving's ``batches``
-and ``samples`` so far); ``stop``, or the end of stdin, stops the server and exits 0. The
-benchmark owns the process: it never outlives its stdin.
+one JSON line (``cpu_s``, the CPU time of the process and of its port workers; for
+``corral``, the serving's ``batches`` and ``samples`` so far); ``stop``, or the end of stdin,
+stops the server and exits 0. The benchmark owns the process: it does not outlive its stdin.
 """
 
 from __future__ import annotations
@@ -153,6 +153,17 @@ def cpu_stats() -> dict[str, object]:
     return {"cpu_s": time.process_time()}
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user and system) process ``pid`` has run, from /proc; 0 where there is
+    no /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def serve_baseline(kind: str, loop: str) -> None:
     async with uvicorn_server(starlette_app(kind)) as port:
         print(json.dumps({"port": port, "http": http_impl(), "loop": loop}), flush=True)
@@ -160,6 +171,7 @@ async def serve_baseline(kind: str, loop: str) -> None:
 
 
 async def serve_corral(kind: str, loop: str) -> None:
+    from _serving_load import BATCH, port_options
     from corral import Node
     from corral.gateway import Gateway
     from corral.serving import Serving
@@ -167,18 +179,24 @@ async def serve_corral(kind: str, loop: str) -> None:
     serving = Serving(
         "_serving_models:tiny_mlp",
         name=MODEL,
-        batch_size=64,
+        batch_size=BATCH,
         batch_timeout=0.002,
         max_queue=4096,
         kind=kind,  # type: ignore[arg-type]
-        **({"port_options": {"env": {"OPENBLAS_NUM_THREADS": "1"}}} if kind == "port" else {}),
+        **({"port_options": port_options()} if kind == "port" else {}),
     )
     gateway = Gateway([serving], host="127.0.0.1", port=0)
 
     def stats(_: str) -> dict[str, object]:
         s = serving.statistics()
         samples = sum(size * count for size, count in s.batch_sizes)
-        return cpu_stats() | {"batches": s.batches, "samples": samples, "failed": s.failed}
+        workers = sum(process_cpu(p.os_pid) for p in s.partitions if p.os_pid is not None)
+        return {
+            "cpu_s": time.process_time() + workers,
+            "batches": s.batches,
+            "samples": samples,
+            "failed": s.failed,
+        }
 
     async with Node([serving.child_spec(), gateway.child_spec()]):
         for _ in range(1000):  # the gateway binds as it starts: 10 s at most

@@ -32,10 +32,13 @@ gives medians, and ``ratio`` is the median of the per-repeat ``ratios``:
     measured on this machine beside it as ``litserve_reference``, not measured here).
 
 Every line also has ``p50_ms``/``p99_ms`` (wrk's, medians over repeats), ``non2xx`` and
-``socket_errors`` (sums), and ``server_cpu_us_per_req`` (the server process's CPU time, all
-threads, over the measured run, per answered request). A missed target is reported
-(``target_met: false``), never an error. Without ``wrk``, starlette or uvicorn the run prints
-one ``skipped`` line; without ``corral.gateway`` the gateway lines are ``skipped``.
+``socket_errors`` (sums), ``server_cpu_us_per_req`` (CPU time of the server process, all its
+threads, and of its port workers, over the measured run, per answered request) and
+``cpu_ratio``, the baseline's CPU per request over this one's (median of the repeats): what
+``ratio`` would be were both servers bound by their own CPU time, which neighbours on a
+shared machine barely move. A missed target is reported (``target_met: false``), never an
+error. Without ``wrk``, starlette or uvicorn the run prints one ``skipped`` line; without
+``corral.gateway`` the gateway lines are ``skipped``.
 """
 
 import os
