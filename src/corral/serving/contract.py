@@ -27,9 +27,9 @@ import numpy as np
 
 from corral.errors import InvalidInput
 
-__all__ = ["InputSpec", "bucket", "conform", "parse_input_spec"]
+__all__ = ["NUMERIC_KINDS", "Buckets", "InputSpec", "conform", "parse_input_spec"]
 
-_NUMERIC_KINDS = frozenset("biuf")
+NUMERIC_KINDS = frozenset("biuf")
 """dtype kinds a request may carry: bool, signed, unsigned, float. Complex, strings, objects,
 datetimes and void records are refused (the port codec and most models reject them too)."""
 
@@ -52,7 +52,7 @@ class InputSpec:
             dt = np.dtype(dtype)  # type: ignore[call-overload]
         except TypeError:
             raise ValueError(f"InputSpec: dtype must be a numpy dtype; got {dtype!r}") from None
-        if dt.kind not in _NUMERIC_KINDS:
+        if dt.kind not in NUMERIC_KINDS:
             raise ValueError(f"InputSpec: dtype must be a bool, int or float type; got {dt}")
         object.__setattr__(self, "shape", tuple(shape))
         object.__setattr__(self, "dtype", dt)
@@ -97,7 +97,7 @@ def conform(name: str, x: object, spec: InputSpec | None, *, single: bool) -> np
             shape = spec.shape
         else:
             shape = (arr.shape[0] if arr is not None and arr.ndim else -1, *spec.shape)
-        if arr is not None and arr.shape == shape and arr.dtype.kind in _NUMERIC_KINDS:
+        if arr is not None and arr.shape == shape and arr.dtype.kind in NUMERIC_KINDS:
             if arr.dtype == spec.dtype:
                 return arr
             # An array is cast only where nothing is lost; a list or a number (JSON's
@@ -107,13 +107,28 @@ def conform(name: str, x: object, spec: InputSpec | None, *, single: bool) -> np
                 return arr.astype(spec.dtype)
         expected = spec.describe() if single else f"shape (n, *{spec.shape}) and dtype {spec.dtype}"
         raise InvalidInput(name, expected, _describe(x, arr))
-    if arr is None or arr.dtype.kind not in _NUMERIC_KINDS:
+    if arr is None or arr.dtype.kind not in NUMERIC_KINDS:
         expected = "a bool, int or float array (or a list of numbers)"
         raise InvalidInput(name, expected, _describe(x, arr))
     return arr
 
 
-def bucket(arr: np.ndarray, single: bool) -> Hashable:
-    """The implicit batch key of a request without an ``InputSpec``: its sample shape and
-    dtype, so requests that could not be stacked together are never queued together."""
-    return (arr.shape if single else arr.shape[1:], arr.dtype)
+class Buckets:
+    """The implicit batch keys of a serving without an ``InputSpec``: requests of another
+    sample shape or dtype get another key, so they are never queued together. The first
+    dtype seen is the usual one and keys by shape alone (a tuple of ints hashes fast); any
+    other dtype keys by ``(shape, dtype)``."""
+
+    __slots__ = ("_usual",)
+
+    def __init__(self) -> None:
+        self._usual: np.dtype[np.generic] | None = None
+
+    def key(self, arr: np.ndarray, single: bool) -> Hashable:
+        """The bucket of ``arr`` (one sample if ``single``, else a batch of them)."""
+        shape = arr.shape if single else arr.shape[1:]
+        dtype = arr.dtype
+        usual = self._usual
+        if usual is None:
+            self._usual = usual = dtype
+        return shape if dtype is usual else (shape, dtype)

@@ -38,6 +38,8 @@ from collections import deque
 from collections.abc import Hashable
 from typing import Final
 
+import numpy as np
+
 from corral import telemetry
 from corral.errors import (
     CallTimeout,
@@ -50,7 +52,7 @@ from corral.errors import (
 )
 from corral.runtime.messages import KILL, Exit, ExitReason
 from corral.runtime.process import Actor, Caller, Pid
-from corral.serving.contract import bucket, conform
+from corral.serving.contract import NUMERIC_KINDS, Buckets, conform
 from corral.serving.counters import Counters
 from corral.serving.door import Door
 from corral.serving.factory import ModelFactory
@@ -100,6 +102,7 @@ class ServingServer(Actor):
         self._swap_lock = asyncio.Lock()
         self._keys = options.batch_keys
         self._spec = options.input_spec
+        self._buckets = Buckets()
         self._timeout = options.batch_timeout
         self._batch_size = options.batch_size
 
@@ -208,17 +211,23 @@ class ServingServer(Actor):
             raise ServingNotRunning(self.name, "it is stopping")
         counters = self.counters
         counters.requests += 1
+        spec = self._spec
         try:
-            arr = conform(self.name, x, self._spec, single=single)
+            # The usual request, inline: an array of numbers, no spec (conform's first case).
+            if spec is None and type(x) is np.ndarray and x.dtype.kind in NUMERIC_KINDS:
+                arr = x
+            else:
+                arr = conform(self.name, x, spec, single=single)
             size = 1 if single else self._batch_length(arr)
         except InvalidInput:
             counters.invalid += 1
             raise
         keys = self._keys
-        if self._spec is not None:
+        if spec is not None:
             key = None if keys is None else keys(arr)
         else:
-            key = bucket(arr, single) if keys is None else (keys(arr), bucket(arr, single))
+            bucket = self._buckets.key(arr, single)
+            key = bucket if keys is None else (keys(arr), bucket)
         loop = self._loop
         now = loop.time()
         fut: asyncio.Future[Result] = loop.create_future()
