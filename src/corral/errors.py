@@ -401,16 +401,31 @@ class DeadlineExceeded(ServingError, TimeoutError):
 
     ``deadline`` is the budget the caller gave, in seconds; ``waited`` how long it waited;
     ``ran`` whether its batch had started (its result, if any, is dropped) or it was dropped
-    unrun from the queue.
+    unrun from the queue; ``early`` whether it was dropped at its batch's cut, before its
+    deadline, because the batch could not have finished in time.
     """
 
-    def __init__(self, serving: str, deadline: float, waited: float, *, ran: bool = False) -> None:
+    def __init__(
+        self,
+        serving: str,
+        deadline: float,
+        waited: float,
+        *,
+        ran: bool = False,
+        early: bool = False,
+    ) -> None:
         self.serving = serving
         self.deadline = deadline
         self.waited = waited
         self.ran = ran
+        self.early = early
         if ran:
             what = f"request's deadline passed after {waited:g} s while its batch ran"
+        elif early:
+            what = (
+                f"request dropped unrun after {waited:g} s in the queue: its batch would have "
+                "ended after its deadline"
+            )
         else:
             what = f"request dropped unrun after {waited:g} s in the queue"
         super().__init__(

@@ -345,3 +345,48 @@ async def test_a_killed_serving_fails_the_requests_it_held_and_comes_back() -> N
                 await task
         model.gate.open()
         assert float((await serving.run(sample(3), deadline=5.0)).output[0]) == 6.0
+
+
+class Slow:
+    """An async model whose every batch takes 0.1 s (virtual time); records compositions."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[float]] = []
+
+    def __call__(self) -> AsyncFunctionModel:
+        return AsyncFunctionModel(self.run)
+
+    async def run(self, batch: np.ndarray) -> np.ndarray:
+        self.batches.append([float(v) for v in batch[:, 0]])
+        await asyncio.sleep(0.1)
+        return batch * 2
+
+
+@pytest.mark.parametrize("drop_late", [True, False])
+async def test_a_request_that_could_not_be_answered_in_time_is_dropped_at_the_cut(
+    drop_late: bool,
+) -> None:
+    model = Slow()
+    serving = Serving(model, name="rank", batch_size=1, batch_timeout=0.0, drop_late=drop_late)
+    async with start(serving):
+        await serving.run(sample(1))  # one batch: compute takes 0.1 s
+        first = asyncio.create_task(serving.run(sample(2)))  # runs t=0.1..0.2
+        hopeless = asyncio.create_task(serving.run(sample(3), deadline=0.15))  # cut at 0.2
+        patient = asyncio.create_task(serving.run(sample(4), deadline=0.35))  # ends at 0.3
+        await wait_all_tasks_blocked()
+        with pytest.raises(DeadlineExceeded) as info:
+            await hopeless
+        assert float((await first).output[0]) == 4.0
+        assert float((await patient).output[0]) == 8.0
+        if drop_late:
+            # Cut at t=0.2 with 0.05 s left and batches taking 0.1 s: dropped then, unrun.
+            assert info.value.early and not info.value.ran
+            assert str(info.value).startswith(
+                "serving 'rank': request dropped unrun after 0.1 s in the queue: its batch "
+                "would have ended after its deadline (deadline=0.15)"
+            )
+            assert model.batches == [[1.0], [2.0], [4.0]]
+        else:
+            # It runs, and fails at its deadline while its batch is still running.
+            assert info.value.ran and not info.value.early
+            assert model.batches == [[1.0], [2.0], [3.0], [4.0]]

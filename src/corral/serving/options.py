@@ -102,6 +102,15 @@ class ServingOptions(Options):
         rule="an InputSpec, a (shape, dtype) pair or None",
         check=lambda v: v is None or isinstance(v, InputSpec),
     )
+    drop_late: bool = option(
+        True,
+        doc="At a batch's cut, drop the requests whose deadline falls before the batch could "
+        "end (now plus the average compute time of recent batches): they fail at once with "
+        "DeadlineExceeded, unrun, instead of taking a place in a batch whose answer would "
+        "come too late. False: they run, and fail at their deadline if the batch is slower.",
+        rule="a bool",
+        check=lambda v: type(v) is bool,
+    )
     restart_wait: float = option(
         5.0,
         doc="Seconds a request made while the serving restarts after a crash waits for it to "

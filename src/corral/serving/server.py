@@ -103,6 +103,8 @@ class ServingServer(Actor):
         self._keys = options.batch_keys
         self._spec = options.input_spec
         self._buckets = Buckets()
+        self._drop_late_on = options.drop_late
+        self._late_margin = 0.0  # seconds: 0 until a batch has run (or with drop_late off)
         self._timeout = options.batch_timeout
         self._batch_size = options.batch_size
 
@@ -339,6 +341,10 @@ class ServingServer(Actor):
     def _make_job(self, batch: Batch, *, crashes: int = 0) -> Job | None:
         """Stack ``batch`` into a job. Inputs that cannot be stacked (a ``batch_keys`` that
         mixes shapes) are run one request at a time, queued first in line."""
+        if self._late_margin > 0.0 and (late := self._drop_late(batch)) is not batch:
+            if late is None:
+                return None
+            batch = late
         try:
             job = Job(batch, crashes=crashes)
         except Exception as exc:
@@ -349,6 +355,22 @@ class ServingServer(Actor):
             return None
         self._watch_deadlines(job)
         return job
+
+    def _drop_late(self, batch: Batch) -> Batch | None:
+        """``batch`` without the requests whose deadline comes before it could end (now
+        plus the recent compute time, ``drop_late``): they expire now. None if none is left."""
+        now = self._loop.time()
+        ends = now + self._late_margin
+        keep = [r for r in batch.requests if r.deadline is None or r.deadline >= ends]
+        if len(keep) == len(batch.requests):
+            return batch
+        for request in batch.requests:
+            if request.deadline is not None and request.deadline < ends:
+                self._expire(request, now, ran=False, early=True)
+        if not keep:
+            return None
+        size = sum(r.size for r in keep)
+        return Batch(batch.key, tuple(keep), size, self.policy.padded_size(size), batch.reason)
 
     def _split(self, batch: Batch, parts: int, *, crashes: int) -> list[Job]:
         """``batch``'s live requests in ``parts`` jobs (1 to ``parts`` requests each)."""
@@ -371,14 +393,16 @@ class ServingServer(Actor):
 
     # -- deadlines ---------------------------------------------------------------------------
 
-    def _expire(self, request: Request, now: float, *, ran: bool) -> None:
+    def _expire(self, request: Request, now: float, *, ran: bool, early: bool = False) -> None:
         _, fut, _, budget = payload_of(request)
         if fut.done():
             return
         waited = now - request.arrived
-        fut.set_exception(DeadlineExceeded(self.name, budget or 0.0, waited, ran=ran))
+        fut.set_exception(DeadlineExceeded(self.name, budget or 0.0, waited, ran=ran, early=early))
         self.counters.expired += 1
-        telemetry.emit(EXPIRED_EVENT, {"waited": waited}, {"serving": self.name, "ran": ran})
+        telemetry.emit(
+            EXPIRED_EVENT, {"waited": waited}, {"serving": self.name, "ran": ran, "early": early}
+        )
 
     def _watch_deadlines(self, job: Job) -> None:
         """Arm ``job``'s timer for the earliest deadline among its waiting requests."""
@@ -529,6 +553,10 @@ class ServingServer(Actor):
         counters.wait_max = max(counters.wait_max, oldest)
         counters.compute_total += compute
         counters.compute_max = max(counters.compute_max, compute)
+        if self._drop_late_on:
+            # The recent compute time, by which drop_late judges a request too late to run.
+            margin = self._late_margin
+            self._late_margin = compute if margin == 0.0 else 0.8 * margin + 0.2 * compute
         if telemetry.has_handlers(BATCH_EVENT):
             telemetry.emit(
                 BATCH_EVENT,
