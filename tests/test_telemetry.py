@@ -590,3 +590,42 @@ def test_has_handlers_tells_whether_anything_listens_to_exactly_that_event() -> 
     finally:
         telemetry.detach("has-handlers-probe")
     assert telemetry.has_handlers(event) is False
+
+
+def test_a_span_begun_by_hand_carries_start_measurements_and_what_stop_adds() -> None:
+    recorder = Recorder()
+    telemetry.attach_many("t", [START, STOP, EXCEPTION], recorder)
+
+    span = telemetry.start_span(
+        PREFIX, {"model": "rank"}, clock=fake_clock(2.0, 2.5), measurements={"size": 4}
+    )
+    assert span is not None and telemetry.has_span_handlers(PREFIX)
+    span.stop({"result": "ok"}, successful=3, failed=1)
+    assert recorder.calls == [
+        (START, {"monotonic_time": 2.0, "size": 4}, {"model": "rank"}, None),
+        (
+            STOP,
+            {"duration": 0.5, "monotonic_time": 2.5, "size": 4, "successful": 3, "failed": 1},
+            {"model": "rank", "result": "ok"},
+            None,
+        ),
+    ]
+    recorder.calls.clear()
+    error = RuntimeError("boom")
+    span = telemetry.start_span(PREFIX, clock=fake_clock(0.0, 1.0))
+    assert span is not None
+    span.exception(error)
+    assert recorder.calls[1] == (
+        EXCEPTION,
+        {"duration": 1.0, "monotonic_time": 1.0},
+        {"kind": RuntimeError, "reason": error},
+        None,
+    )
+
+
+def test_start_span_with_nothing_attached_emits_nothing_and_reads_no_clock() -> None:
+    def clock() -> float:
+        raise AssertionError("the clock was read")
+
+    assert not telemetry.has_span_handlers(PREFIX)
+    assert telemetry.start_span(PREFIX, clock=clock) is None

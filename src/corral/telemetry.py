@@ -86,13 +86,16 @@ __all__ = [
     "EventName",
     "Handler",
     "HandlerInfo",
+    "Span",
     "attach",
     "attach_many",
     "detach",
     "emit",
     "has_handlers",
+    "has_span_handlers",
     "list_handlers",
     "span",
+    "start_span",
 ]
 
 EventName = tuple[str, ...]
@@ -106,6 +109,7 @@ _logger = logging.getLogger("corral.telemetry")
 _SPAN_SUFFIXES = frozenset({"start", "stop", "exception"})
 
 _EMPTY_METADATA: Mapping[str, object] = types.MappingProxyType({})
+_EMPTY_MEASUREMENTS: Mapping[str, float] = types.MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +244,7 @@ def span(
     """
     if event_prefix not in _span_prefixes:
         return _NO_SPAN
-    return _Span(event_prefix, _EMPTY_METADATA if metadata is None else metadata, clock)
+    return _WithSpan(event_prefix, _EMPTY_METADATA if metadata is None else metadata, clock)
 
 
 class _NoSpan:
@@ -267,10 +271,80 @@ class _NoSpan:
 _NO_SPAN = _NoSpan()
 
 
-class _Span:
-    """A span somebody listens to; one instance per ``with``, entered once."""
+class Span:
+    """A span begun by hand (``start_span``), for work whose end is not a ``with`` block's:
+    ``start`` was emitted when it was made; end it once, with ``stop`` or ``exception``.
 
-    __slots__ = ("_clock", "_metadata", "_prefix", "_start")
+    The ``with`` form (``span``) is built on it. Measurements given at the start (``size``)
+    go with every event of the span; ``stop`` may add measurements and update the metadata
+    (a result known only at the end).
+    """
+
+    __slots__ = ("_clock", "_measurements", "_metadata", "_prefix", "_start")
+
+    def __init__(
+        self,
+        prefix: EventName,
+        metadata: Mapping[str, object],
+        clock: Callable[[], float],
+        measurements: Mapping[str, float] | None = None,
+    ) -> None:
+        self._prefix = prefix
+        self._metadata = metadata
+        self._clock = clock
+        self._measurements = _EMPTY_MEASUREMENTS if measurements is None else measurements
+        self._start = start = clock()
+        emit((*prefix, "start"), {"monotonic_time": start, **self._measurements}, metadata)
+
+    def _ended(self, extra: Mapping[str, float]) -> dict[str, float]:
+        stop = self._clock()
+        return {
+            "duration": stop - self._start,
+            "monotonic_time": stop,
+            **self._measurements,
+            **extra,
+        }
+
+    def stop(self, metadata: Mapping[str, object] | None = None, **measurements: float) -> None:
+        """The work ended: emit ``stop`` with ``measurements`` added and ``metadata``
+        updated."""
+        meta = self._metadata if metadata is None else {**self._metadata, **metadata}
+        emit((*self._prefix, "stop"), self._ended(measurements), meta)
+
+    def exception(self, exc: BaseException) -> None:
+        """The work raised ``exc``: emit ``exception`` with ``kind`` and ``reason``."""
+        meta = {**self._metadata, "kind": type(exc), "reason": exc}
+        emit((*self._prefix, "exception"), self._ended(_EMPTY_MEASUREMENTS), meta)
+
+
+def has_span_handlers(event_prefix: EventName) -> bool:
+    """Whether a handler is attached now to the ``start``, ``stop`` or ``exception`` event of
+    span ``event_prefix`` (one set lookup): ``start_span`` returns None when not."""
+    return event_prefix in _span_prefixes
+
+
+def start_span(
+    event_prefix: EventName,
+    metadata: Mapping[str, object] | None = None,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+    measurements: Mapping[str, float] | None = None,
+) -> Span | None:
+    """Begin a span by hand: emits ``event_prefix + ("start",)`` now and returns the
+    ``Span`` to end once with ``stop`` or ``exception``; None (nothing emitted, the clock not
+    read) when no handler is attached to any of its three events. Events and measurements
+    are those of ``span``, plus ``measurements`` on all three."""
+    if event_prefix not in _span_prefixes:
+        return None
+    return Span(
+        event_prefix, _EMPTY_METADATA if metadata is None else metadata, clock, measurements
+    )
+
+
+class _WithSpan:
+    """A span somebody listens to, as a ``with`` block; one instance per ``with``."""
+
+    __slots__ = ("_clock", "_metadata", "_prefix", "_span")
 
     def __init__(
         self, prefix: EventName, metadata: Mapping[str, object], clock: Callable[[], float]
@@ -278,11 +352,10 @@ class _Span:
         self._prefix = prefix
         self._metadata = metadata
         self._clock = clock
-        self._start = 0.0
+        self._span: Span | None = None
 
     def __enter__(self) -> None:
-        self._start = start = self._clock()
-        emit((*self._prefix, "start"), {"monotonic_time": start}, self._metadata)
+        self._span = Span(self._prefix, self._metadata, self._clock)
 
     def __exit__(
         self,
@@ -290,13 +363,12 @@ class _Span:
         exc: BaseException | None,
         tb: types.TracebackType | None,
     ) -> None:
-        stop = self._clock()
-        measurements = {"duration": stop - self._start, "monotonic_time": stop}
-        if exc_type is None:
-            emit((*self._prefix, "stop"), measurements, self._metadata)
+        span = self._span
+        assert span is not None
+        if exc is None:
+            span.stop()
         else:
-            metadata = {**self._metadata, "kind": exc_type, "reason": exc}
-            emit((*self._prefix, "exception"), measurements, metadata)
+            span.exception(exc)
         # Returning None lets the exception, if any, propagate.
 
 

@@ -24,11 +24,11 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from corral import telemetry
 from corral.pipeline.events import BATCH
 from corral.pipeline.message import OK, BatchInfo, Message
 from corral.pipeline.policy import retry_delay
 from corral.pipeline.stages.ending import Ender
-from corral.pipeline.stages.hooks import HookSpan, listened
 from corral.pipeline.stages.protocol import Batch, BatcherDone, BatchProcessorReady, WaitDrained
 from corral.pipeline.stages.topology import Topology
 from corral.runtime import Actor, Caller
@@ -124,10 +124,11 @@ class BatchProcessorStage(Actor):
     async def _call(self, info: BatchInfo, messages: list[Message]) -> list[Message]:
         """One ``handle_batch`` call, under the batch span when anybody listens."""
         size = len(messages)
-        span: HookSpan | None = None
-        if listened(BATCH):
+        span: telemetry.Span | None = None
+        if telemetry.has_span_handlers(BATCH):
             meta = {**self._meta, "batch_info": info}
-            span = HookSpan(BATCH, meta, self.node.clock.now, {"size": size})
+            clock = self.node.clock.now
+            span = telemetry.start_span(BATCH, meta, clock=clock, measurements={"size": size})
         try:
             returned: Any = self._handle(self._batcher, messages, info, self._context)
             if self._handle_async:

@@ -4,23 +4,22 @@
 hooks, whether each is ``async def``, the dead-letter sink and the hooks' ``context``. The
 stages never see the ``Pipeline`` itself.
 
-``HookSpan`` emits the documented events of one ``handle_message`` or ``handle_batch`` call
-(``corral.pipeline.events``). It is not ``corral.telemetry.span``: these events carry what
-``span`` cannot express (``size`` on ``batch`` ``start``; ``successful`` and ``failed``
-counts and, for a processor, the message as returned on ``stop``), and a hook's exception
-is caught by the stage (it fails the message), not propagated through a ``with``.
+The documented events of one ``handle_message`` or ``handle_batch`` call
+(``corral.pipeline.events``) come from a ``corral.telemetry.start_span``: a span begun by
+hand, because a hook's exception is caught by the stage (it fails the message) rather than
+propagated through a ``with``, and because the ``stop`` event carries what is known only at
+the end (the message as returned; the ``successful`` and ``failed`` counts).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from corral import telemetry
 from corral.pipeline.message import BatchInfo, Message
 from corral.pipeline.producer import DeadLetterSink
 
-__all__ = ["HookSpan", "StageHooks", "listened"]
+__all__ = ["StageHooks"]
 
 HandleMessage = Callable[[str, Message, object], "Message | Awaitable[Message]"]
 HandleBatch = Callable[
@@ -40,52 +39,3 @@ class StageHooks:
     handle_failed: HandleFailed
     dead_letter: DeadLetterSink | None
     context: object
-
-
-def listened(prefix: tuple[str, ...]) -> bool:
-    """Whether a handler is attached to the ``start``, ``stop`` or ``exception`` event of
-    span ``prefix`` now (a few dictionary lookups)."""
-    has = telemetry.has_handlers
-    return has((*prefix, "start")) or has((*prefix, "stop")) or has((*prefix, "exception"))
-
-
-class HookSpan:
-    """One hook call, measured on ``clock``: emits ``prefix + ("start",)`` when made, then
-    ``stop`` or ``exception`` once. Make one only when ``listened(prefix)``."""
-
-    __slots__ = ("_clock", "_measurements", "_metadata", "_prefix", "_start")
-
-    def __init__(
-        self,
-        prefix: tuple[str, ...],
-        metadata: Mapping[str, object],
-        clock: Callable[[], float],
-        measurements: Mapping[str, float] | None = None,
-    ) -> None:
-        self._prefix = prefix
-        self._metadata = metadata
-        self._clock = clock
-        self._measurements = {} if measurements is None else measurements
-        self._start = start = clock()
-        telemetry.emit(
-            (*prefix, "start"), {"monotonic_time": start, **self._measurements}, metadata
-        )
-
-    def _ended(self, extra: Mapping[str, float]) -> dict[str, float]:
-        stop = self._clock()
-        return {
-            "duration": stop - self._start,
-            "monotonic_time": stop,
-            **self._measurements,
-            **extra,
-        }
-
-    def stop(self, metadata: Mapping[str, object] | None = None, **measurements: float) -> None:
-        """The hook returned: ``stop`` with ``measurements`` added and ``metadata`` updated."""
-        meta = self._metadata if metadata is None else {**self._metadata, **metadata}
-        telemetry.emit((*self._prefix, "stop"), self._ended(measurements), meta)
-
-    def exception(self, exc: Exception) -> None:
-        """The hook raised ``exc``: ``exception`` with ``kind`` and ``reason``."""
-        meta = {**self._metadata, "kind": type(exc), "reason": exc}
-        telemetry.emit((*self._prefix, "exception"), self._ended({}), meta)

@@ -35,11 +35,11 @@ import asyncio
 from collections.abc import Hashable
 from typing import Any
 
+from corral import telemetry
 from corral.pipeline.events import PROCESSOR
 from corral.pipeline.message import OK, Message
 from corral.pipeline.policy import retry_delay
 from corral.pipeline.stages.ending import Ender
-from corral.pipeline.stages.hooks import HookSpan, listened
 from corral.pipeline.stages.protocol import (
     Ask,
     BatcherUp,
@@ -248,13 +248,14 @@ class ProcessorStage(Actor):
             self._key,
             self._context,
         )
-        span: HookSpan | None = None
-        instrumented = listened(PROCESSOR)
+        span: telemetry.Span | None = None
+        instrumented = telemetry.has_span_handlers(PROCESSOR)
         keep = handled.append
         r: Any
         for m in messages:
             if instrumented:
-                span = HookSpan(PROCESSOR, {**self._meta, "message": m}, self.node.clock.now)
+                meta = {**self._meta, "message": m}
+                span = telemetry.start_span(PROCESSOR, meta, clock=self.node.clock.now)
             try:
                 r = handle(key, m, context)
                 if handle_async:
