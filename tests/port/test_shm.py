@@ -24,6 +24,7 @@ from hypothesis.extra import numpy as hnp
 
 from corral import SHUTDOWN, ChildSpec, Node, PortExited, ProtocolError, Supervisor
 from corral.port import Codec, Port, PortOptions, shm
+from corral.port._shm_pool import held_by_a_receiver
 from corral.port.codec import EXT_SHARED_ARRAY
 from corral.port.shm import SharedMemoryStore, SharedSegment
 
@@ -425,9 +426,9 @@ def test_a_full_channel_sends_arrays_inline_instead_of_blocking(channel: Channel
 def test_closing_a_channel_frees_the_segments_still_queued_in_it(channel: Channel) -> None:
     channel.a.export(four_mb())  # queued in `b`'s socket, never received
     pooled = channel.a._pool.entries[0].fd
-    assert shm._held_by_a_receiver(pooled)
+    assert held_by_a_receiver(pooled)
     channel.b.close()
-    assert not shm._held_by_a_receiver(pooled)
+    assert not held_by_a_receiver(pooled)
 
 
 def test_a_store_needs_a_seqpacket_socket() -> None:

@@ -13,14 +13,14 @@ import struct
 from typing import TYPE_CHECKING, Final
 
 from corral.port._shm_segment import (
-    _MAP_FAILED,
-    _MEMFD_FLAGS,
-    _SIZE_SEALS,
-    _counters,
-    _mmap,
-    _munmap,
-    _raw_bytes,
-    _write_all,
+    MAP_FAILED,
+    MEMFD_FLAGS,
+    SIZE_SEALS,
+    counters,
+    libc_mmap,
+    libc_munmap,
+    raw_bytes,
+    write_all,
 )
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def _flock(kind: int) -> bytes:
     return _FLOCK.pack(kind, os.SEEK_SET, 0, 0, 0)
 
 
-def _held_by_a_receiver(fd: int) -> bool:
+def held_by_a_receiver(fd: int) -> bool:
     """Whether some open file description other than ``fd``'s holds a lock on the file."""
     result = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _flock(fcntl.F_WRLCK))
     held: bool = _FLOCK.unpack(result)[0] != fcntl.F_UNLCK
@@ -52,11 +52,11 @@ class _Pooled:
         self.address = address
 
     def close(self) -> None:
-        _munmap(self.address, self.capacity)
+        libc_munmap(self.address, self.capacity)
         os.close(self.fd)
 
 
-class _Pool:
+class Pool:
     """Reusable segments of one store. Each send hands out a new locked description.
 
     Each segment stays mapped writable here, so a reuse is one ``memmove`` into pages that
@@ -82,7 +82,7 @@ class _Pool:
         if entry is not None:
             ctypes.memmove(entry.address, array.__array_interface__["data"][0], nbytes)
         else:
-            entry = self._grow(_raw_bytes(array))
+            entry = self._grow(raw_bytes(array))
             if entry is None:
                 return None
         fd = os.open(f"/proc/self/fd/{entry.fd}", os.O_RDONLY | os.O_CLOEXEC)
@@ -98,11 +98,11 @@ class _Pool:
         for entry in self.entries:
             fits = nbytes <= entry.capacity <= 2 * nbytes
             better = best is None or entry.capacity < best.capacity
-            if fits and better and not _held_by_a_receiver(entry.fd):
+            if fits and better and not held_by_a_receiver(entry.fd):
                 best = entry
         if best is not None:
-            with _counters.lock:
-                _counters.reused += 1
+            with counters.lock:
+                counters.reused += 1
         return best
 
     def _grow(self, data: memoryview) -> _Pooled | None:
@@ -112,14 +112,14 @@ class _Pool:
         while len(self.entries) >= self.segments or self.bytes + capacity > self.max_bytes:
             if not self._evict_one():
                 return None
-        fd = os.memfd_create("corral", _MEMFD_FLAGS)
+        fd = os.memfd_create("corral", MEMFD_FLAGS)
         try:
             os.ftruncate(fd, capacity)
-            _write_all(fd, data)
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SIZE_SEALS | fcntl.F_SEAL_SEAL)
+            write_all(fd, data)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SIZE_SEALS | fcntl.F_SEAL_SEAL)
             prot = mmap.PROT_READ | mmap.PROT_WRITE
-            address = _mmap(None, capacity, prot, mmap.MAP_SHARED | mmap.MAP_POPULATE, fd, 0)
-            if address is None or address == _MAP_FAILED:
+            address = libc_mmap(None, capacity, prot, mmap.MAP_SHARED | mmap.MAP_POPULATE, fd, 0)
+            if address is None or address == MAP_FAILED:
                 errno = ctypes.get_errno()
                 raise OSError(errno, f"mmap of a pooled segment failed: {os.strerror(errno)}")
         except BaseException:
@@ -127,13 +127,13 @@ class _Pool:
             raise
         entry = _Pooled(fd, capacity, address)
         self.entries.append(entry)
-        with _counters.lock:
-            _counters.created += 1
+        with counters.lock:
+            counters.created += 1
         return entry
 
     def _evict_one(self) -> bool:
         for index, entry in enumerate(self.entries):
-            if not _held_by_a_receiver(entry.fd):
+            if not held_by_a_receiver(entry.fd):
                 del self.entries[index]
                 entry.close()
                 return True

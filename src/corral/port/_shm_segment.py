@@ -19,13 +19,13 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-_MEMFD_FLAGS: Final = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
-_SIZE_SEALS: Final = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
-_ALL_SEALS: Final = _SIZE_SEALS | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
+MEMFD_FLAGS: Final = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+SIZE_SEALS: Final = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+_ALL_SEALS: Final = SIZE_SEALS | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_mmap = _libc.mmap
-_mmap.argtypes = (
+libc_mmap = _libc.mmap
+libc_mmap.argtypes = (
     ctypes.c_void_p,
     ctypes.c_size_t,
     ctypes.c_int,
@@ -33,27 +33,27 @@ _mmap.argtypes = (
     ctypes.c_int,
     ctypes.c_int64,
 )
-_mmap.restype = ctypes.c_void_p
-_munmap = _libc.munmap
-_munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
-_munmap.restype = ctypes.c_int
-_MAP_FAILED: Final = ctypes.c_void_p(-1).value
+libc_mmap.restype = ctypes.c_void_p
+libc_munmap = _libc.munmap
+libc_munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+libc_munmap.restype = ctypes.c_int
+MAP_FAILED: Final = ctypes.c_void_p(-1).value
 
 
-class _Counters:
+class Counters:
     def __init__(self) -> None:
         self.lock = threading.Lock()  # mappings are released by GC, in any thread
         self.created = self.reused = self.forwarded = self.received = self.fallbacks = 0
         self.mapped = self.mapped_bytes = 0
 
 
-_counters = _Counters()
+counters = Counters()
 
 
 def _unmap(address: int, size: int, fd: int) -> None:
-    _munmap(address, size)
+    libc_munmap(address, size)
     os.close(fd)
-    c = _counters
+    c = counters
     with c.lock:
         c.mapped -= 1
         c.mapped_bytes -= size
@@ -72,14 +72,14 @@ class SharedSegment:
     def __init__(self, fd: int, size: int) -> None:
         """Map ``size`` bytes of ``fd`` and take ownership of ``fd`` (``OSError`` if the
         mapping fails; ``fd`` is then still the caller's to close)."""
-        address = _mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-        if address is None or address == _MAP_FAILED:
+        address = libc_mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if address is None or address == MAP_FAILED:
             errno = ctypes.get_errno()
             raise OSError(errno, f"mmap of a shared-memory segment failed: {os.strerror(errno)}")
         self.address: int = address
         self.size = size
         self.fd = fd
-        c = _counters
+        c = counters
         with c.lock:
             c.mapped += 1
             c.mapped_bytes += size
@@ -110,7 +110,7 @@ class SharedSegment:
         return np.ndarray(shape, dtype=dtype, buffer=np.asarray(self), offset=offset)
 
 
-def _segment_of(array: npt.NDArray[np.generic]) -> tuple[SharedSegment, int] | None:
+def segment_of(array: npt.NDArray[np.generic]) -> tuple[SharedSegment, int] | None:
     """The segment ``array`` (C-contiguous) views and the offset in it, if it is worth
     forwarding."""
     import numpy as np
@@ -127,28 +127,28 @@ def _segment_of(array: npt.NDArray[np.generic]) -> tuple[SharedSegment, int] | N
     return base, offset
 
 
-def _raw_bytes(array: npt.NDArray[np.generic]) -> memoryview:
+def raw_bytes(array: npt.NDArray[np.generic]) -> memoryview:
     import numpy as np
 
     # A uint8 view: memoryview refuses some dtypes (datetime64) that the wire accepts.
     return array.reshape(-1).view(np.uint8).data
 
 
-def _write_all(fd: int, data: memoryview) -> None:
+def write_all(fd: int, data: memoryview) -> None:
     offset = 0
     while offset < len(data):
         offset += os.pwrite(fd, data[offset:], offset)
 
 
-def _new_segment(data: memoryview) -> int:
+def new_segment(data: memoryview) -> int:
     """A one-shot segment holding ``data``, sealed against any change."""
-    fd = os.memfd_create("corral", _MEMFD_FLAGS)
+    fd = os.memfd_create("corral", MEMFD_FLAGS)
     try:
-        _write_all(fd, data)
+        write_all(fd, data)
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _ALL_SEALS)
     except BaseException:
         os.close(fd)
         raise
-    with _counters.lock:
-        _counters.created += 1
+    with counters.lock:
+        counters.created += 1
     return fd

@@ -77,15 +77,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from corral.errors import ProtocolError
-from corral.port._shm_pool import _held_by_a_receiver as _held_by_a_receiver  # for tests
-from corral.port._shm_pool import _Pool
+from corral.port._shm_pool import Pool
+from corral.port._shm_pool import held_by_a_receiver as held_by_a_receiver  # for tests
 from corral.port._shm_segment import (
-    _SIZE_SEALS,
+    SIZE_SEALS,
     SharedSegment,
-    _counters,
-    _new_segment,
-    _raw_bytes,
-    _segment_of,
+    counters,
+    new_segment,
+    raw_bytes,
+    segment_of,
 )
 from corral.port.codec import WIRE_DTYPE_RULE, dtype_travels
 
@@ -128,7 +128,7 @@ class ShmStatistics:
 
 def statistics() -> ShmStatistics:
     """This process's shared-memory counts since it started."""
-    c = _counters
+    c = counters
     with c.lock:
         return ShmStatistics(
             c.created, c.reused, c.forwarded, c.received, c.fallbacks, c.mapped, c.mapped_bytes
@@ -155,7 +155,7 @@ def share(array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
         copy = array.copy()
         copy.flags.writeable = False
         return copy
-    fd = _new_segment(_raw_bytes(array))
+    fd = new_segment(raw_bytes(array))
     try:
         segment = SharedSegment(fd, array.nbytes)
     except BaseException:
@@ -172,7 +172,7 @@ def _check_dtype(dtype: np.dtype[np.generic], error: type[Exception]) -> None:
 # -- the store -------------------------------------------------------------------------------
 
 
-def _close_channel(sock: socket.socket, pool: _Pool) -> None:
+def _close_channel(sock: socket.socket, pool: Pool) -> None:
     sock.close()
     pool.close()
 
@@ -222,7 +222,7 @@ class SharedMemoryStore:
         sock.setblocking(False)
         self._sock = sock
         self._where = where
-        self._pool = _Pool(pool_segments, pool_bytes)
+        self._pool = Pool(pool_segments, pool_bytes)
         self._next_send = 0
         self._next_recv = 0
         self._closed = False
@@ -251,13 +251,13 @@ class SharedMemoryStore:
         send it inline instead (store closed, socket full, out of memory or descriptors)."""
         if self._closed or array.nbytes == 0:
             return None
-        forward = _segment_of(array)
+        forward = segment_of(array)
         if forward is not None:
             segment, offset = forward
             sent = self._send(segment.fd)
             if sent is not None:
-                with _counters.lock:
-                    _counters.forwarded += 1
+                with counters.lock:
+                    counters.forwarded += 1
                 return [sent, offset]
             return None
         try:
@@ -278,7 +278,7 @@ class SharedMemoryStore:
                 fd = self._pool.fill(array)
             except OSError as exc:  # no /proc, say: the one-shot path still works
                 logger.debug("%s: no pooled segment (%s); using a one-shot one", self._where, exc)
-        return _new_segment(_raw_bytes(array)) if fd is None else fd
+        return new_segment(raw_bytes(array)) if fd is None else fd
 
     def _send(self, fd: int) -> int | None:
         seq = self._next_send
@@ -291,8 +291,8 @@ class SharedMemoryStore:
         return seq
 
     def _fell_back(self, exc: OSError) -> None:
-        with _counters.lock:
-            _counters.fallbacks += 1
+        with counters.lock:
+            counters.fallbacks += 1
         logger.debug("%s: sending an array inline: %s", self._where, exc)
 
     # -- receiving -------------------------------------------------------------------------
@@ -326,8 +326,8 @@ class SharedMemoryStore:
         except BaseException:
             os.close(fd)
             raise
-        with _counters.lock:
-            _counters.received += 1
+        with counters.lock:
+            counters.received += 1
         return segment.array(np_dtype, shape, offset)
 
     def _map(self, fd: int, seq: int, needed: int) -> SharedSegment:
@@ -339,7 +339,7 @@ class SharedMemoryStore:
             raise ProtocolError(
                 f"{where}: shared-memory segment {seq} is not a memfd ({exc})"
             ) from None
-        if seals & _SIZE_SEALS != _SIZE_SEALS:
+        if seals & SIZE_SEALS != SIZE_SEALS:
             raise ProtocolError(
                 f"{where}: shared-memory segment {seq} is not sealed against resizing"
             )

@@ -2,7 +2,7 @@
 nor past ``max_inflated_size``.
 
 ``encode(term, compressed=level)`` writes one with ``zlib.compress``; ``decode`` reads one
-with ``_decompress``. The claimed size is checked against the limit before anything is
+with ``decompress``. The claimed size is checked against the limit before anything is
 inflated, and zlib is asked for at most that many bytes (``decompressobj`` with
 ``max_length``; its output buffer grows with what the stream really holds), so a small
 frame that claims gigabytes costs an error, not memory.
@@ -13,19 +13,19 @@ from __future__ import annotations
 import zlib
 from typing import Final
 
-from corral.port.etf.tags import _U32
+from corral.port.etf.tags import U32
 from corral.port.etf.terms import EtfError
 
 # Deflate's best case: a 258-byte match costs at least 2 bits, so 1032 bytes out per byte in.
 _MAX_ZLIB_RATIO: Final = 1032
 
 
-def _decompress(view: memoryview, max_inflated_size: int) -> memoryview:
+def decompress(view: memoryview, max_inflated_size: int) -> memoryview:
     """The term inside a compressed one (tag 80), never more bytes than its header claims
     and never more than ``max_inflated_size``."""
     if len(view) < 6:
         raise EtfError("truncated compressed term: the 4-byte uncompressed size is missing", 1)
-    size = _U32.unpack_from(view, 2)[0]
+    size = U32.unpack_from(view, 2)[0]
     stream = view[6:]
     if size > max_inflated_size:
         raise EtfError(

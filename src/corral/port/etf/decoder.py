@@ -12,35 +12,28 @@ import struct
 from collections.abc import Callable
 from typing import Final
 
-from corral.port.etf.compressed import _decompress
+from corral.port.etf.compressed import decompress
 from corral.port.etf.tags import (
-    _ARRAY_KINDS,
-    _F64,
-    _FUN_HEAD,
-    _I32,
-    _MAX_ATOM_CHARS,
-    _MAX_REF_WORDS,
-    _PID_NEW,
-    _PID_OLD,
-    _PORT_NEW,
-    _PORT_OLD,
-    _PORT_V4,
-    _U16,
-    _U32,
+    ARRAY_KINDS,
     ATOM_EXT,
     ATOM_UTF8_EXT,
     BINARY_EXT,
     BIT_BINARY_EXT,
     COMPRESSED,
     EXPORT_EXT,
+    F64,
     FLOAT_EXT,
+    FUN_HEAD,
+    I32,
     INTEGER_EXT,
     LARGE_BIG_EXT,
     LARGE_TUPLE_EXT,
     LIST_EXT,
     MAP_EXT,
+    MAX_ATOM_CHARS,
     MAX_DEPTH,
     MAX_INFLATED_SIZE,
+    MAX_REF_WORDS,
     NEW_FLOAT_EXT,
     NEW_FUN_EXT,
     NEW_PID_EXT,
@@ -49,7 +42,12 @@ from corral.port.etf.tags import (
     NEWER_REFERENCE_EXT,
     NIL_EXT,
     PID_EXT,
+    PID_NEW,
+    PID_OLD,
     PORT_EXT,
+    PORT_NEW,
+    PORT_OLD,
+    PORT_V4,
     REFERENCE_EXT,
     SMALL_ATOM_EXT,
     SMALL_ATOM_UTF8_EXT,
@@ -57,6 +55,8 @@ from corral.port.etf.tags import (
     SMALL_INTEGER_EXT,
     SMALL_TUPLE_EXT,
     STRING_EXT,
+    U16,
+    U32,
     V4_PORT_EXT,
     VERSION,
 )
@@ -69,7 +69,7 @@ from corral.port.etf.terms import (
     ErlangRef,
     EtfError,
     ImproperList,
-    _with_raw,
+    with_raw,
 )
 
 _UNSUPPORTED: Final = {
@@ -130,7 +130,7 @@ def decode(
             f"version byte {view[0]}", 0, hint="expected 131, the version term_to_binary writes"
         )
     if len(view) > 1 and view[1] == COMPRESSED:
-        decoder = _Decoder(_decompress(view, max_inflated_size), 0, compressed=True)
+        decoder = _Decoder(decompress(view, max_inflated_size), 0, compressed=True)
     else:
         decoder = _Decoder(view, 1, compressed=False)
     value = decoder.term()
@@ -147,7 +147,7 @@ _ATOM_TAGS: Final = {
     ATOM_UTF8_EXT: (2, "utf-8"),
     SMALL_ATOM_UTF8_EXT: (1, "utf-8"),
 }
-_PORT_LAYOUTS: Final = {V4_PORT_EXT: _PORT_V4, NEW_PORT_EXT: _PORT_NEW, PORT_EXT: _PORT_OLD}
+_PORT_LAYOUTS: Final = {V4_PORT_EXT: PORT_V4, NEW_PORT_EXT: PORT_NEW, PORT_EXT: PORT_OLD}
 
 
 class _Decoder:
@@ -219,7 +219,7 @@ class _Decoder:
             )
 
     def _u32(self, start: int, what: str) -> int:
-        value: int = _U32.unpack_from(self.data, self._take(4, start, what))[0]
+        value: int = U32.unpack_from(self.data, self._take(4, start, what))[0]
         return value
 
     def _open(self, stack: list[_Frame], frame: _Frame) -> object:
@@ -245,7 +245,7 @@ class _Decoder:
         if start + 5 > self.end:
             self._take(4, start, "INTEGER_EXT")
         self.pos = start + 5
-        return _I32.unpack_from(self.data, start + 1)[0]
+        return I32.unpack_from(self.data, start + 1)[0]
 
     def _big(self, start: int, stack: list[_Frame]) -> object:
         if self.data[start] == SMALL_BIG_EXT:
@@ -262,7 +262,7 @@ class _Decoder:
         if start + 9 > self.end:
             self._take(8, start, "NEW_FLOAT_EXT")
         self.pos = start + 9
-        value: float = _F64.unpack_from(self.data, start + 1)[0]
+        value: float = F64.unpack_from(self.data, start + 1)[0]
         if not math.isfinite(value):
             raise self.fail(f"float {value}, which Erlang does not have", start)
         return value
@@ -279,13 +279,13 @@ class _Decoder:
     def _atom_text(self, start: int) -> str:
         width, encoding = _ATOM_TAGS[self.data[start]]
         at = self._take(width, start, "atom length")
-        size = self.data[at] if width == 1 else _U16.unpack_from(self.data, at)[0]
+        size = self.data[at] if width == 1 else U16.unpack_from(self.data, at)[0]
         at = self._take(size, start, "atom")
         try:
             text = str(self.data[at : at + size], encoding)
         except UnicodeDecodeError as error:
             raise self.fail(f"atom with invalid UTF-8 ({error.reason})", start) from None
-        if len(text) > _MAX_ATOM_CHARS:
+        if len(text) > MAX_ATOM_CHARS:
             raise self.fail(f"atom of {len(text)} characters (Erlang allows 255)", start)
         return text
 
@@ -331,7 +331,7 @@ class _Decoder:
         return []
 
     def _string(self, start: int, stack: list[_Frame]) -> object:
-        size = _U16.unpack_from(self.data, self._take(2, start, "STRING_EXT length"))[0]
+        size = U16.unpack_from(self.data, self._take(2, start, "STRING_EXT length"))[0]
         at = self._take(size, start, "STRING_EXT")
         return list(self.data[at : at + size])
 
@@ -395,11 +395,11 @@ class _Decoder:
     def _pid(self, start: int, stack: list[_Frame]) -> object:
         node = self._name(start, "pid node")
         if self.data[start] == NEW_PID_EXT:
-            fields = _PID_NEW.unpack_from(self.data, self._take(12, start, "NEW_PID_EXT"))
+            fields = PID_NEW.unpack_from(self.data, self._take(12, start, "NEW_PID_EXT"))
         else:
-            fields = _PID_OLD.unpack_from(self.data, self._take(9, start, "PID_EXT"))
+            fields = PID_OLD.unpack_from(self.data, self._take(9, start, "PID_EXT"))
         pid = ErlangPid(node, *fields)
-        _with_raw(pid, self._raw(start))
+        with_raw(pid, self._raw(start))
         return pid
 
     def _port(self, start: int, stack: list[_Frame]) -> object:
@@ -407,26 +407,26 @@ class _Decoder:
         layout = _PORT_LAYOUTS[self.data[start]]
         at = self._take(layout.size, start, "port")
         port = ErlangPort(node, *layout.unpack_from(self.data, at))
-        _with_raw(port, self._raw(start))
+        with_raw(port, self._raw(start))
         return port
 
     def _reference(self, start: int, stack: list[_Frame]) -> object:
-        words = _U16.unpack_from(self.data, self._take(2, start, "reference length"))[0]
-        if words > _MAX_REF_WORDS:
+        words = U16.unpack_from(self.data, self._take(2, start, "reference length"))[0]
+        if words > MAX_REF_WORDS:
             raise self.fail(f"reference of {words} words (Erlang allows 5)", start)
         node = self._name(start, "reference node")
         width = 4 if self.data[start] == NEWER_REFERENCE_EXT else 1
         at = self._take(width + 4 * words, start, "reference")
-        creation = self.data[at] if width == 1 else _U32.unpack_from(self.data, at)[0]
+        creation = self.data[at] if width == 1 else U32.unpack_from(self.data, at)[0]
         ref = ErlangRef(node, creation, struct.unpack_from(f">{words}I", self.data, at + width))
-        _with_raw(ref, self._raw(start))
+        with_raw(ref, self._raw(start))
         return ref
 
     def _old_reference(self, start: int, stack: list[_Frame]) -> object:
         node = self._name(start, "reference node")
-        word, creation = _PORT_OLD.unpack_from(self.data, self._take(5, start, "REFERENCE_EXT"))
+        word, creation = PORT_OLD.unpack_from(self.data, self._take(5, start, "REFERENCE_EXT"))
         ref = ErlangRef(node, creation, (word,))
-        _with_raw(ref, self._raw(start))
+        with_raw(ref, self._raw(start))
         return ref
 
     def _export(self, start: int, stack: list[_Frame]) -> object:
@@ -436,14 +436,14 @@ class _Decoder:
         if self.data[at] != SMALL_INTEGER_EXT:
             raise self.fail(f"fun arity with tag {self.data[at]}, not SMALL_INTEGER_EXT", at)
         fun = ErlangFun(module, function, self.data[at + 1])
-        _with_raw(fun, self._raw(start))
+        with_raw(fun, self._raw(start))
         return fun
 
     def _new_fun(self, start: int, stack: list[_Frame]) -> object:
-        head = self._take(_FUN_HEAD.size, start, "NEW_FUN_EXT")
-        size, arity, _uniq, _index, free = _FUN_HEAD.unpack_from(self.data, head)
+        head = self._take(FUN_HEAD.size, start, "NEW_FUN_EXT")
+        size, arity, _uniq, _index, free = FUN_HEAD.unpack_from(self.data, head)
         end = start + 1 + size  # the size counts itself, not the tag
-        if size < _FUN_HEAD.size or end > self.end:
+        if size < FUN_HEAD.size or end > self.end:
             raise self.fail(f"NEW_FUN_EXT of size {size} with {self.end - head} bytes left", start)
         module = self._name(start, "fun module")
         for what in ("fun old index", "fun old uniq"):
@@ -469,7 +469,7 @@ class _Decoder:
                 frame.start,
             )
         fun = ErlangFun(module, None, arity)
-        _with_raw(fun, bytes(self.data[frame.start : end]))
+        with_raw(fun, bytes(self.data[frame.start : end]))
         return fun
 
     # Arrays.
@@ -495,7 +495,7 @@ class _Decoder:
             dtype = np.dtype(dtype_text.decode("ascii"))
         except (TypeError, ValueError):
             raise self.fail(f"ndarray with dtype {dtype_text!r}, unknown to numpy", start) from None
-        if dtype.kind not in _ARRAY_KINDS or dtype.itemsize == 0:
+        if dtype.kind not in ARRAY_KINDS or dtype.itemsize == 0:
             raise self.fail(f"ndarray with dtype {dtype_text!r} of kind {dtype.kind!r}", start)
         if math.prod(shape) * dtype.itemsize != len(data):
             raise self.fail(

@@ -14,17 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from corral.port.etf.tags import (
-    _ARRAY_KINDS,
-    _MAX_ATOM_CHARS,
-    _PID_NEW,
-    _PORT_NEW,
-    _PORT_V4,
-    _TAG_F64,
-    _TAG_I32,
-    _TAG_U16,
-    _TAG_U32,
-    _TAG_U32_U8,
-    _U32,
+    ARRAY_KINDS,
     ATOM_UTF8_EXT,
     BINARY_EXT,
     BIT_BINARY_EXT,
@@ -35,17 +25,27 @@ from corral.port.etf.tags import (
     LARGE_TUPLE_EXT,
     LIST_EXT,
     MAP_EXT,
+    MAX_ATOM_CHARS,
     MAX_DEPTH,
     NEW_FLOAT_EXT,
     NEW_PID_EXT,
     NEW_PORT_EXT,
     NEWER_REFERENCE_EXT,
     NIL_EXT,
+    PID_NEW,
+    PORT_NEW,
+    PORT_V4,
     SMALL_ATOM_UTF8_EXT,
     SMALL_BIG_EXT,
     SMALL_INTEGER_EXT,
     SMALL_TUPLE_EXT,
     STRING_EXT,
+    TAG_F64,
+    TAG_I32,
+    TAG_U16,
+    TAG_U32,
+    TAG_U32_U8,
+    U32,
     V4_PORT_EXT,
     VERSION,
 )
@@ -57,7 +57,7 @@ from corral.port.etf.terms import (
     ErlangPort,
     ErlangRef,
     ImproperList,
-    _Opaque,
+    OpaqueTerm,
 )
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def encode(term: object, *, compressed: int | None = None) -> bytes:
     if compressed is not None and size <= _U32_MAX:
         packed = zlib.compress(memoryview(data)[1:], compressed)
         if len(packed) + 5 < size:
-            return _VERSION_BYTE + _TAG_U32.pack(COMPRESSED, size) + packed
+            return _VERSION_BYTE + TAG_U32.pack(COMPRESSED, size) + packed
     return data
 
 
@@ -133,14 +133,14 @@ def _writer_for(value: object) -> _Writer | None:
 def _write_float(out: list[_Chunk], value: float) -> None:
     if not math.isfinite(value):
         raise ValueError(f"encode: Erlang has no inf or nan floats; got {value!r}")
-    out.append(_TAG_F64.pack(NEW_FLOAT_EXT, value))
+    out.append(TAG_F64.pack(NEW_FLOAT_EXT, value))
 
 
 def _write_int(out: list[_Chunk], value: int) -> None:
     if 0 <= value <= 0xFF:
         out.append(bytes((SMALL_INTEGER_EXT, value)))
     elif -(1 << 31) <= value < 1 << 31:
-        out.append(_TAG_I32.pack(INTEGER_EXT, value))
+        out.append(TAG_I32.pack(INTEGER_EXT, value))
     else:
         out.append(_encode_big(value))
 
@@ -153,19 +153,19 @@ def _encode_big(value: int) -> bytes:
         return bytes((SMALL_BIG_EXT, size, value < 0)) + digits
     if size > _U32_MAX:
         raise ValueError(f"encode: an integer of {size} bytes is too large for Erlang")
-    return _TAG_U32_U8.pack(LARGE_BIG_EXT, size, value < 0) + digits
+    return TAG_U32_U8.pack(LARGE_BIG_EXT, size, value < 0) + digits
 
 
 @functools.lru_cache(maxsize=1024)
 def _atom_bytes(text: str) -> bytes:
-    if len(text) > _MAX_ATOM_CHARS:
+    if len(text) > MAX_ATOM_CHARS:
         raise ValueError(
-            f"encode: an atom has at most {_MAX_ATOM_CHARS} characters; got {len(text)}"
+            f"encode: an atom has at most {MAX_ATOM_CHARS} characters; got {len(text)}"
         )
     data = text.encode("utf-8")
     if len(data) <= 0xFF:
         return bytes((SMALL_ATOM_UTF8_EXT, len(data))) + data
-    return _TAG_U16.pack(ATOM_UTF8_EXT, len(data)) + data
+    return TAG_U16.pack(ATOM_UTF8_EXT, len(data)) + data
 
 
 def _write_binary(out: list[_Chunk], value: bytes | bytearray | memoryview) -> None:
@@ -175,7 +175,7 @@ def _write_binary(out: list[_Chunk], value: bytes | bytearray | memoryview) -> N
         value = value.tobytes()
     if len(value) > _U32_MAX:
         raise ValueError(f"encode: a binary of {len(value)} bytes is too large for Erlang")
-    out += (_TAG_U32.pack(BINARY_EXT, len(value)), value)
+    out += (TAG_U32.pack(BINARY_EXT, len(value)), value)
 
 
 def _write_str(out: list[_Chunk], value: str) -> None:
@@ -183,10 +183,10 @@ def _write_str(out: list[_Chunk], value: str) -> None:
 
 
 def _write_bit_binary(out: list[_Chunk], value: BitBinary) -> None:
-    out += (_TAG_U32_U8.pack(BIT_BINARY_EXT, len(value.data), value.bits), value.data)
+    out += (TAG_U32_U8.pack(BIT_BINARY_EXT, len(value.data), value.bits), value.data)
 
 
-def _write_opaque(out: list[_Chunk], value: _Opaque) -> None:
+def _write_opaque(out: list[_Chunk], value: OpaqueTerm) -> None:
     out.append(value._raw if value._raw is not None else _encode_opaque(value))
 
 
@@ -226,25 +226,25 @@ def _encode_container(
         )
     if isinstance(value, tuple):
         out.append(
-            bytes((SMALL_TUPLE_EXT, size)) if size <= 0xFF else _TAG_U32.pack(LARGE_TUPLE_EXT, size)
+            bytes((SMALL_TUPLE_EXT, size)) if size <= 0xFF else TAG_U32.pack(LARGE_TUPLE_EXT, size)
         )
         _write_items(out, stack, value, level + 1)
     elif isinstance(value, list):
         string = _as_string(value)
         if string is not None:
-            out += (_TAG_U16.pack(STRING_EXT, size), string)
+            out += (TAG_U16.pack(STRING_EXT, size), string)
         elif size:
-            out.append(_TAG_U32.pack(LIST_EXT, size))
+            out.append(TAG_U32.pack(LIST_EXT, size))
             stack.append((_TAIL, level + 1))
             _write_items(out, stack, value, level + 1)
         else:
             out.append(_NIL_BYTES)
     elif isinstance(value, ImproperList):
-        out.append(_TAG_U32.pack(LIST_EXT, size))
+        out.append(TAG_U32.pack(LIST_EXT, size))
         stack.append((value.tail, level + 1))
         _write_items(out, stack, value.items, level + 1)
     else:
-        out.append(_TAG_U32.pack(MAP_EXT, size))
+        out.append(TAG_U32.pack(MAP_EXT, size))
         _write_map(out, stack, value, level + 1)
 
 
@@ -293,24 +293,24 @@ def _write_map(
     _write_items(out, stack, entries, level)
 
 
-def _encode_opaque(value: _Opaque) -> bytes:
+def _encode_opaque(value: OpaqueTerm) -> bytes:
     """A pid, port, reference or fun built in Python (decoded ones keep their bytes)."""
     if isinstance(value, ErlangPid):
         return (
             bytes((NEW_PID_EXT,))
             + _atom_bytes(value.node)
-            + _PID_NEW.pack(value.id, value.serial, value.creation)
+            + PID_NEW.pack(value.id, value.serial, value.creation)
         )
     if isinstance(value, ErlangPort):
         if value.id <= _U32_MAX:
-            body = _PORT_NEW.pack(value.id, value.creation)
+            body = PORT_NEW.pack(value.id, value.creation)
             return bytes((NEW_PORT_EXT,)) + _atom_bytes(value.node) + body
-        body = _PORT_V4.pack(value.id, value.creation)
+        body = PORT_V4.pack(value.id, value.creation)
         return bytes((V4_PORT_EXT,)) + _atom_bytes(value.node) + body
     if isinstance(value, ErlangRef):
         words = struct.pack(f">{len(value.ids)}I", *value.ids)
-        head = _TAG_U16.pack(NEWER_REFERENCE_EXT, len(value.ids))
-        return head + _atom_bytes(value.node) + _U32.pack(value.creation) + words
+        head = TAG_U16.pack(NEWER_REFERENCE_EXT, len(value.ids))
+        return head + _atom_bytes(value.node) + U32.pack(value.creation) + words
     if value.function is None:
         raise ValueError(
             "encode: a local fun can only be sent back as it was decoded; "
@@ -344,7 +344,7 @@ def _from_numpy(value: object) -> object:
 def _array_term(array: np.ndarray) -> tuple[object, ...]:
     import numpy as np
 
-    if array.dtype.kind not in _ARRAY_KINDS:
+    if array.dtype.kind not in ARRAY_KINDS:
         raise TypeError(
             f"encode: cannot encode an ndarray of dtype {array.dtype}; "
             "only bool, int, uint, float and complex arrays have an Erlang form"

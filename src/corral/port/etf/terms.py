@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from corral.errors import ProtocolError
-from corral.port.etf.tags import _MAX_ATOM_CHARS, _MAX_REF_WORDS
+from corral.port.etf.tags import MAX_ATOM_CHARS, MAX_REF_WORDS
 
 
 class EtfError(ProtocolError):
@@ -41,9 +41,9 @@ class Atom(str):
     def __new__(cls, text: str) -> Atom:
         if not isinstance(text, str):
             raise TypeError(f"Atom: the text must be a str; got {text!r}")
-        if len(text) > _MAX_ATOM_CHARS:
+        if len(text) > MAX_ATOM_CHARS:
             raise ValueError(
-                f"Atom: an atom has at most {_MAX_ATOM_CHARS} characters; got {len(text)}"
+                f"Atom: an atom has at most {MAX_ATOM_CHARS} characters; got {len(text)}"
             )
         return super().__new__(cls, text)
 
@@ -164,7 +164,7 @@ class ErlangRef:
     def __post_init__(self) -> None:
         _check_atom("ErlangRef", "node", self.node)
         _check_range("ErlangRef", "creation", self.creation, 32)
-        if not isinstance(self.ids, tuple) or len(self.ids) > _MAX_REF_WORDS:
+        if not isinstance(self.ids, tuple) or len(self.ids) > MAX_REF_WORDS:
             raise ValueError(f"ErlangRef: ids must be a tuple of at most 5 ints; got {self.ids!r}")
         for word in self.ids:
             _check_range("ErlangRef", "each of ids", word, 32)
@@ -190,8 +190,8 @@ class ErlangFun:
         _check_range("ErlangFun", "arity", self.arity, 8)
 
 
-_Opaque = ErlangPid | ErlangPort | ErlangRef | ErlangFun
+OpaqueTerm = ErlangPid | ErlangPort | ErlangRef | ErlangFun
 
 
-def _with_raw(value: _Opaque, raw: bytes) -> None:
+def with_raw(value: OpaqueTerm, raw: bytes) -> None:
     object.__setattr__(value, "_raw", raw)
