@@ -136,7 +136,11 @@ class Options:
         rows = ["| option | default | meaning |", "|---|---|---|"]
         for field in dataclasses.fields(cls):  # type: ignore[arg-type]
             default = field.default
-            shown = "—" if default is dataclasses.MISSING else f"`{default!r}`"
+            check = field.metadata.get("check")
+            if default is dataclasses.MISSING or (check is not None and not check(default)):
+                shown = "required"
+            else:
+                shown = f"`{default!r}`"
             doc = " ".join(str(field.metadata.get("doc", "")).split()).replace("|", "\\|")
             rows.append(f"| `{field.name}` | {shown} | {doc} |")
         return "\n".join(rows)

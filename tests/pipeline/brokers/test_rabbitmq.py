@@ -45,7 +45,7 @@ class RabbitMQHarness:
     The queue is declared by the first ``publish`` (or count), durable, with the arguments
     of the failure mode asked for: ``dead_letter`` gives it an ``x-dead-letter-exchange``
     (the default exchange, routing to ``<queue>.dlq``). The producer declares it with the
-    same arguments (``declare=True``).
+    same arguments (``create=True``).
     """
 
     name = "rabbitmq"
@@ -102,7 +102,7 @@ class RabbitMQHarness:
         options: dict[str, object] = {
             "url": self.server.url,
             "queue": self.queue,
-            "declare": True,
+            "create": True,
             "on_failure": "requeue" if on_failure == "redeliver" else "reject",
         }
         arguments = self.arguments()
@@ -352,7 +352,7 @@ async def test_a_consumer_the_broker_cancels_restarts_the_stage_which_declares_a
 ) -> None:
     async with harness, Node() as node:
         await harness.publish(payloads(5))
-        pipeline = subject(harness)  # declare=True
+        pipeline = subject(harness)  # create=True
         producers = capture_producers(pipeline)
         await pipeline.start(node)
         await drained(harness)
@@ -370,17 +370,17 @@ async def test_a_consumer_the_broker_cancels_restarts_the_stage_which_declares_a
 
 
 @pytest.mark.realtime
-async def test_a_queue_that_does_not_exist_fails_the_start_unless_declared(
+async def test_a_queue_that_does_not_exist_fails_the_start_unless_created(
     harness: RabbitMQHarness,
 ) -> None:
     async with harness, Node() as node:
-        pipeline = subject(harness, declare=False)
+        pipeline = subject(harness, create=False)
         with pytest.raises(StartError) as info:
             await pipeline.start(node)
         # The stage's error, nested in the supervisors' StartErrors (whose texts quote it).
         assert (
             f"does not exist on {redact(harness.server.url)}; "
-            "declare it, or set producer.options.declare=True"
+            "create it, or set producer.options.create=True"
         ) in str(info.value)
         assert harness.queue in str(info.value)
 
@@ -430,18 +430,18 @@ def test_options_name_the_option_and_the_rule() -> None:
     assert options_error(queue="q", on_failure="drop") == (
         f"{prefix}on_failure must be 'reject' or 'requeue'; got 'drop'"
     )
-    assert options_error(queue="q", declare="yes") == f"{prefix}declare must be a bool; got 'yes'"
+    assert options_error(queue="q", create="yes") == f"{prefix}create must be a bool; got 'yes'"
     assert options_error(queue="q", timeout=0) == f"{prefix}timeout must be a number > 0; got 0"
     assert options_error(queue="q", consumer_tag="") == (
         f"{prefix}consumer_tag must be None or a non-empty str; got ''"
     )
     assert options_error(queue="q", queue_arguments={"x-max-length": 5}) == (
-        f"{prefix}queue_arguments needs producer.options.declare=True (a queue that is not "
-        "declared keeps its own arguments); got {'x-max-length': 5}"
+        f"{prefix}queue_arguments needs producer.options.create=True (a queue that exists "
+        "keeps its own arguments); got {'x-max-length': 5}"
     )
     assert options_error(queue="q", prefech=5) == (
         "invalid options for pipeline: unknown option 'producer.options.prefech'; valid "
-        "options: url, queue, prefetch, declare, queue_arguments, on_failure, consumer_tag, "
+        "options: url, queue, prefetch, create, queue_arguments, on_failure, consumer_tag, "
         "timeout"
     )
 
@@ -511,3 +511,15 @@ async def test_a_connection_close_that_ignores_every_cancel_does_not_hang_the_st
     assert "gave up stopping task" in caplog.text
     assert "closing the connection failed: TimeoutError" in caplog.text
     assert len(done) == 1
+
+
+def test_declare_still_reads_as_create_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match=r"producer.options.declare is now producer"):
+        pipeline = Pipeline(
+            name="p", producer={"module": MODULE, "options": {"queue": "q", "declare": True}}
+        )
+    assert pipeline.options.producer.options.create is True  # type: ignore[attr-defined]
+    assert options_error(queue="q", declare=True, create=True) == (
+        "invalid options for pipeline: producer.options.declare is the old name of "
+        "producer.options.create; give only create"
+    )

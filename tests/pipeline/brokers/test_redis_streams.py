@@ -21,6 +21,7 @@ from conformance import FailureMode, ProducerConformance, Subject, eventually
 from redis.asyncio import Redis
 
 from corral import Node
+from corral.errors import StartError
 from corral.pipeline import Message, Pipeline
 from corral.pipeline.producers.redis_streams import RedisStreamsOptions, RedisStreamsProducer
 from servers.redis import RedisServer
@@ -213,7 +214,8 @@ def test_the_options_are_validated_when_the_pipeline_is_made() -> None:
         (
             {"stream": "s", "group": "g", "blok": 1},
             "unknown option 'producer.options.blok'; valid options: stream, group, consumer, "
-            "url, count, block, claim_idle, on_failure, dead_letter_stream, start_id, timeout",
+            "url, count, block, claim_idle, on_failure, dead_letter_stream, create, start_id, "
+            "timeout",
         ),
     ],
 )
@@ -463,3 +465,30 @@ async def test_a_stream_writer_says_what_is_wrong() -> None:
     with pytest.raises(ConnectionError, match=r"cannot reach redis://:\*{6}@127.0.0.1") as info:
         await writer.__aenter__()
     assert "secret" not in str(info.value)
+
+
+@pytest.mark.realtime
+async def test_with_create_false_a_missing_stream_or_group_fails_the_start_naming_it(
+    redis_url: str,
+) -> None:
+    async with RedisHarness(redis_url) as harness, Node() as node:
+        options = harness.producer_options(create=False)
+        pipeline = Subject(
+            harness, name="p", producer={"module": "redis_streams", "options": options}
+        )
+        with pytest.raises(StartError) as info:
+            await pipeline.start(node)
+        assert (
+            f"stream '{harness.stream}' does not exist on {redis_url}; create it, or set "
+            "producer.options.create=True"
+        ) in str(info.value)
+        await harness.client.xadd(harness.stream, {"data": "x"})
+        with pytest.raises(StartError) as info:
+            await pipeline.start(node)
+        assert f"consumer group '{harness.group}' of stream '{harness.stream}' does not exist" in (
+            str(info.value)
+        )
+        await harness.client.xgroup_create(harness.stream, harness.group, id="0")
+        await pipeline.start(node)  # both exist: it reads them
+        await eventually(_acked(harness), "the entry acknowledged")
+        await pipeline.stop()

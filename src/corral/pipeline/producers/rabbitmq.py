@@ -7,7 +7,7 @@ a producer stage starts.
 
 How it maps onto AMQP 0-9-1:
 
-- Each producer stage opens one connection and one channel, then (``declare=True``)
+- Each producer stage opens one connection and one channel, then (``create=True``)
   declares the queue durable, or checks passively that it exists.
 - On its first demand it sets ``basic.qos(prefetch_count=...)`` and starts consuming
   (``basic.consume``, manual acks). The broker pushes at most that many unacknowledged
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -113,16 +114,18 @@ class RabbitMQOptions(Options):
         rule="None or an int from 1 to 65535",
         check=_is_prefetch,
     )
-    declare: bool = option(
+    create: bool = option(
         False,
-        doc="Declare the queue (durable) if it does not exist; otherwise it must exist.",
+        doc="Create the queue (declare it durable) if missing; False: it must exist (checked "
+        "passively), or the stage fails to start naming it. 'declare', its old name, is "
+        "still read, with a DeprecationWarning.",
         rule="a bool",
         check=lambda v: type(v) is bool,
     )
     queue_arguments: Mapping[str, object] | None = option(
         None,
-        doc="Arguments of the declared queue (x-dead-letter-exchange, x-queue-type...); "
-        "only with declare=True.",
+        doc="Arguments of the created queue (x-dead-letter-exchange, x-queue-type...); "
+        "only with create=True.",
         rule="None or a mapping with str keys",
         check=_is_arguments,
     )
@@ -250,12 +253,24 @@ class RabbitMQProducer(Producer):
 
     @classmethod
     def parse_options(cls, data: Mapping[str, object], path: str) -> object:
+        if isinstance(data, Mapping) and "declare" in data:
+            if "create" in data:
+                raise ValueError(
+                    f"invalid options for pipeline: {path}declare is the old name of "
+                    f"{path}create; give only create"
+                )
+            warnings.warn(
+                f"{path}declare is now {path}create (the same name for every broker)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            data = {("create" if k == "declare" else k): v for k, v in data.items()}
         options = super().parse_options(data, path)
         assert isinstance(options, RabbitMQOptions)
-        if options.queue_arguments is not None and not options.declare:
+        if options.queue_arguments is not None and not options.create:
             raise ValueError(
-                f"invalid options for pipeline: {path}queue_arguments needs {path}declare=True "
-                f"(a queue that is not declared keeps its own arguments); "
+                f"invalid options for pipeline: {path}queue_arguments needs {path}create=True "
+                f"(a queue that exists keeps its own arguments); "
                 f"got {dict(options.queue_arguments)!r}"
             )
         return options
@@ -353,7 +368,7 @@ class RabbitMQProducer(Producer):
         import aiormq.exceptions
 
         opts = self._opts
-        if opts.declare:
+        if opts.create:
             arguments = None if opts.queue_arguments is None else dict(opts.queue_arguments)
             return await channel.declare_queue(
                 opts.queue,
@@ -365,7 +380,7 @@ class RabbitMQProducer(Producer):
         except aiormq.exceptions.ChannelNotFoundEntity as exc:
             raise ValueError(
                 f"{self._where}: queue '{opts.queue}' does not exist on {redact(opts.url)}; "
-                "declare it, or set producer.options.declare=True"
+                "create it, or set producer.options.create=True"
             ) from exc
 
     async def _ensure_allowance(self) -> None:

@@ -118,13 +118,13 @@ class RedisStreamsOptions(Options):
 
     stream: str = option(
         None,
-        doc="The stream (key) to read; created empty with the group if it does not exist.",
+        doc="The stream (key) to read; created empty with the group if missing (create=True).",
         rule="a non-empty str",
         check=_name,
     )
     group: str = option(
         None,
-        doc="The consumer group the pipeline reads as; created when missing.",
+        doc="The consumer group the pipeline reads as; created when missing (create=True).",
         rule="a non-empty str",
         check=_name,
     )
@@ -177,6 +177,13 @@ class RedisStreamsOptions(Options):
         "plus dead_letter_reason, dead_letter_id, dead_letter_stream and attempts.",
         rule="None or a non-empty str",
         check=_optional_name,
+    )
+    create: bool = option(
+        True,
+        doc="Create the stream and the consumer group if missing (XGROUP CREATE ... "
+        "MKSTREAM); False: both must exist, or the stage fails to start naming them.",
+        rule="a bool",
+        check=lambda v: type(v) is bool,
     )
     start_id: str = option(
         "0",
@@ -426,6 +433,20 @@ class RedisStreamsProducer(Producer):
         from redis.exceptions import ResponseError
 
         options = self._options
+        if not options.create:
+            missing = None
+            if not await client.exists(options.stream):
+                missing = f"stream '{options.stream}'"
+            else:
+                groups = await client.xinfo_groups(options.stream)
+                if not any(_text(g.get("name")) == options.group for g in groups):
+                    missing = f"consumer group '{options.group}' of stream '{options.stream}'"
+            if missing is not None:
+                raise ValueError(
+                    f"{self._where}: {missing} does not exist on {redact(options.url)}; "
+                    "create it, or set producer.options.create=True"
+                )
+            return
         try:
             await client.xgroup_create(
                 options.stream, options.group, id=options.start_id, mkstream=True
@@ -582,3 +603,8 @@ class RedisStreamsProducer(Producer):
 
 
 PRODUCER: Final = RedisStreamsProducer
+
+
+def _text(value: object) -> str:
+    """A reply field as text (redis-py gives bytes unless it decodes responses)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
