@@ -48,11 +48,11 @@ import dataclasses
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Literal, Protocol, Self
+from typing import Any, Literal, Protocol, Self
 
 import pytest
 
-from corral import Node, StartError
+from corral import CrashReport, Node, StartError, telemetry
 from corral.pipeline import Message, Pipeline
 from corral.testing import Gate
 
@@ -95,6 +95,11 @@ class BrokerHarness(Protocol):
         """``producer`` options for this broker's producer at ``<scheme>://user:secret@
         <url_host>`` (where nothing listens) with ``timeout``; None: no broker, no outage
         rule (the memory producer)."""
+        ...
+
+    async def lose_connections(self) -> bool:
+        """Make the broker drop the connections of the pipelines reading from it (not the
+        harness's own), as an outage would; False: there is no broker (memory)."""
         ...
 
     async def __aenter__(self) -> Self: ...
@@ -387,6 +392,46 @@ class ProducerConformance:
             await self.all_acknowledged(harness)
             await second.stop()
             assert sorted(second.handled) == sorted(payloads)
+
+    async def test_a_lost_connection_ends_the_stage_its_supervisor_restarts_it_nothing_lost(
+        self, harness: BrokerHarness
+    ) -> None:
+        # The outage rule's second half: a broker gone while the stage runs ends the stage
+        # with ConnectionError; its supervisor starts it again, and every message is handled
+        # (at least once: those taken but not acknowledged come back).
+        exits: list[CrashReport] = []
+
+        def record(event: object, measurements: object, metadata: Any, config: object) -> None:
+            exits.append(metadata["report"])
+
+        payloads = [b"lost-%d" % i for i in range(40)]
+        async with harness, Node() as node:
+            pipeline = self.subject(harness, processors=1)
+            telemetry.attach("conformance-lost", ("corral", "supervisor", "child_exited"), record)
+            try:
+                await harness.publish(payloads[:20])
+                await pipeline.start(node)
+
+                async def some_handled() -> bool:
+                    return len(pipeline.handled) >= 5
+
+                await eventually(some_handled, "messages handled before the outage")
+                if not await harness.lose_connections():
+                    await pipeline.stop()
+                    pytest.skip(f"the {harness.name} producer has no broker")
+
+                async def restarted() -> bool:
+                    return any(isinstance(r.reason, ConnectionError) for r in exits)
+
+                await eventually(restarted, "the producer stage ended and restarted")
+                await harness.publish(payloads[20:])
+                await self.all_acknowledged(harness)
+                await pipeline.stop()
+            finally:
+                telemetry.detach("conformance-lost")
+        assert set(pipeline.handled) == set(payloads)
+        reasons = [report.reason for report in exits]
+        assert any(isinstance(r, ConnectionError) for r in reasons), reasons
 
     async def test_an_unreachable_broker_is_tried_for_timeout_then_fails_the_start_naming_it(
         self, harness: BrokerHarness

@@ -30,6 +30,9 @@ class MemoryHarness:
     def unreachable_options(self, url_host: str, timeout: float) -> None:
         return None
 
+    async def lose_connections(self) -> bool:
+        return False  # no broker
+
     def __init__(self) -> None:
         self.queue = MemoryQueue(max_size=100_000)
         self.dead_letter = MemoryQueue(max_size=100_000, name="dead letters")

@@ -56,6 +56,14 @@ class NatsHarness:
             "options": {"url": url, "stream": "s", "durable": "d", "timeout": timeout},
         }
 
+    async def lose_connections(self) -> bool:
+        """Restart the server (same port, same JetStream store): every client is cut off;
+        the harness connects again after."""
+        await self.disconnect()
+        await asyncio.to_thread(self.server.restart)
+        await self.connect()
+        return True
+
     def __init__(
         self, server: NatsServer, *, create_consumer: bool = True, ack_wait: float = 30.0
     ) -> None:

@@ -56,6 +56,12 @@ class RabbitMQHarness:
         url = f"amqp://user:secret@{url_host}/"
         return {"module": MODULE, "options": {"url": url, "queue": "q", "timeout": timeout}}
 
+    async def lose_connections(self) -> bool:
+        """The broker closes the producers' connections (named ``corral <pipeline>
+        producer <i>``), as ``rabbitmqctl close_connection`` would."""
+        closed = await asyncio.to_thread(self.server.close_connections, "corral ")
+        return closed > 0
+
     def __init__(self, server: RabbitMQServer, queue: str) -> None:
         self.server = server
         self.queue = queue

@@ -44,6 +44,11 @@ class RedisHarness:
             "options": {"url": url, "stream": "s", "group": "g", "timeout": timeout},
         }
 
+    async def lose_connections(self) -> bool:
+        """CLIENT KILL every other normal client (the producers'): their reads fail."""
+        await self.client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        return True
+
     def __init__(self, url: str) -> None:
         n = next(_streams)
         self.url = url
