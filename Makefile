@@ -17,7 +17,7 @@ help:
 	@echo "make venv         create .venv and install corral -e .[test,fast] (PYTHON=$(PYTHON), >= 3.11)"
 	@echo "make debs         install the Debian packages in scripts/debian-packages.txt"
 	@echo "make demo         run corral demo"
-	@echo "make lint         ruff check + ruff format --check"
+	@echo "make lint         ruff check + ruff format --check + no import cycle in src/corral"
 	@echo "make typecheck    mypy (strict on src/)"
 	@echo "make test         debs, lint, typecheck, then pytest (PYTEST_ARGS=...)"
 	@echo "make bench-quick  run every benchmarks/*.py with --quick"
@@ -52,6 +52,7 @@ demo: venv
 lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/python scripts/import_cycles.py --lazy
 
 typecheck: venv
 	$(BIN)/mypy

@@ -489,5 +489,5 @@ def test_a_misspelt_supervisor_or_node_option_is_named_with_the_valid_ones() -> 
         "invalid options for node 'n': unknown option 'shutdown_timout'; valid options: "
         "strategy, max_restarts, max_seconds, shutdown_timeout, handle_signals"
     )
-    with pytest.raises(ValueError, match="^invalid options for node 'n': shutdown_timeout must"):
+    with pytest.raises(ValueError, match=r"^invalid options for node .n.: shutdown_timeout must"):
         Node([], name="n", shutdown_timeout=-1)

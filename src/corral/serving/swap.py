@@ -18,7 +18,7 @@ a batch of the old version whose partition dies is retried on the new one.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -29,16 +29,27 @@ from corral.serving.runners import Crashed, ModelFailed
 if TYPE_CHECKING:
     from corral.serving.factory import ModelFactory
     from corral.serving.generation import Generation
-    from corral.serving.server import ServingServer
+    from corral.serving.policy import BatchPolicy
+    from corral.serving.versions import Versions
 
-__all__ = ["SWAP_EVENT", "run_swap"]
+__all__ = ["SWAP_EVENT", "SwapHost", "run_swap"]
 
 SWAP_EVENT = ("corral", "serving", "swapped")
 
 
-async def run_swap(
-    server: ServingServer, factory: ModelFactory, version: str, warmup: object
-) -> None:
+class SwapHost(Protocol):
+    """What a swap needs of the server running it (``ServingServer`` is one)."""
+
+    name: str
+    policy: BatchPolicy
+    versions: Versions
+
+    async def start_generation(self, factory: ModelFactory, version: str) -> Generation: ...
+
+    def pump(self) -> None: ...
+
+
+async def run_swap(server: SwapHost, factory: ModelFactory, version: str, warmup: object) -> None:
     """Swap ``server`` to ``factory`` as ``version``; raises ``SwapFailed`` on rollback.
     Cancelling it before the flip stops the new partitions; after, the drain goes on."""
     name = server.name

@@ -24,7 +24,7 @@ from collections.abc import Callable, Coroutine
 
 import pytest
 
-from corral.testing.virtual_time import _check_main, _run_and_close, run
+from corral.testing.virtual_time import check_main, run, run_and_close
 
 __all__ = ["pytest_configure", "pytest_pyfunc_call"]
 
@@ -74,5 +74,5 @@ def _in_sync(
 
 
 def _run_realtime(main: Coroutine[object, None, object]) -> object:
-    _check_main("corral.testing.pytest_plugin", main)
-    return _run_and_close(asyncio.SelectorEventLoop(), main)
+    check_main("corral.testing.pytest_plugin", main)
+    return run_and_close(asyncio.SelectorEventLoop(), main)

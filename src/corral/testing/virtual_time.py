@@ -54,7 +54,14 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TypeVar, TypeVarTuple, Unpack
 
-__all__ = ["VirtualTimeLoop", "new_event_loop", "run", "wait_all_tasks_blocked"]
+__all__ = [
+    "VirtualTimeLoop",
+    "check_main",
+    "new_event_loop",
+    "run",
+    "run_and_close",
+    "wait_all_tasks_blocked",
+]
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
@@ -310,17 +317,17 @@ def run(
     ``start`` and ``autojump_threshold`` are as for ``VirtualTimeLoop``; ``debug`` turns on
     asyncio's debug mode.
     """
-    _check_main("corral.testing.run", main)
+    check_main("corral.testing.run", main)
     try:
         loop = VirtualTimeLoop(start=start, autojump_threshold=autojump_threshold)
     except BaseException:
         main.close()
         raise
     loop.set_debug(debug)
-    return _run_and_close(loop, main)
+    return run_and_close(loop, main)
 
 
-def _check_main(where: str, main: object) -> None:
+def check_main(where: str, main: object) -> None:
     """Raise unless ``main`` is a coroutine and no loop runs; close ``main`` when raising."""
     if not asyncio.iscoroutine(main):
         raise TypeError(f"{where}: main must be a coroutine; got {main!r}")
@@ -334,7 +341,7 @@ def _check_main(where: str, main: object) -> None:
     )
 
 
-def _run_and_close(loop: asyncio.AbstractEventLoop, main: Coroutine[object, None, _T]) -> _T:
+def run_and_close(loop: asyncio.AbstractEventLoop, main: Coroutine[object, None, _T]) -> _T:
     """Run ``main`` on ``loop``, clean up as ``asyncio.run`` does, and close ``loop``."""
     asyncio.set_event_loop(loop)
     try:
