@@ -1,6 +1,8 @@
 """The pipeline's telemetry events (public API; see ``docs/pipeline.md``).
 
-Spans, as ``corral.telemetry.span`` emits them: ``start`` carries ``monotonic_time``;
+Spans, begun by the stages with ``corral.telemetry.start_span`` (the explicit form of
+``corral.telemetry.span``: a hook's exception is handled by the stage, and ``stop`` carries
+what the hook returned): ``start`` carries ``monotonic_time``;
 ``stop`` and ``exception`` carry ``duration`` and ``monotonic_time`` (seconds on the node's
 clock, virtual under ``corral.testing``); ``exception`` adds ``kind`` and ``reason`` to the
 metadata.
