@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Final
 from corral.port import etf
 from corral.port.hooks import SetupFailed, die, hook, log_exception, setup_handler
 from corral.port.protocol import EXIT_PROTOCOL_ERROR, EXIT_SETUP_FAILED, describe_exception
-from corral.port.serve import STOP, Call, Cast, Request
+from corral.port.serve import CALL, CAST, STOP, Request
 
 if TYPE_CHECKING:
     from corral.port.wire import Wire
@@ -103,23 +103,23 @@ class ErlangDialect:
             die(f"undecodable term: {exc}", EXIT_PROTOCOL_ERROR)
         if isinstance(term, tuple) and term and isinstance(term[0], etf.Atom):
             if term[0] == _CALL and len(term) == 3:
-                return Call(term[1], term[2])
+                return (CALL, term[1], term[2])
             if term[0] == _CAST and len(term) == 2:
-                return Cast(term[1])
+                return (CAST, None, term[1])
         elif isinstance(term, etf.Atom) and term == _STOP:
-            return STOP
-        return Call(_BARE, term)
+            return (STOP, None, None)
+        return (CALL, _BARE, term)
 
-    def reply(self, call: Call, result: object) -> bytes:
+    def reply(self, ref: object, result: object) -> bytes:
         """``{reply, Ref, Result}``, or ``Result`` itself for a bare term; ``TypeError`` or
         ``ValueError`` if ``result`` has no Erlang form."""
-        if call.ref is _BARE:
+        if ref is _BARE:
             return etf.encode(result)
-        return etf.encode((_REPLY, call.ref, result))
+        return etf.encode((_REPLY, ref, result))
 
-    def error(self, call: Call, exc: BaseException) -> bytes:
+    def error(self, ref: object, exc: BaseException) -> bytes:
         """``{error, Ref, {Type, Message, Traceback}}``, or ``{error, {...}}`` for a bare
         term."""
-        if call.ref is _BARE:
+        if ref is _BARE:
             return etf.encode((_ERROR, error_term(exc)))
-        return etf.encode((_ERROR, call.ref, error_term(exc)))
+        return etf.encode((_ERROR, ref, error_term(exc)))

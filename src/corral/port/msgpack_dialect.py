@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from corral.errors import ProtocolError
 from corral.port.hooks import SetupFailed, die, setup_handler
@@ -32,8 +32,10 @@ from corral.port.protocol import (
     STOP,
     describe_exception,
 )
-from corral.port.serve import STOP as STOP_REQUEST
-from corral.port.serve import Call, Cast, Request
+from corral.port.serve import CALL as CALL_REQUEST
+from corral.port.serve import CAST as CAST_REQUEST
+from corral.port.serve import STOP as STOP_KIND
+from corral.port.serve import Request
 
 if TYPE_CHECKING:
     from corral.port.codec import Codec
@@ -94,29 +96,32 @@ class MsgpackDialect:
 
     def parse(self, frame: bytes | memoryview) -> Request:
         """``[CALL, id, msg]``, ``[CAST, msg]`` or ``[STOP]``."""
-        message = self._decode(frame)
-        request = _request(message)
-        if request is None:
-            die(f"unknown message {message!r}", EXIT_PROTOCOL_ERROR)
-        return request
+        try:
+            message = self.codec.loads(frame)
+        except ProtocolError as exc:
+            die(str(exc), EXIT_PROTOCOL_ERROR)
+        if type(message) is list and message:
+            kind = message[0]
+            if kind == CALL and len(message) == 3:
+                return (CALL_REQUEST, message[1], message[2])
+            if kind == CAST and len(message) == 2:
+                return (CAST_REQUEST, None, message[1])
+            if kind == STOP:
+                return STOP_REQUEST
+        return _unknown(message)
 
-    def reply(self, call: Call, result: object) -> bytes:
+    def reply(self, ref: object, result: object) -> bytes:
         """``[REPLY, id, result]``; ``TypeError`` (or the codec's error) if ``result``
         cannot be encoded."""
-        return self.codec.dumps([REPLY, call.ref, result])
+        return self.codec.dumps([REPLY, ref, result])
 
-    def error(self, call: Call, exc: BaseException) -> bytes:
+    def error(self, ref: object, exc: BaseException) -> bytes:
         """``[ERROR, id, {"type", "message", "traceback"}]``."""
-        return self.codec.dumps([ERROR, call.ref, describe_exception(exc)])
+        return self.codec.dumps([ERROR, ref, describe_exception(exc)])
 
 
-def _request(message: object) -> Request | None:
-    if isinstance(message, list) and message:
-        kind = message[0]
-        if kind == CALL and len(message) == 3:
-            return Call(message[1], message[2])
-        if kind == CAST and len(message) == 2:
-            return Cast(message[1])
-        if kind == STOP:
-            return STOP_REQUEST
-    return None
+STOP_REQUEST: Final[Request] = (STOP_KIND, None, None)
+
+
+def _unknown(message: object) -> NoReturn:
+    die(f"unknown message {message!r}", EXIT_PROTOCOL_ERROR)

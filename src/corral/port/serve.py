@@ -3,8 +3,8 @@
 The wire (``corral.port.wire``) carries frames; a ``Dialect`` says what the frames mean:
 ``corral.port.msgpack_dialect`` speaks corral's own protocol to a ``Port``,
 ``corral.port.erlang`` speaks Erlang's External Term Format to an Erlang or Elixir program.
-A dialect turns each frame into a request — a ``Call``, a ``Cast`` or ``STOP`` — and encodes
-the answer to a call; this module decides what runs when, the same way for both:
+A dialect turns each frame into a ``Request`` — a call, a cast or a stop — and encodes the
+answer to a call; this module decides what runs when, the same way for both:
 
 - with a plain ``handle_call`` the worker answers requests one at a time, in order, and
   writes the replies to all the frames of one read in one system call;
@@ -30,7 +30,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, NamedTuple, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeAlias
 
 from corral.port.hooks import (
     deliver_cast,
@@ -47,35 +47,23 @@ if TYPE_CHECKING:
 
     from corral.port.wire import Wire
 
-__all__ = ["STOP", "Call", "Cast", "Dialect", "Request", "Stop", "serve"]
+__all__ = ["CALL", "CAST", "STOP", "Dialect", "Request", "serve"]
 
+Kind: TypeAlias = Literal["call", "cast", "stop"]
+CALL: Final = "call"
+CAST: Final = "cast"
+STOP: Final = "stop"
 
-class Call(NamedTuple):
-    """A request that wants an answer: ``body`` goes to ``handle_call``; ``ref`` is the
-    dialect's own, to address the reply (an id, an Erlang ref)."""
+Request: TypeAlias = tuple[Kind, object, object]
+"""``(kind, ref, body)``, what a dialect makes of one frame:
 
-    ref: object
-    body: object
+- ``(CALL, ref, body)``: ``body`` goes to ``handle_call``; ``ref`` is the dialect's own,
+  to address the reply (a call id, an Erlang ref);
+- ``(CAST, None, body)``: ``body`` goes to ``handle_cast``; no answer;
+- ``(STOP, None, None)``: answer what is in flight, run ``terminate()``, exit 0.
 
-
-class Cast(NamedTuple):
-    """A request without an answer: ``body`` goes to ``handle_cast``."""
-
-    body: object
-
-
-class Stop:
-    """The request to finish: answer what is in flight, run ``terminate()``, exit 0."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "STOP"
-
-
-STOP: Final = Stop()
-
-Request: TypeAlias = Call | Cast | Stop
+A plain tuple, not a class: the worker makes one per request on its hot path.
+"""
 
 
 class Dialect(Protocol):
@@ -93,13 +81,13 @@ class Dialect(Protocol):
         """The request in one frame."""
         ...
 
-    def reply(self, call: Call, result: object) -> bytes:
-        """The frame that answers ``call`` with ``result``; raises if ``result`` has no
-        form in this dialect."""
+    def reply(self, ref: object, result: object) -> bytes:
+        """The frame that answers the call ``ref`` with ``result``; raises if ``result``
+        has no form in this dialect."""
         ...
 
-    def error(self, call: Call, exc: BaseException) -> bytes:
-        """The frame that answers ``call`` with the error ``exc``; never raises."""
+    def error(self, ref: object, exc: BaseException) -> bytes:
+        """The frame that answers the call ``ref`` with the error ``exc``; never raises."""
         ...
 
 
@@ -125,27 +113,37 @@ class _Session:
         self.handle_call: Callable[..., object] = handle_call
         self.handle_cast = hook(handler, "handle_cast")
         self.wire = wire
-        self.dialect = dialect
+        self.parse = dialect.parse
+        self.reply = dialect.reply
+        self.error = dialect.error
         self.crash_on_error = crash_on_error
 
-    def encode(self, call: Call, result: object) -> bytes:
+    def encode(self, ref: object, result: object) -> bytes:
         try:
-            return self.dialect.reply(call, result)
+            return self.reply(ref, result)
         except Exception as exc:  # the result has no form on this wire
-            return self.dialect.error(call, exc)
+            return self.error(ref, exc)
 
     # -- a plain handle_call: in order, replies batched per read ---------------------------
 
     def serve_in_order(self) -> None:
-        read_frames, write, parse = self.wire.read_frames, self.wire.write, self.dialect.parse
+        read_frames, write, parse = self.wire.read_frames, self.wire.write, self.parse
+        handle_call = self.handle_call
         while (frames := read_frames()) is not None:
             replies: list[bytes] = []
             for frame in frames:
-                request = parse(frame)
-                if type(request) is Call:
-                    replies.append(self.answer(request))
-                elif type(request) is Cast:
-                    deliver_cast(self.handle_cast, request.body, crash_on_error=self.crash_on_error)
+                kind, ref, body = parse(frame)
+                if kind == CALL:
+                    try:
+                        result = handle_call(body)
+                    except Exception as exc:
+                        if self.crash_on_error:
+                            raise  # ends the worker with the traceback, status 1
+                        replies.append(self.error(ref, exc))
+                    else:
+                        replies.append(self.encode(ref, result))
+                elif kind == CAST:
+                    deliver_cast(self.handle_cast, body, crash_on_error=self.crash_on_error)
                 else:
                     if replies:
                         write(replies)
@@ -153,22 +151,13 @@ class _Session:
             if replies:
                 write(replies)
 
-    def answer(self, call: Call) -> bytes:
-        try:
-            result = self.handle_call(call.body)
-        except Exception as exc:
-            if self.crash_on_error:
-                raise  # ends the worker with the traceback, status 1
-            return self.dialect.error(call, exc)
-        return self.encode(call, result)
-
     # -- an async handle_call: concurrent, replies in completion order ---------------------
 
     async def serve_concurrently(self) -> None:
         import asyncio
 
         loop = asyncio.get_running_loop()
-        wire, parse = self.wire, self.dialect.parse
+        wire, parse = self.wire, self.parse
         tasks: set[asyncio.Task[None]] = set()
         inbox: asyncio.Queue[list[bytes | memoryview] | None] = asyncio.Queue()
 
@@ -187,14 +176,14 @@ class _Session:
             stopped = False
             while not stopped and (frames := await inbox.get()) is not None:
                 for frame in frames:
-                    request = parse(frame)
-                    if type(request) is Call:
-                        task = loop.create_task(self.answer_async(request))
+                    kind, ref, body = parse(frame)
+                    if kind == CALL:
+                        task = loop.create_task(self.answer(ref, body))
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
-                    elif type(request) is Cast:
+                    elif kind == CAST:
                         await deliver_cast_async(
-                            self.handle_cast, request.body, crash_on_error=self.crash_on_error
+                            self.handle_cast, body, crash_on_error=self.crash_on_error
                         )
                     else:
                         stopped = True
@@ -204,15 +193,15 @@ class _Session:
         finally:
             loop.remove_reader(wire.in_fd)
 
-    async def answer_async(self, call: Call) -> None:
+    async def answer(self, ref: object, body: object) -> None:
         try:
-            result = self.handle_call(call.body)
+            result = self.handle_call(body)
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:
             if self.crash_on_error:
                 die(describe_exception(exc)["traceback"], 1)
-            reply = self.dialect.error(call, exc)
+            reply = self.error(ref, exc)
         else:
-            reply = self.encode(call, result)
+            reply = self.encode(ref, result)
         self.wire.write([reply])
