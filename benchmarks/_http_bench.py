@@ -1,7 +1,5 @@
-"""benchmarks/http.py's load, servers' lifecycle, measurements and lines: see its
-docstring. A module of its own because benchmarks/http.py must stay importable as the
-standard library's ``http`` (see there).
-"""
+"""benchmarks/gateway.py's load, servers' lifecycle, measurements and lines: see its
+docstring."""
 
 from __future__ import annotations
 
@@ -28,7 +26,7 @@ from _serving_models import tiny_mlp
 
 HERE = Path(__file__).resolve().parent
 
-BENCH = "http"
+BENCH = "gateway"
 CONNECTIONS = 64
 """Keep-alive connections wrk holds open, each with one request in flight."""
 WRK_THREADS = 1

@@ -1,4 +1,4 @@
-"""The servers benchmarks/http.py measures, one per OS process:
+"""The servers benchmarks/gateway.py measures, one per OS process:
 
     python benchmarks/_http_servers.py ceiling|per_request|corral [--kind thread|loop|port]
                                        [--loop uvloop|asyncio]

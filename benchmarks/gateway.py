@@ -1,7 +1,9 @@
 """Benchmark of corral.gateway (KServe v2 over HTTP) against the HTTP ceiling and against
-per-request inference, measured in the same run (issue 14).
+per-request inference, measured in the same run (issue 14; not named http.py: a script's
+folder comes first on sys.path, and a benchmarks/http.py would stand in for the standard
+library's ``http`` package there and in the port workers that inherit the path).
 
-    python benchmarks/http.py [--quick] [--loop uvloop|asyncio] [--verbose] [--kinds thread,loop]
+    python benchmarks/gateway.py [--quick] [--loop uvloop|asyncio] [--verbose] [--kinds thread,loop]
 
 Every server runs in its own OS process (``_http_servers``), on a free loopback port, on
 ``--loop``, with uvicorn's default HTTP implementation (httptools when installed, else h11:
@@ -41,30 +43,9 @@ error. Without ``wrk``, starlette or uvicorn the run prints one ``skipped`` line
 ``corral.gateway`` the gateway lines are ``skipped``.
 """
 
-import os
 import sys
 
+from _http_bench import run
+
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _http_bench import run
-
     run(__doc__.splitlines()[0], sys.argv[1:])
-else:
-    # Every benchmark script has benchmarks/ first on sys.path (and so do its port workers),
-    # so there `import http` (uvicorn, torch, jax and urllib do) finds this file instead of
-    # the standard library's package. Hand the importer the real package: an import returns
-    # whatever sys.modules holds under the name once the module ran. The benchmark itself
-    # lives in _http_bench, so that nothing else runs here.
-    import importlib.util
-
-    _stdlib_http = os.path.join(os.path.dirname(os.__file__), "http")
-    _spec = importlib.util.spec_from_file_location(
-        "http",
-        os.path.join(_stdlib_http, "__init__.py"),
-        submodule_search_locations=[_stdlib_http],
-    )
-    if _spec is None or _spec.loader is None:
-        raise ImportError(f"benchmarks/http.py: no standard library http package in {_stdlib_http}")
-    _module = importlib.util.module_from_spec(_spec)
-    sys.modules["http"] = _module
-    _spec.loader.exec_module(_module)
