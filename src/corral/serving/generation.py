@@ -34,12 +34,13 @@ class Slot:
     """The server's view of one partition: its runner, the job it runs (None: idle), that
     job's ``call_timeout`` timer."""
 
-    __slots__ = ("batches", "crashes", "down", "index", "job", "runner", "timer")
+    __slots__ = ("batches", "crashes", "down", "index", "job", "recovering", "runner", "timer")
 
     def __init__(self, index: int, runner: Runner) -> None:
         self.index = index
         self.runner = runner
         self.down = False
+        self.recovering = False
         self.batches = 0
         self.crashes = 0
         self.job: Job | None = None
@@ -105,8 +106,26 @@ class Generation:
         for info in await Supervisor.which_children(pid):
             assert info.pid is not None
             runner = await runner_for(info.pid, options, self._spawn_task)
-            self.slots.append(Slot(len(self.slots), runner))
+            slot = Slot(len(self.slots), runner)
+            self.slots.append(slot)
+            self._watch(slot)
         self.idle = list(reversed(self.slots))
+
+    def _watch(self, slot: Slot) -> None:
+        """Notice at once when ``slot``'s partition dies while idle, so ``statistics()``
+        says ``down`` (truthful readiness) and the restart is picked up without waiting for
+        a batch to fail on it. A busy partition's death is its runner's to report."""
+        pid = slot.pid
+
+        def exited(reason: object) -> None:
+            if self.stopping or slot.recovering or slot.busy or slot.pid is not pid:
+                return
+            slot.down = True  # now, so no batch is cut for it meanwhile
+            if slot in self.idle:
+                self.idle.remove(slot)
+            self._spawn_task(self.recover(slot))
+
+        pid.add_exit_callback(exited)
 
     def release(self, slot: Slot) -> None:
         """``slot`` finished its batch: it is idle again (and may drain this version)."""
@@ -116,7 +135,17 @@ class Generation:
 
     async def recover(self, slot: Slot) -> None:
         """Wait for the supervisor to restart ``slot``'s partition, then mark it idle and
-        tell the server. Runs as a server task."""
+        tell the server. Runs as a server task. Once per death: the runner's crash report
+        and the exit notice (``_watch``) may both ask for it."""
+        if slot.recovering:
+            return
+        slot.recovering = True
+        try:
+            await self._recover(slot)
+        finally:
+            slot.recovering = False
+
+    async def _recover(self, slot: Slot) -> None:
         slot.down = True
         if slot in self.idle:
             self.idle.remove(slot)
@@ -127,6 +156,7 @@ class Generation:
         try:
             pid = await Supervisor.wait_restarted(sup, f"partition-{slot.index}", slot.pid)
             slot.runner = await runner_for(pid, self.options, self._spawn_task)
+            self._watch(slot)
         except ChildNotRestarted:
             return
         except (NoProcess, ProcessExited):
