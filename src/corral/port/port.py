@@ -42,7 +42,7 @@ class Port(Actor):
     """
 
     def __init__(self, handler: str, **options: object) -> None:
-        self.options = PortOptions(handler=handler, **options)  # type: ignore[arg-type]
+        self.options = PortOptions.from_kwargs({"handler": handler, **options})
         self._worker: WorkerProcess | None = None
 
     @property
