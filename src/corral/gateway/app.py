@@ -86,21 +86,34 @@ async def _wait_disconnect(receive: Receive) -> None:
 
 async def _run_or_disconnect(run: Awaitable[Result], receive: Receive) -> Result | None:
     """``run``'s result, or None if the client disconnected first (``run`` is then
-    cancelled). Raises what ``run`` raises."""
-    task = asyncio.ensure_future(run)
+    cancelled). Raises what ``run`` raises.
+
+    ``run`` is awaited in this task; a watcher task cancels this task if the client goes
+    away (one task per request, no ``asyncio.wait``: the hot path of every infer)."""
+    current = asyncio.current_task()
+    assert current is not None
+    gone = over = False
+
+    def disconnected(watch: asyncio.Future[None]) -> None:
+        # ``over``: a callback already scheduled when ``run`` ended must not cancel the task
+        # afterwards (remove_done_callback cannot take back a scheduled one).
+        nonlocal gone
+        if not over and not watch.cancelled() and watch.exception() is None:
+            gone = True
+            current.cancel()
+
     watch = asyncio.ensure_future(_wait_disconnect(receive))
+    watch.add_done_callback(disconnected)
     try:
-        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+        return await run
+    except asyncio.CancelledError:
+        if gone and current.uncancel() == 0:
+            return None  # the cancel was ours: the client went away
+        raise  # cancelled from outside (a drain past its timeout)
     finally:
-        for t in (task, watch):
-            if not t.done():
-                t.cancel()
-        await asyncio.wait((task, watch))
-    if task.cancelled():
-        if watch.done() and not watch.cancelled() and watch.exception() is None:
-            return None
-        raise asyncio.CancelledError  # cancelled from outside (a drain past its timeout)
-    return task.result()
+        over = True
+        watch.remove_done_callback(disconnected)
+        watch.cancel()
 
 
 def _deadline(request: Request, parsed: float | None, default: float | None) -> float | None:
