@@ -72,7 +72,9 @@ async def test_sigkilled_port_partition_under_load_loses_no_request() -> None:
         await asyncio.gather(*callers)
         stats = s.statistics()
         assert (stats.completed, stats.failed) == (32 * 15, 0)
-        assert stats.partitions[0].crashes == 1 and stats.retried_batches == 1
+        # Killed mid-batch (the usual case under this load), its batch was retried; killed
+        # between two batches, there was none to retry.
+        assert stats.partitions[0].crashes == 1 and stats.retried_batches <= 1
 
 
 @pytest.mark.realtime

@@ -118,9 +118,11 @@ class Generation:
         pid = slot.pid
 
         def exited(reason: object) -> None:
-            if self.stopping or slot.recovering or slot.busy or slot.pid is not pid:
+            # Busy, or down already: the runner reported (or will report) the crash.
+            if self.stopping or slot.down or slot.recovering or slot.busy or slot.pid is not pid:
                 return
             slot.down = True  # now, so no batch is cut for it meanwhile
+            slot.crashes += 1  # it died, if with no batch on it
             if slot in self.idle:
                 self.idle.remove(slot)
             self._spawn_task(self.recover(slot))

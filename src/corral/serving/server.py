@@ -498,6 +498,7 @@ class ServingServer(Actor):
 
     def _crashed(self, gen: Generation, slot: Slot, job: Job, error: Exception) -> None:
         slot.crashes += 1
+        slot.down = True  # until recover sees it restarted (and so the exit watch stays out)
         gen.release_check()
         crashes = job.crashes + 1
         telemetry.emit(
