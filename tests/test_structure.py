@@ -4,23 +4,17 @@ and no module imports another module's underscore names."""
 from __future__ import annotations
 
 import ast
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
+
+from script_loader import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 
 
 def _cycles_script() -> ModuleType:
-    path = ROOT / "scripts" / "import_cycles.py"
-    spec = importlib.util.spec_from_file_location("import_cycles", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("import_cycles")
 
 
 def test_no_import_cycle_inside_corral_lazy_imports_included() -> None:

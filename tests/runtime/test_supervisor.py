@@ -487,7 +487,7 @@ def test_a_misspelt_supervisor_or_node_option_is_named_with_the_valid_ones() -> 
         Node([], name="n", shutdown_timout=1.0)
     assert str(info.value) == (
         "invalid options for node 'n': unknown option 'shutdown_timout'; valid options: "
-        "strategy, max_restarts, max_seconds, shutdown_timeout, handle_signals"
+        "strategy, max_restarts, max_seconds, start_concurrently, shutdown_timeout, handle_signals"
     )
     with pytest.raises(ValueError, match=r"^invalid options for node .n.: shutdown_timeout must"):
         Node([], name="n", shutdown_timeout=-1)

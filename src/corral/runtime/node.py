@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, TypeVar
 
-from corral._options import Options, is_int, is_number, one_of, option
+from corral._options import is_number, option
 from corral.errors import ChildAlreadyStarted, NodeError, NoProcess
 from corral.runtime.clock import Clock
 from corral.runtime.context import current_node
@@ -36,7 +36,7 @@ from corral.runtime.loops import default_loop_factory
 from corral.runtime.messages import KILL, SHUTDOWN, ExitReason
 from corral.runtime.process import Actor, Pid, Timer, spawn_process
 from corral.runtime.restart import Strategy
-from corral.runtime.supervisor import ChildSpec, Supervisor
+from corral.runtime.supervisor import ChildSpec, Supervisor, SupervisorOptions
 
 __all__ = ["SYSTEM_SUPERVISOR", "Node", "NodeOptions"]
 
@@ -49,29 +49,12 @@ SYSTEM_SUPERVISOR: Final = "corral.system"
 
 
 @dataclass(frozen=True, kw_only=True)
-class NodeOptions(Options):
-    """A node's root supervisor and how it stops."""
+class NodeOptions(SupervisorOptions):
+    """A node's options: those of its root supervisor (``SupervisorOptions``), and how the
+    node stops."""
 
     _what = "node"
 
-    strategy: Strategy = option(
-        "one_for_one",
-        doc="The root supervisor's strategy (see SupervisorOptions).",
-        rule="one of 'one_for_one', 'one_for_all', 'rest_for_one'",
-        check=one_of("one_for_one", "one_for_all", "rest_for_one"),
-    )
-    max_restarts: int = option(
-        3,
-        doc="Restarts the root supervisor allows within max_seconds before the node stops.",
-        rule="an int >= 0",
-        check=is_int(0),
-    )
-    max_seconds: float = option(
-        5.0,
-        doc="Length of the root supervisor's restart-intensity window, in seconds.",
-        rule="a number > 0",
-        check=is_number(0, strict=True),
-    )
     shutdown_timeout: float = option(
         5.0,
         doc="Seconds the node waits for its processes to stop before it kills them.",
@@ -128,6 +111,7 @@ class Node:
             strategy=options.strategy,
             max_restarts=options.max_restarts,
             max_seconds=options.max_seconds,
+            start_concurrently=options.start_concurrently,
         )
         self._ids = itertools.count(1)
         self._processes: dict[int, Pid] = {}
