@@ -278,3 +278,19 @@ except ImportError as exc:
         "corral's TorchModel needs torch: pip install 'corral[torch]'",
         "corral's StreamWriter needs redis: pip install 'corral[redis]'",
     ]
+
+
+@pytest.mark.parametrize(
+    ("module", "hidden"),
+    [("corral.gateway.app", "starlette"), ("corral.gateway.server", "uvicorn")],
+)
+def test_the_gateway_without_its_extra_names_the_pip_install_line(
+    module: str, hidden: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    monkeypatch.setitem(sys.modules, hidden, None)  # as if not installed
+    monkeypatch.delitem(sys.modules, module, raising=False)  # imported afresh, then restored
+    with pytest.raises(MissingExtra) as info:
+        importlib.import_module(module)
+    assert str(info.value) == (f"corral's HTTP gateway needs {hidden}: pip install 'corral[http]'")
