@@ -27,6 +27,7 @@ from corral.pipeline.options import (
 )
 from corral.pipeline.pipeline import Pipeline
 from corral.pipeline.producer import DeadLetterSink, Producer, ProducerContext
+from corral.pipeline.statistics import PipelineStatistics, StageStatistics
 
 __all__ = [
     "DEFAULT_BATCHER",
@@ -41,10 +42,12 @@ __all__ = [
     "NoAcknowledger",
     "Pipeline",
     "PipelineOptions",
+    "PipelineStatistics",
     "ProcessorOptions",
     "Producer",
     "ProducerContext",
     "ProducerOptions",
     "RateLimitingOptions",
     "RetryOptions",
+    "StageStatistics",
 ]

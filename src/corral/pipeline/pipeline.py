@@ -37,6 +37,7 @@ from corral.pipeline.options import PipelineOptions
 from corral.pipeline.parsing import parse_pipeline_options
 from corral.pipeline.producer import DeadLetterSink
 from corral.pipeline.stages.hooks import StageHooks
+from corral.pipeline.statistics import PipelineCounters, PipelineStatistics
 from corral.runtime import ChildSpec, Node, Pid, Supervisor, get_node
 
 __all__ = ["Pipeline"]
@@ -60,6 +61,7 @@ class Pipeline:
             for hook in ("handle_message", "handle_batch", "handle_failed")
         }
         self._node: Node | None = None
+        self._counters = PipelineCounters()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} pipeline '{self.name}'>"
@@ -149,6 +151,12 @@ class Pipeline:
         finally:
             self._node = None
 
+    def statistics(self) -> PipelineStatistics:
+        """A snapshot of the messages this pipeline took in and how they ended, in total
+        and per stage, since it was made (restarts and ``start``/``stop`` cycles included).
+        Never blocks; call it on the node's loop. See ``corral.pipeline.statistics``."""
+        return self._counters.snapshot(self.name)
+
     def whereis(self, stage: str) -> Pid | None:
         """The live stage process registered as ``<name>.<stage>`` on the node the pipeline
         was started on (``"producer.0"``, ``"batcher.ml_processing"``...), or None."""
@@ -166,6 +174,7 @@ class Pipeline:
             handle_failed=self.handle_failed,
             dead_letter=self.dead_letter_sink,
             context=self.options.context,
+            counters=self._counters,
         )
 
     # -- internals -------------------------------------------------------------------------

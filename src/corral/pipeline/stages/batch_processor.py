@@ -49,7 +49,7 @@ class BatchProcessorStage(Actor):
         self._context = hooks.context
         self._retry = topology.options.retry
         where = f"pipeline '{topology.name}' batch processor {batcher!r} {index}"
-        self._ender = Ender(hooks, where)
+        self._ender = Ender(hooks, where, stage=f"batch_processor.{batcher}")
         self._meta: dict[str, object] = {
             "pipeline": topology.name,
             "batcher": batcher,

@@ -83,7 +83,11 @@ class BatcherStage(Actor):
         self._timers: dict[int, Timer] = {}  # by group id
         self._draining = False
         self._finished = False
-        self._ender = Ender(topology.hooks, f"pipeline '{topology.name}' batcher {batcher!r}")
+        self._ender = Ender(
+            topology.hooks,
+            f"pipeline '{topology.name}' batcher {batcher!r}",
+            stage=f"batcher.{batcher}",
+        )
 
     def __repr__(self) -> str:
         return f"BatcherStage({self._topology.name!r}, {self._batcher!r})"

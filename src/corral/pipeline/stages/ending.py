@@ -48,15 +48,18 @@ def _group_of(groups: dict[int, _Group], acker: Acknowledger) -> _Group:
 
 
 class Ender:
-    """Ends messages for one stage; ``where`` names the stage in logs."""
+    """Ends messages for one stage; ``where`` names the stage in logs, ``stage`` in
+    ``pipeline.statistics()`` (``"processor.default"``: its kind and name, no index)."""
 
-    __slots__ = ("_context", "_dead_letter", "_handle_failed", "_where")
+    __slots__ = ("_context", "_counter", "_dead_letter", "_handle_failed", "_where")
 
-    def __init__(self, hooks: StageHooks, where: str) -> None:
+    def __init__(self, hooks: StageHooks, where: str, *, stage: str) -> None:
         self._handle_failed = hooks.handle_failed
         self._dead_letter: DeadLetterSink | None = hooks.dead_letter
         self._context = hooks.context
         self._where = where
+        counters = hooks.counters
+        self._counter = None if counters is None else counters.stage(stage)
 
     async def end(self, successful: list[Message], failed: list[Message]) -> None:
         """Run ``handle_failed`` and the dead-letter sink on ``failed``, then ack all.
@@ -71,6 +74,10 @@ class Ender:
                 await self._send_dead_letters(failed)
         if not successful and not failed:
             return
+        counter = self._counter
+        if counter is not None:
+            counter.acked += len(successful)
+            counter.failed += len(failed)
         for acker, ok, bad in group_by_acknowledger(successful, failed):
             try:
                 result = acker.ack(ok, bad)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from corral.pipeline.message import BatchInfo, Message
 from corral.pipeline.producer import DeadLetterSink
+from corral.pipeline.statistics import PipelineCounters
 
 __all__ = ["StageHooks"]
 
@@ -39,3 +40,5 @@ class StageHooks:
     handle_failed: HandleFailed
     dead_letter: DeadLetterSink | None
     context: object
+    counters: PipelineCounters | None = None
+    """Where the stages count what they take in and end (``Pipeline.statistics``)."""

@@ -98,7 +98,11 @@ class ProcessorStage(Actor):
         self._handle_async = hooks.handle_message_async
         self._key = topology.processor_key
         self._context = hooks.context
-        self._ender = Ender(hooks, f"pipeline '{topology.name}' processor {index}")
+        self._ender = Ender(
+            hooks,
+            f"pipeline '{topology.name}' processor {index}",
+            stage=f"processor.{topology.processor_key}",
+        )
         self._meta: dict[str, object] = {
             "pipeline": topology.name,
             "processor": topology.processor_key,

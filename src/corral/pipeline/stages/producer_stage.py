@@ -70,7 +70,10 @@ class ProducerStage(Actor):
         self._done_pending: set[Pid] = set()
         self._rate_timer: Timer | None = None
         self._rate_limited = options.rate_limiting is not None
-        self._ender = Ender(topology.hooks, f"pipeline '{topology.name}' producer {index}")
+        self._ender = Ender(
+            topology.hooks, f"pipeline '{topology.name}' producer {index}", stage="producer"
+        )
+        self._counters = topology.hooks.counters
         self._context: ProducerContext  # made in init, with the stage's pid
         # What handle_demand returned while emits were still in the mailbox, each with the
         # number of emits that must be accepted before it; and how many have been.
@@ -185,6 +188,8 @@ class ProducerStage(Actor):
                 f"producer {self._index}) emitted {len(messages)} messages with demand for "
                 f"{owed}; a producer emits at most the demand it was asked for"
             )
+        if self._counters is not None:
+            self._counters.produced += len(messages)
         if self._partition_by is None:
             dispatcher.push(0, messages)
             return
