@@ -27,11 +27,18 @@ require("starlette", extra="http", by="corral's HTTP gateway")
 from starlette.applications import Starlette  # noqa: E402
 from starlette.exceptions import HTTPException  # noqa: E402
 from starlette.requests import Request  # noqa: E402
-from starlette.responses import Response  # noqa: E402
+from starlette.responses import Response, StreamingResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 from starlette.types import Receive  # noqa: E402
 
 from corral import __version__  # noqa: E402
+from corral.gateway.dashboard import (  # noqa: E402
+    HEADERS,
+    STATIC,
+    Dashboard,
+    check_token,
+    static_file,
+)
 from corral.gateway.models import Model, ModelTable  # noqa: E402
 from corral.gateway.openapi import openapi_schema  # noqa: E402
 from corral.gateway.options import GatewayOptions  # noqa: E402
@@ -132,8 +139,15 @@ def _deadline(request: Request, parsed: float | None, default: float | None) -> 
     return min(candidates) if candidates else None
 
 
-def build_app(table: ModelTable, options: GatewayOptions, *, repository_on: bool) -> Starlette:
-    """The ASGI app for ``table``'s models under ``options``."""
+def build_app(
+    table: ModelTable,
+    options: GatewayOptions,
+    *,
+    repository_on: bool,
+    dashboard: Dashboard | None = None,
+) -> Starlette:
+    """The ASGI app for ``table``'s models under ``options``, with ``dashboard``'s routes
+    when given."""
     limit = options.max_body_bytes
     depth = options.max_json_depth
 
@@ -310,6 +324,9 @@ def build_app(table: ModelTable, options: GatewayOptions, *, repository_on: bool
             Route("/v2/repository/models/{name}/unload", handled(admin(unload)), methods=["POST"]),
         ]
 
+    if dashboard is not None:
+        routes += _dashboard_routes(dashboard, options.admin_token, handled)
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 404:
@@ -321,3 +338,46 @@ def build_app(table: ModelTable, options: GatewayOptions, *, repository_on: bool
         return _json(exc.status_code, {"error": message}, exc.headers)
 
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+
+
+def _dashboard_routes(
+    dashboard: Dashboard, token: str | None, handled: Callable[[_Endpoint], _Endpoint]
+) -> list[Route]:
+    """``/dashboard`` (the page), ``/dashboard/events`` (its snapshots, server-sent events)
+    and ``/dashboard/static/{file}``; the first two need ``token`` when there is one."""
+
+    def guarded(endpoint: _Endpoint) -> _Endpoint:
+        async def check(request: Request) -> Response:
+            check_token(
+                token,
+                request.headers.get("authorization", ""),
+                request.query_params.get("token", ""),
+            )
+            return await endpoint(request)
+
+        return check
+
+    page = static_file("dashboard.html")
+
+    async def index(request: Request) -> Response:
+        return Response(page, 200, headers=HEADERS, media_type="text/html")
+
+    async def static(request: Request) -> Response:
+        name = request.path_params["file"]
+        if name not in STATIC:
+            raise HttpProblem(404, f"no dashboard file {name}")
+        return Response(static_file(name), 200, headers=HEADERS, media_type=STATIC[name])
+
+    async def events(request: Request) -> Response:
+        if dashboard.node is None:
+            raise HttpProblem(503, "the dashboard's gateway is not running")
+        headers = {**HEADERS, "X-Accel-Buffering": "no"}
+        return StreamingResponse(
+            dashboard.events(), 200, headers=headers, media_type="text/event-stream"
+        )
+
+    return [
+        Route("/dashboard", handled(guarded(index)), methods=["GET"]),
+        Route("/dashboard/events", handled(guarded(events)), methods=["GET"]),
+        Route("/dashboard/static/{file}", handled(static), methods=["GET"]),
+    ]

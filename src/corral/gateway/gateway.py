@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from corral.gateway.dashboard import Dashboard
 from corral.gateway.models import ModelTable
 from corral.gateway.options import GatewayOptions
 from corral.runtime.node import Node
@@ -76,6 +77,7 @@ class Gateway:
         self.servings = tuple(servings)
         self.repository = {m: dict(v) for m, v in repository.items()}
         self.table = ModelTable(self.servings, self.repository)
+        self.dashboard = Dashboard(self.servings)
         self._app: Starlette | None = None
         self._port: int | None = None
 
@@ -91,7 +93,10 @@ class Gateway:
             from corral.gateway.app import build_app
 
             self._app = build_app(
-                self.table, self.options, repository_on=self.options.admin_token is not None
+                self.table,
+                self.options,
+                repository_on=self.options.admin_token is not None,
+                dashboard=self.dashboard,
             )
         return self._app
 
@@ -101,8 +106,10 @@ class Gateway:
         started (0 then means 'a free one, not chosen yet')."""
         return self.options.port if self._port is None else self._port
 
-    def _bound(self, port: int) -> None:
+    def _bound(self, port: int, pid: Pid) -> None:
         self._port = port
+        self.dashboard.started(pid.node)
+        pid.add_exit_callback(lambda reason: self.dashboard.stopped())
 
     def child_spec(self, *, id: str = "gateway") -> ChildSpec:
         """A child spec for a supervisor: the ``GatewayServer`` process, listening once it
@@ -112,7 +119,7 @@ class Gateway:
         def start() -> object:
             from corral.gateway.server import GatewayServer
 
-            return GatewayServer(app, self.options, self._bound)
+            return GatewayServer(app, self.options, self._bound, self.dashboard.stopping)
 
         return ChildSpec(
             id=id,

@@ -26,7 +26,7 @@ import uvicorn  # noqa: E402
 
 from corral.gateway.options import GatewayOptions  # noqa: E402
 from corral.runtime.messages import ExitReason  # noqa: E402
-from corral.runtime.process import Actor  # noqa: E402
+from corral.runtime.process import Actor, Pid  # noqa: E402
 
 __all__ = ["GatewayServer", "bind"]
 
@@ -50,14 +50,21 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class GatewayServer(Actor):
-    """Serves ``app`` on ``options.host:options.port``; ``on_bound`` hears the bound port."""
+    """Serves ``app`` on ``options.host:options.port``; ``on_bound`` hears the bound port and
+    this process (in ``init``), ``on_stop`` that the server begins to stop (its drain, or a
+    kill)."""
 
     def __init__(
-        self, app: object, options: GatewayOptions, on_bound: Callable[[int], None]
+        self,
+        app: object,
+        options: GatewayOptions,
+        on_bound: Callable[[int, Pid], None],
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         self._app = app
         self._options = options
         self._on_bound = on_bound
+        self._on_stop = on_stop
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -81,7 +88,7 @@ class GatewayServer(Actor):
         )
         task.add_done_callback(lambda t: self.pid.send(("served", t)) if self.pid.alive else None)
         self.pid.add_exit_callback(self._abandon)
-        self._on_bound(port)
+        self._on_bound(port, self.pid)
         host = f"[{options.host}]" if ":" in options.host else options.host
         logger.info("corral gateway listening on http://%s:%d", host, port)
 
@@ -95,6 +102,8 @@ class GatewayServer(Actor):
 
     async def terminate(self, reason: ExitReason) -> None:
         self._stopping = True
+        if self._on_stop is not None:
+            self._on_stop()
         server, task = self._server, self._task
         if server is None or task is None or task.done():
             return
@@ -105,6 +114,8 @@ class GatewayServer(Actor):
 
     def _abandon(self, reason: ExitReason) -> None:
         """However the process ended (a kill skips ``terminate``): stop serving now."""
+        if self._on_stop is not None:
+            self._on_stop()
         task = self._task
         if task is not None and not task.done():
             if self._server is not None:

@@ -1,0 +1,305 @@
+"""What the dashboard shows, as one plain dict built from the introspection APIs.
+
+``snapshot(node, servings, ...)`` is a JSON-ready dict: the node, its supervision tree
+(``Supervisor.which_children`` from the root down, then the processes outside the root tree:
+the system supervisor, a serving's partition supervisors, strays), the servings
+(``serving.statistics()``) and the latest crash reports. No HTTP here; the dashboard's event
+stream sends one snapshot per tick. Runs on the node's loop: it awaits one call per
+supervisor, each bounded by ``call_timeout`` (a supervisor busy restarting a child past it
+shows ``"busy": true`` and no children this time).
+
+A supervisor's restart window (restarts in its last ``max_seconds``, of ``max_restarts``)
+is counted from the crash reports a ``CrashLog`` heard, so it counts from when the log was
+attached (the gateway's start) and leaves out restarts whose start failed (those emit no
+report).
+
+Every string in it (names, crash reasons) is user data: whoever renders it must escape it.
+
+Pipelines and training runs are not listed yet: no API names them (their processes show in
+the tree all the same).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from corral import telemetry
+from corral.errors import CallTimeout, MailboxFull, NoProcess, ProcessExited, describe_reason
+from corral.port import Port
+from corral.runtime.node import Node
+from corral.runtime.process import Pid
+from corral.runtime.supervisor import CHILD_EXITED_EVENT, CrashReport, Supervisor
+from corral.serving import Serving
+
+__all__ = ["CrashLog", "Rates", "rate", "snapshot"]
+
+Json = dict[str, object]
+
+REASON_LIMIT = 500
+"""Longest crash reason a snapshot carries, in characters (the rest is cut)."""
+
+
+def rate(before: tuple[float, int] | None, now: tuple[float, int]) -> float:
+    """Events per second between two ``(time in seconds, count)`` readings; 0.0 without an
+    earlier reading, when no time passed, or when the count went down (a restart)."""
+    if before is None or now[0] <= before[0] or now[1] < before[1]:
+        return 0.0
+    return (now[1] - before[1]) / (now[0] - before[0])
+
+
+class Rates:
+    """Per-key rates from successive counts: ``rate(key, now, count)`` answers the rate
+    since the last reading of ``key`` and remembers this one. One per event stream."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def rate(self, key: str, now: float, count: int) -> float:
+        reading = (now, count)
+        value = rate(self._last.get(key), reading)
+        self._last[key] = reading
+        return value
+
+
+@dataclass(frozen=True)
+class Crash:
+    """One child exit that was not clean, as the dashboard lists it."""
+
+    time: float
+    supervisor: str
+    child_id: str
+    pid: str
+    reason: str
+    action: str
+
+
+class CrashLog:
+    """The latest ``limit`` unclean child exits on ``node``, from the supervisor's telemetry
+    event ``("corral", "supervisor", "child_exited")``. ``attach`` starts listening, ``detach``
+    stops; the handler only appends to a bounded deque (it runs inside the supervisor)."""
+
+    def __init__(self, limit: int = 20) -> None:
+        self.crashes: deque[Crash] = deque(maxlen=limit)
+        self._restarts: dict[int, deque[float]] = {}
+        self._node: Node | None = None
+        self._id = f"corral-dashboard-crashes-{id(self)}"
+
+    def attach(self, node: Node) -> None:
+        """Listen to ``node``'s supervisors (the handler is process-wide; it keeps only
+        reports from ``node``)."""
+        self.detach()
+        self._node = node
+        telemetry.attach(self._id, CHILD_EXITED_EVENT, self._handle)
+
+    def detach(self) -> None:
+        telemetry.detach(self._id)
+        self._node = None
+
+    def _handle(
+        self,
+        event: object,
+        measurements: Mapping[str, object],
+        metadata: Mapping[str, object],
+        config: object,
+    ) -> None:
+        report = metadata.get("report")
+        if not isinstance(report, CrashReport) or report.supervisor.node is not self._node:
+            return
+        if report.action == "none" or report.action == "remove":
+            return  # a clean exit, or one its restart type does not act on
+        now = report.supervisor.node.clock.now()
+        times = self._restarts.setdefault(report.supervisor.id, deque(maxlen=_WINDOW_LIMIT))
+        times.append(now)
+        self.crashes.append(
+            Crash(
+                time=now,
+                supervisor=repr(report.supervisor),
+                child_id=report.child_id,
+                pid=repr(report.pid),
+                reason=_cut(describe_reason(report.reason)),
+                action=report.action,
+            )
+        )
+
+    def restarts_within(self, supervisor: Pid, seconds: float, now: float) -> int:
+        """Restarts ``supervisor`` made in the ``seconds`` before ``now`` (as heard)."""
+        times = self._restarts.get(supervisor.id, ())
+        return sum(1 for t in times if now - t < seconds)
+
+    def forget_ended(self) -> None:
+        """Drop the restart times of supervisors that ended."""
+        if self._node is None:
+            return
+        live = {p.id for p in self._node.processes()}
+        for key in [k for k in self._restarts if k not in live]:
+            del self._restarts[key]
+
+    def last_reasons(self) -> dict[tuple[str, str], str]:
+        """The last crash reason of each ``(supervisor, child id)``."""
+        return {(c.supervisor, c.child_id): c.reason for c in self.crashes}
+
+
+_WINDOW_LIMIT = 1000
+"""Restart times kept per supervisor (a window holds at most ``max_restarts + 1``)."""
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= REASON_LIMIT else text[: REASON_LIMIT - 1] + "…"
+
+
+def _process(pid: Pid) -> Json:
+    os_pid = Port.os_pid_of(pid) if Port.running_as(pid) is not None else None
+    return {
+        "pid": repr(pid),
+        "id": pid.id,
+        "name": pid.name,
+        "kind": pid.actor_type,
+        "state": "running" if pid.alive else "exited",
+        "mailbox": pid.mailbox_length,
+        "os_pid": os_pid,
+    }
+
+
+class _Walk:
+    def __init__(self, call_timeout: float, crashes: CrashLog | None, now: float) -> None:
+        self.seen: set[int] = set()
+        self.timeout = call_timeout
+        self.crashes = crashes
+        self.reasons = crashes.last_reasons() if crashes is not None else {}
+        self.now = now
+
+    async def process(self, pid: Pid) -> Json:
+        self.seen.add(pid.id)
+        row = _process(pid)
+        actor = Supervisor.running_as(pid)
+        if actor is None:
+            return row
+        row["supervisor"] = True
+        options = actor.options
+        used = None
+        if self.crashes is not None:
+            used = self.crashes.restarts_within(pid, options.max_seconds, self.now)
+        row["window"] = {
+            "used": used,
+            "max_restarts": options.max_restarts,
+            "max_seconds": options.max_seconds,
+        }
+        row["strategy"] = options.strategy
+        try:
+            children = await asyncio.wait_for(Supervisor.which_children(pid), self.timeout)
+        except (CallTimeout, TimeoutError, MailboxFull):
+            row["busy"] = True
+            return row
+        except (NoProcess, ProcessExited):
+            row["state"] = "exited"
+            return row
+        rows: list[Json] = []
+        for child in children:
+            if child.pid is None or not child.pid.alive:
+                sub: Json = {"pid": None, "name": None, "kind": None, "state": "down"}
+            else:
+                sub = await self.process(child.pid)
+            sub.update(
+                child_id=child.id,
+                type=child.type,
+                restart=child.restart,
+                restarts=child.restart_count,
+                last_crash=self.reasons.get((repr(pid), child.id)),
+            )
+            rows.append(sub)
+        row["children"] = rows
+        return row
+
+
+def _serving(serving: Serving, rates: Rates, now: float) -> Json:
+    from corral.errors import ServingNotRunning
+
+    try:
+        stats = serving.statistics()
+    except ServingNotRunning:
+        return {"name": serving.name, "running": False, "version": serving.version}
+    versions = sorted({p.version for p in stats.partitions} | {stats.version})
+    return {
+        "name": stats.name,
+        "running": True,
+        "version": stats.version,
+        "versions": versions,
+        "swapping": len(versions) > 1,
+        "queue_length": stats.queue_length,
+        "requests": stats.requests,
+        "completed": stats.completed,
+        "failed": stats.failed,
+        "in_flight": stats.in_flight,
+        "requests_per_second": round(rates.rate(stats.name, now, stats.requests), 3),
+        "batches": stats.batches,
+        "batch_sizes": {str(size): count for size, count in stats.batch_sizes},
+        "mean_batch_size": stats.mean_batch_size,
+        "swaps": stats.swaps,
+        "partitions_up": sum(
+            p.state in ("idle", "busy") and p.version == stats.version for p in stats.partitions
+        ),
+        "partitions": [
+            {
+                "index": p.index,
+                "version": p.version,
+                "state": p.state,
+                "batches": p.batches,
+                "crashes": p.crashes,
+                "os_pid": p.os_pid,
+            }
+            for p in stats.partitions
+        ],
+    }
+
+
+async def snapshot(
+    node: Node,
+    servings: Sequence[Serving] = (),
+    *,
+    rates: Rates | None = None,
+    crashes: CrashLog | None = None,
+    call_timeout: float = 0.25,
+) -> Json:
+    """The dashboard's view of ``node`` and ``servings`` now (see the module docstring).
+
+    ``rates`` keeps the previous counts for requests per second (a fresh one: 0.0);
+    ``crashes`` gives the latest crash reports. Call on the node's loop; awaits one call per
+    live supervisor (each at most ``call_timeout`` seconds). Cancellable."""
+    now = node.clock.now()
+    log = crashes.crashes if crashes is not None else ()
+    if crashes is not None:
+        crashes.forget_ended()
+    walk = _Walk(call_timeout, crashes, now)
+    tree = await walk.process(node.root) if node.running else None
+    outside: list[Json] = []
+    for pid in node.processes():
+        if pid.id not in walk.seen and pid.alive:
+            outside.append(await walk.process(pid))
+    rates = rates if rates is not None else Rates()
+    return {
+        "node": {
+            "name": node.name,
+            "running": node.running,
+            "time": now,
+            "processes": len(node.processes()),
+            "registered": node.registered(),
+        },
+        "tree": tree,
+        "outside": outside,
+        "servings": [_serving(s, rates, now) for s in servings],
+        "crashes": [
+            {
+                "time": c.time,
+                "supervisor": c.supervisor,
+                "child_id": c.child_id,
+                "pid": c.pid,
+                "reason": c.reason,
+                "action": c.action,
+            }
+            for c in reversed(log)
+        ],
+        "pipelines": None,
+    }

@@ -1,0 +1,298 @@
+"""The live dashboard: the snapshot module on a real node, the event stream, the access rule,
+and the page in a real browser (Debian's chromium driven by playwright) watching a port
+worker die and come back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from gateway_helpers import port_env, until
+
+from corral import Node
+from corral.gateway import Gateway
+from corral.gateway.snapshot import CrashLog, Rates, rate, snapshot
+from corral.port import Port
+from corral.runtime import Actor, ChildSpec
+from corral.serving import Serving
+
+HOSTILE = "<script>window.pwned = 1</script><img src=x onerror=window.pwned=2>"
+"""A name and a crash reason that a page rendering them as HTML would run."""
+
+TOKEN = "dashboard-token-0123456789"
+
+
+class Crasher(Actor):
+    """Crashes, with ``HOSTILE`` in its reason, on the cast ``"crash"``."""
+
+    def handle_cast(self, msg: object) -> None:
+        if msg == "crash":
+            raise RuntimeError(HOSTILE)
+
+
+def doubling(name: str = "double", **options: object) -> Serving:
+    return Serving("gateway_models:double", name=name, input_spec=((2,), "float32"), **options)
+
+
+@asynccontextmanager
+async def running(
+    *servings: Serving, **options: object
+) -> AsyncIterator[tuple[Node, Gateway, httpx.AsyncClient]]:
+    gateway = Gateway(list(servings), port=0, **options)
+    children = [
+        *(s.child_spec() for s in servings),
+        ChildSpec(id=f"crasher {HOSTILE}", start=Crasher, name="crasher"),
+        gateway.child_spec(),
+    ]
+    async with Node(children, max_restarts=10) as node:
+        url = f"http://127.0.0.1:{gateway.port}"
+        async with httpx.AsyncClient(base_url=url, timeout=10.0) as client:
+            yield node, gateway, client
+
+
+def find(row: dict[str, object], child_id: str) -> dict[str, object]:
+    """The row of the child ``child_id`` anywhere under ``row``."""
+    if row.get("child_id") == child_id:
+        return row
+    for child in row.get("children", ()):  # type: ignore[attr-defined]
+        try:
+            return find(child, child_id)
+        except LookupError:
+            pass
+    raise LookupError(child_id)
+
+
+# -- the snapshot module ---------------------------------------------------------------------
+
+
+def test_rate_is_the_count_per_second_between_two_readings() -> None:
+    assert rate(None, (1.0, 10)) == 0.0
+    assert rate((1.0, 10), (3.0, 30)) == 10.0
+    assert rate((1.0, 10), (1.0, 30)) == 0.0  # no time passed
+    assert rate((1.0, 10), (2.0, 4)) == 0.0  # the count went down: a restart
+    rates = Rates()
+    assert rates.rate("a", 1.0, 5) == 0.0
+    assert rates.rate("a", 1.5, 10) == 10.0
+    assert rates.rate("b", 1.5, 10) == 0.0
+
+
+@pytest.mark.realtime
+async def test_a_snapshot_shows_the_tree_the_servings_and_the_crashes_of_a_real_node() -> None:
+    serving = doubling(partitions=2)
+    crashes = CrashLog()
+    async with running(serving) as (node, _, client):
+        crashes.attach(node)
+        try:
+            r = await client.post(
+                "/v2/models/double/infer",
+                json={
+                    "inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]
+                },
+            )
+            assert r.status_code == 200
+            crasher = node.lookup("crasher")
+            crasher.cast("crash")
+            await until(lambda: node.whereis("crasher") not in (None, crasher), what="restart")
+            doc = await snapshot(node, [serving], rates=Rates(), crashes=crashes)
+        finally:
+            crashes.detach()
+    json.dumps(doc)  # plain data only
+    assert set(doc) == {"node", "tree", "outside", "servings", "crashes", "pipelines"}
+    assert doc["pipelines"] is None  # no API lists pipelines yet
+    info = doc["node"]
+    assert info["name"] == "corral" and "crasher" in info["registered"]
+    tree = doc["tree"]
+    assert tree["kind"] == "Supervisor" and tree["supervisor"] is True
+    assert tree["window"] == {"used": 1, "max_restarts": 10, "max_seconds": 5.0}
+    assert [c["child_id"] for c in tree["children"]] == ["double", f"crasher {HOSTILE}", "gateway"]
+    row = find(tree, f"crasher {HOSTILE}")
+    assert (row["kind"], row["state"], row["restarts"], row["name"]) == (
+        "Crasher",
+        "running",
+        1,
+        "crasher",
+    )
+    assert row["last_crash"] == repr(RuntimeError(HOSTILE))
+    assert find(tree, "double")["kind"] == "ServingServer"
+    # The serving's partitions run under a supervisor linked to the serving, outside the tree.
+    [partitions] = [p for p in doc["outside"] if p.get("supervisor") and p.get("children")]
+    assert [c["child_id"] for c in partitions["children"]] == ["partition-0", "partition-1"]
+    assert all(c["restarts"] == 0 and c["state"] == "running" for c in partitions["children"])
+    [stats] = doc["servings"]
+    assert stats["name"] == "double" and stats["running"] is True
+    assert (stats["version"], stats["versions"], stats["swapping"]) == ("1", ["1"], False)
+    assert (stats["requests"], stats["completed"], stats["batch_sizes"]) == (1, 1, {"1": 1})
+    assert stats["partitions_up"] == 2 and stats["queue_length"] == 0
+    assert [p["index"] for p in stats["partitions"]] == [0, 1]
+    [crash] = doc["crashes"]
+    assert crash["child_id"] == f"crasher {HOSTILE}" and crash["action"] == "restart"
+    assert crash["reason"] == repr(RuntimeError(HOSTILE))
+
+
+# -- the event stream and the access rule -----------------------------------------------------
+
+
+async def read_events(lines: AsyncIterator[str], n: int) -> list[dict[str, object]]:
+    events: list[dict[str, object]] = []
+    async for line in lines:
+        if line.startswith("data: "):
+            events.append(json.loads(line[len("data: ") :]))
+            if len(events) == n:
+                break
+    return events
+
+
+@pytest.mark.realtime
+async def test_the_event_stream_sends_a_snapshot_every_half_second_until_the_gateway_stops() -> (
+    None
+):
+    async with (
+        running(doubling()) as (node, _, client),
+        client.stream("GET", "/dashboard/events") as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = response.aiter_lines()
+        async with asyncio.timeout(5):
+            first, second = await read_events(lines, 2)
+        gap = second["node"]["time"] - first["node"]["time"]  # type: ignore[operator]
+        assert 0.45 < gap < 3.0  # INTERVAL = 0.5 s, plus the snapshot
+        assert second["servings"][0]["name"] == "double"  # type: ignore[index]
+        # Stopping the node ends the open stream at once: the drain does not wait on it.
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        async with asyncio.timeout(10):
+            await node.stop()
+            async for _ in lines:
+                pass
+        assert loop.time() - began < 5.0
+
+
+@pytest.mark.realtime
+async def test_the_dashboard_is_open_without_an_admin_token() -> None:
+    async with running(doubling()) as (_, _, client):
+        page = await client.get("/dashboard")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        script = await client.get("/dashboard/static/dashboard.js")
+        assert script.status_code == 200 and "textContent" in script.text
+        assert "innerHTML" not in script.text
+        assert (await client.get("/dashboard/static/other.js")).status_code == 404
+
+
+@pytest.mark.realtime
+async def test_the_dashboard_needs_the_admin_token_when_one_is_set() -> None:
+    async with running(doubling(), admin_token=TOKEN) as (_, _, client):
+        for path in ("/dashboard", "/dashboard/events"):
+            for headers, query in [({}, ""), ({"Authorization": "Bearer wrong-token-0000000"}, "")]:
+                r = await client.get(path + query, headers=headers)
+                assert r.status_code == 401, path
+                assert r.json() == {
+                    "error": "the dashboard needs the admin token: the header Authorization: "
+                    "Bearer <token>, or ?token=<token> in the address"
+                }
+            assert (await client.get(path + "?token=nope")).status_code == 401
+        assert (await client.get("/dashboard?token=" + TOKEN)).status_code == 200
+        page = await client.get("/dashboard", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert page.status_code == 200
+        for kwargs in (
+            {"params": {"token": TOKEN}},
+            {"headers": {"Authorization": f"Bearer {TOKEN}"}},
+        ):
+            async with client.stream("GET", "/dashboard/events", **kwargs) as response:  # type: ignore[arg-type]
+                assert response.status_code == 200
+                async with asyncio.timeout(5):
+                    [event] = await read_events(response.aiter_lines(), 1)
+                assert event["node"]["name"] == "corral"  # type: ignore[index]
+        # The script and the style sheet carry no data.
+        assert (await client.get("/dashboard/static/dashboard.css")).status_code == 200
+
+
+# -- in a real browser -------------------------------------------------------------------------
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+]
+
+
+def chromium() -> str:
+    """Debian's chromium; the test is skipped without it, except under CI=true."""
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is missing (scripts/debian-packages.txt installs it)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return path
+
+
+@pytest.mark.realtime
+@pytest.mark.timeout(120)
+async def test_a_browser_sees_a_killed_port_worker_restart_within_two_seconds(
+    tmp_path: Path,
+) -> None:
+    executable = chromium()
+    from playwright.async_api import async_playwright
+
+    serving = Serving(
+        "gateway_models:double",
+        name=f"rank {HOSTILE}",
+        input_spec=((2,), "float32"),
+        kind="port",
+        partitions=1,
+        port_options={"spares": 0, "env": port_env()},
+    )
+    errors: list[str] = []
+    async with running(serving, admin_token=TOKEN) as (node, gateway, _), async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            await page.goto(f"http://127.0.0.1:{gateway.port}/dashboard?token={TOKEN}")
+            [worker] = serving.partition_pids()
+            os_pid = Port.os_pid_of(worker)
+            assert os_pid is not None
+            row = '.proc[data-child-id="partition-0"]'
+            await page.wait_for_selector(f'{row}[data-os-pid="{os_pid}"][data-restarts="0"]')
+            # A crash whose reason is markup: shown as text, never run.
+            node.lookup("crasher").cast("crash")
+            await page.wait_for_selector("#crashes li", timeout=5000)
+
+            os.kill(os_pid, signal.SIGKILL)
+            loop = asyncio.get_running_loop()
+            killed = loop.time()
+            await page.wait_for_function(
+                """([row, old]) => {
+                    const el = document.querySelector(row + '[data-restarts="1"]');
+                    return el !== null && el.dataset.osPid && el.dataset.osPid !== old;
+                }""",
+                arg=[row, str(os_pid)],
+                timeout=2000,
+            )
+            seen = loop.time() - killed
+            shot = tmp_path / "dashboard.png"
+            await page.screenshot(path=str(shot), full_page=True)
+            print(f"dashboard screenshot: {shot} (restart seen {seen:.3f} s after the kill)")
+
+            assert await page.evaluate("window.pwned") is None
+            assert await page.evaluate("document.scripts.length") == 1
+            body = await page.inner_text("body")
+            assert f"rank {HOSTILE}" in body and f"crasher {HOSTILE}" in body
+            assert repr(RuntimeError(HOSTILE)) in body
+            assert await page.inner_text("#status") == "live"
+        finally:
+            await browser.close()
+    assert errors == []
+    assert seen < 2.0
