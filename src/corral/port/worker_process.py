@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from corral import telemetry
 from corral.errors import Overloaded, PortCallError, PortExited, ProtocolError
 from corral.port.codec import Codec
 from corral.port.frames import FrameDecoder, frame_header
@@ -49,6 +50,12 @@ __all__ = ["WorkerProcess"]
 logger = logging.getLogger("corral.port")
 
 _STDERR_TAIL: Final = 20
+
+WORKER_EXITED_EVENT: Final = ("corral", "port", "worker_exited")
+"""A worker OS process ended (public API; see docs/ports.md). Metadata: ``port`` (its
+name), ``os_pid``, ``reason`` (``"stopped"``: corral stopped or reaped it; ``"breach"``:
+corral killed it for breaking the protocol; ``"signal"``: a signal it did not get from
+corral killed it; ``"exit_status"``: it exited by itself), ``error`` (the ``PortExited``)."""
 
 
 class _Pipes(asyncio.SubprocessProtocol):
@@ -97,6 +104,7 @@ class WorkerProcess:
         self._stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL)
         self._stderr_partial = b""
         self._breach = ""
+        self._stopping = False  # stop() or reap() ended it: its exit is "stopped"
         self._exited = False
         self._stdout_closed = False
         self.down: PortExited | None = None
@@ -291,6 +299,18 @@ class WorkerProcess:
         else:
             down = PortExited(self.name, status=code, detail=detail)
         self.down = down
+        if self._stopping:
+            kind = "stopped"
+        elif self._breach:
+            kind = "breach"
+        else:
+            kind = "signal" if down.signal is not None else "exit_status"
+        telemetry.emit(
+            WORKER_EXITED_EVENT,
+            {},
+            {"port": self.name, "os_pid": self._transport.get_pid(), "reason": kind,
+             "error": down},
+        )  # fmt: skip
         pending, self._pending = self._pending, {}
         for caller in pending.values():
             caller.fail(down)
@@ -307,6 +327,7 @@ class WorkerProcess:
         """Kill the worker (if running) and wait until it is gone and its pipes closed."""
         if self._transport is None:
             return
+        self._stopping = True
         self._kill()
         await asyncio.shield(self._finished)
 
@@ -315,6 +336,7 @@ class WorkerProcess:
         if self._transport is None or self.down is not None:
             return
         finished = self._finished
+        self._stopping = True
         try:
             self._send([STOP])
             assert self._stdin is not None

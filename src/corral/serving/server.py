@@ -73,6 +73,7 @@ BATCH_EVENT: Final = ("corral", "serving", "batch")
 EXPIRED_EVENT: Final = ("corral", "serving", "expired")
 CRASH_EVENT: Final = ("corral", "serving", "partition_crashed")
 SPLIT_EVENT: Final = ("corral", "serving", "split")
+REQUESTS_EVENT: Final = ("corral", "serving", "requests")
 
 
 class ServingServer(Actor):
@@ -223,6 +224,7 @@ class ServingServer(Actor):
             size = 1 if single else self._batch_length(arr)
         except InvalidInput:
             counters.invalid += 1
+            self._ended_requests("invalid", 1)
             raise
         keys = self._keys
         if spec is not None:
@@ -245,6 +247,7 @@ class ServingServer(Actor):
             self.pump()
         elif not queued:
             counters.overloaded += 1
+            self._ended_requests("overloaded", 1)
             raise ServingOverloaded(self.name, len(self.policy), self.policy.max_queue)
         # _arm's own check, inlined: most requests find the timer armed early enough.
         elif self._timer is None or when < self._timer_at:
@@ -274,6 +277,7 @@ class ServingServer(Actor):
         fut = payload_of(request)[1]
         if self.policy.remove(request) or fut.cancelled():
             self.counters.cancelled += 1
+            self._ended_requests("cancelled", 1)
 
     # -- batching ---------------------------------------------------------------------------
 
@@ -400,6 +404,7 @@ class ServingServer(Actor):
         waited = now - request.arrived
         fut.set_exception(DeadlineExceeded(self.name, budget or 0.0, waited, ran=ran, early=early))
         self.counters.expired += 1
+        self._ended_requests("expired", 1)
         telemetry.emit(
             EXPIRED_EVENT, {"waited": waited}, {"serving": self.name, "ran": ran, "early": early}
         )
@@ -543,6 +548,7 @@ class ServingServer(Actor):
                     n += 1
         finally:
             counters.completed += n  # those answered, even if the next one raised
+            self._ended_requests("completed", n, version)
         requests = batch.requests
         started = job.started
         counters.batches += 1
@@ -590,6 +596,21 @@ class ServingServer(Actor):
                 fut.set_exception(exc)
                 failed += 1
         self.counters.failed += failed
+        self._ended_requests("failed", failed)
+
+    def _ended_requests(self, outcome: str, count: int, version: str | None = None) -> None:
+        """``count`` requests ended with ``outcome``: tell ``REQUESTS_EVENT``'s handlers
+        (one dictionary lookup when there are none; one event per batch, not per request)."""
+        if count and telemetry.has_handlers(REQUESTS_EVENT):
+            telemetry.emit(
+                REQUESTS_EVENT,
+                {"count": count},
+                {
+                    "serving": self.name,
+                    "version": self.version if version is None else version,
+                    "outcome": outcome,
+                },
+            )
 
     def _fail_all(self, exc: BaseException) -> None:
         while self._retry:
