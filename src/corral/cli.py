@@ -17,6 +17,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from corral import logs
+
 __all__ = ["main"]
 
 
@@ -66,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--batchers", type=int, default=4, help="batch processors (default 4)")
     demo.add_argument("--window", type=int, default=256, help="events in flight (default 256)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    logs.add_arguments(demo, level="warning")
     tree = commands.add_parser(
         "supervision", help="run a small supervision tree that survives injected crashes"
     )
@@ -96,6 +99,7 @@ def _demo(args: argparse.Namespace) -> int:
     from corral.demos.recommender import DemoOptions, render, run_recommender_demo
     from corral.runtime.loops import default_loop_factory
 
+    logs.configure(args.log_level, args.log_format)
     events = args.events if args.events is not None else (3000 if args.quick else None)
     rounds = args.rounds if args.rounds is not None else 8
     options = DemoOptions(

@@ -5,7 +5,8 @@
 
 Every serving option is a flag, generated from ``ServingOptions``' schema (its doc, rule and
 default are the flag's help); ``batch_keys`` (a callable) has none. Logs go to stderr at
-INFO (``--quiet``: warnings and crash reports only). SIGINT or SIGTERM drains: the gateway
+INFO (``--log-level``, ``--log-format text|json``; ``--quiet`` is ``--log-level warning``)
+unless the application configured logging (``corral.logs``). SIGINT or SIGTERM drains: the gateway
 stops accepting, answers what is in flight, then the servings stop; exit status 0. A bad
 option or app file is exit status 2; a node that gave up, 1.
 
@@ -36,6 +37,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from corral import logs
 from corral.gateway.options import GatewayOptions
 from corral.serving.options import ServingOptions
 
@@ -143,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the repository endpoints' bearer token from this environment variable "
         "(the repository endpoints are off without one)",
     )
-    parser.add_argument("--quiet", action="store_true", help="log warnings and crashes only")
+    parser.add_argument(
+        "--quiet", action="store_true", help="log warnings and crashes only (--log-level warning)"
+    )
+    logs.add_arguments(parser)
     gateway = parser.add_argument_group("gateway options (GatewayOptions; also [gateway])")
     for field in dataclasses.fields(GatewayOptions):
         if field.name in ("host", "port", "admin_token"):
@@ -223,21 +228,13 @@ def _from_file(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return servings, gateway
 
 
-def _configure_logging(quiet: bool) -> None:
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
 def main(argv: Sequence[str]) -> int:
     """``corral serve``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if (args.app is None) == (args.factory is None):
         parser.error("give a factory (module:attr) or --app FILE, not both")
-    _configure_logging(args.quiet)
+    logs.configure("warning" if args.quiet else args.log_level, args.log_format)
     from corral.gateway.gateway import Gateway
     from corral.runtime.node import Node
     from corral.serving import Serving

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, TypeVar
 
+from corral import logs
 from corral._options import is_number, option
 from corral.errors import ChildAlreadyStarted, NodeError, NoProcess
 from corral.runtime.clock import Clock
@@ -229,7 +230,11 @@ class Node:
         back its result; without, runs until SIGINT/SIGTERM or ``stop()``. A signal stops
         the node gracefully and cancels ``main``; ``run`` then returns None. Raises the
         root supervisor's reason if it gave up.
+
+        Unless the application configured logging already, logs go to stderr at INFO
+        (``corral.logs.configure_default()``), so crash reports are seen.
         """
+        logs.configure_default()
         self.handle_signals = True
         factory = loop_factory or default_loop_factory()
         with asyncio.Runner(loop_factory=factory) as runner:

@@ -189,6 +189,7 @@ class Pid:
         "actor_type",
         "exit_reason",
         "id",
+        "label",
         "name",
     )
 
@@ -201,9 +202,13 @@ class Pid:
         name: str | None,
         parent: Pid | None,
         capacity: int,
+        label: str | None = None,
     ) -> None:
         self.id = pid_id
         self.name = name
+        # Where the process sits in the supervision tree, for logs and crash reports: its
+        # registered name, else the label its supervisor gave it (see spawn_process).
+        self.label = name if name is not None else label
         self.actor_type = type(actor).__name__
         self.exit_reason: ExitReason | None = None
         self._node = node
@@ -687,10 +692,13 @@ async def spawn_process(
     name: str | None = None,
     link: bool = False,
     mailbox_size: int | None = None,
+    label: str | None = None,
 ) -> Pid:
     """Start ``actor`` in a new process on ``node`` and wait until its ``init`` finished.
 
-    ``link=True`` links it to the calling process, which becomes its parent. Raises
+    ``link=True`` links it to the calling process, which becomes its parent. ``label``
+    names the process in logs when it has no registered ``name`` (a supervisor passes the
+    child's path in its tree, e.g. ``"rank/partitions-v1"``); it becomes ``pid.label``. Raises
     ``StartError`` if init fails (the link is removed first, so the caller is not also hit
     by an exit signal), ``AlreadyRegistered`` if ``name`` is taken. If the caller is
     cancelled while waiting, the new process keeps running.
@@ -714,7 +722,15 @@ async def spawn_process(
         existing = node.whereis(name)
         if existing is not None:
             raise AlreadyRegistered(name, existing)
-    pid = Pid(node, actor, pid_id=node._next_id(), name=name, parent=parent, capacity=capacity)
+    pid = Pid(
+        node,
+        actor,
+        pid_id=node._next_id(),
+        name=name,
+        parent=parent,
+        capacity=capacity,
+        label=label,
+    )
     actor._pid = pid
     if parent is not None:
         parent._link(pid)

@@ -10,8 +10,10 @@ own supervisor to handle. Stopping a child sends it ``shutdown`` and waits up to
 ``shutdown`` seconds, then kills it.
 
 Every child exit produces a ``CrashReport``: logged on ``corral.supervisor`` (ERROR for
-exits that are not clean) and emitted as the telemetry event
-``("corral", "supervisor", "child_exited")``.
+exits that are not clean; the record carries the report as ``record.crash_report``) and
+emitted as the telemetry event ``("corral", "supervisor", "child_exited")``. Logs name a
+supervisor by its label: every child gets one, its supervisor's label and its own id
+(``rank/partitions-v1``), or its registered name.
 """
 
 from __future__ import annotations
@@ -196,9 +198,15 @@ class CrashReport:
             "give_up": "restart intensity exceeded; supervisor shuts down",
         }[self.action]
         return (
-            f"supervisor {self.supervisor}: child '{self.child_id}' {self.pid} exited with "
-            f"{describe_reason(self.reason)}; {what}"
+            f"supervisor {describe_supervisor(self.supervisor)}: child '{self.child_id}' "
+            f"{self.pid} exited with {describe_reason(self.reason)}; {what}"
         )
+
+
+def describe_supervisor(pid: Pid) -> str:
+    """How logs name a supervisor: its label in quotes (its registered name, or its path of
+    child ids in the tree, ``'rank/partitions-v1'``), or its pid when it has none."""
+    return repr(pid) if pid.label is None else f"'{pid.label}'"
 
 
 class _Child:
@@ -383,7 +391,11 @@ class Supervisor(Actor):
     async def _start(self, child: _Child) -> Pid:
         spec = child.spec
         actor = spec.start()
-        pid = child.pid = await spawn_process(self.node, actor, name=spec.name, link=True)
+        parent = self.pid.label
+        label = spec.id if parent is None else f"{parent}/{spec.id}"
+        pid = child.pid = await spawn_process(
+            self.node, actor, name=spec.name, link=True, label=label
+        )
         for caller in self._restart_waiters.pop(spec.id, ()):
             caller.reply(pid)
         return pid
@@ -421,7 +433,7 @@ class Supervisor(Actor):
                 except TimeoutError:
                     logger.warning(
                         "supervisor %s: child '%s' %s did not stop within %g s; killing it",
-                        self.pid,
+                        describe_supervisor(self.pid),
                         child.spec.id,
                         pid,
                         shutdown,
@@ -475,7 +487,7 @@ class Supervisor(Actor):
                 except StartError as exc:
                     logger.error(
                         "supervisor %s: restarting child '%s' failed: %s",
-                        self.pid,
+                        describe_supervisor(self.pid),
                         child_id,
                         exc,
                     )
@@ -511,7 +523,9 @@ class Supervisor(Actor):
                 {"report": report, "supervisor": self.pid, "child_id": child.spec.id},
             )
         exc_info = reason if isinstance(reason, BaseException) and not clean else None
-        logger.log(level, "%s", report.describe(), exc_info=exc_info)
+        logger.log(
+            level, "%s", report.describe(), exc_info=exc_info, extra={"crash_report": report}
+        )
 
     async def _add_child(self, spec: ChildSpec) -> Pid:
         for existing in self._children:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from corral import telemetry
+from corral import logs, telemetry
 from corral._progress import ProgressBar, format_value
 from corral.errors import TrainingFailed
 
@@ -86,6 +86,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Train MODEL on the columns of an .npz file, sharded across worker "
         "processes whose parameters are averaged every round (see docs/training.md).",
     )
+    logs.add_arguments(p, level="warning")
     p.add_argument("model", metavar="MODEL", help="'module:Class' or one of: linear, logistic, mf")
     p.add_argument("--data", required=True, metavar="FILE", help="training data (.npz)")
     p.add_argument("--eval", metavar="FILE", help="held-out data (.npz), evaluated every round")
@@ -134,6 +135,7 @@ class _Job:
 def run(args: argparse.Namespace) -> int:
     """Run ``corral train`` with parsed ``args``; returns the exit status. Blocks for the
     whole run in its own event loop."""
+    logs.configure(args.log_level, args.log_format)
     try:
         job = _prepare(args)
     except UsageError as exc:

@@ -1,0 +1,60 @@
+"""Processes started by a supervisor carry a label, their path of child ids in the tree (or
+their registered name), and crash reports name supervisors by it."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from corral import Actor, ChildSpec, Node, Supervisor
+from corral.testing import wait_all_tasks_blocked
+
+
+class Boom(Actor):
+    def handle_cast(self, msg: object) -> None:
+        raise RuntimeError("boom")
+
+
+def tree() -> Supervisor:
+    return Supervisor(
+        [
+            ChildSpec(
+                id="partitions-v1",
+                start=lambda: Supervisor([ChildSpec(id="worker", start=Boom)]),
+                type="supervisor",
+            ),
+            ChildSpec(id="named", start=Boom, name="rank.named"),
+        ]
+    )
+
+
+async def test_children_are_labelled_by_their_path_of_child_ids_or_registered_name() -> None:
+    async with Node([ChildSpec(id="rank", start=tree, type="supervisor")]) as node:
+        lone = await node.spawn(Boom())
+        labels = [p.label for p in node.processes() if p.label is not None]
+        assert node.root.label is None and lone.label is None
+        assert sorted(labels) == [
+            "rank",
+            "rank.named",
+            "rank/partitions-v1",
+            "rank/partitions-v1/worker",
+        ]
+
+
+async def test_a_crash_report_names_a_nested_supervisor_by_its_label(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="corral"):
+        async with Node([ChildSpec(id="rank", start=tree, type="supervisor")]) as node:
+            [worker] = [p for p in node.processes() if p.label == "rank/partitions-v1/worker"]
+            worker.cast("crash")
+            await wait_all_tasks_blocked()
+            [restarted] = [p for p in node.processes() if p.label == "rank/partitions-v1/worker"]
+    [record] = caplog.records
+    assert record.getMessage() == (
+        f"supervisor 'rank/partitions-v1': child 'worker' {worker} exited with "
+        "RuntimeError('boom'); restarting (restart 1)"
+    )
+    assert record.crash_report.child_id == "worker"  # type: ignore[attr-defined]
+    assert restarted is not worker
