@@ -20,6 +20,8 @@ from gateway_helpers import port_env, until
 from corral import Node
 from corral.gateway import Gateway
 from corral.gateway.snapshot import CrashLog, Rates, rate, snapshot
+from corral.pipeline import Message, Pipeline
+from corral.pipeline.testing import push
 from corral.port import Port
 from corral.runtime import Actor, ChildSpec
 from corral.serving import Serving
@@ -38,17 +40,29 @@ class Crasher(Actor):
             raise RuntimeError(HOSTILE)
 
 
+class Passing(Pipeline):
+    """Acks every message as it is."""
+
+    def handle_message(self, processor: str, message: Message, context: object) -> Message:
+        return message
+
+
+def orders() -> Passing:
+    return Passing(name="orders", producer={"module": "memory", "options": {}})
+
+
 def doubling(name: str = "double", **options: object) -> Serving:
     return Serving("gateway_models:double", name=name, input_spec=((2,), "float32"), **options)
 
 
 @asynccontextmanager
 async def running(
-    *servings: Serving, **options: object
+    *servings: Serving, pipelines: tuple[Pipeline, ...] = (), **options: object
 ) -> AsyncIterator[tuple[Node, Gateway, httpx.AsyncClient]]:
     gateway = Gateway(list(servings), port=0, **options)
     children = [
         *(s.child_spec() for s in servings),
+        *(p.child_spec() for p in pipelines),
         ChildSpec(id=f"crasher {HOSTILE}", start=Crasher, name="crasher"),
         gateway.child_spec(),
     ]
@@ -87,10 +101,13 @@ def test_rate_is_the_count_per_second_between_two_readings() -> None:
 @pytest.mark.realtime
 async def test_a_snapshot_shows_the_tree_the_servings_and_the_crashes_of_a_real_node() -> None:
     serving = doubling(partitions=2)
+    pipeline = orders()
     crashes = CrashLog()
-    async with running(serving) as (node, _, client):
+    async with running(serving, pipelines=(pipeline,)) as (node, _, client):
         crashes.attach(node)
         try:
+            acked, failed = await push(pipeline, [1, 2, 3]).wait_acked()
+            assert (len(acked), len(failed)) == (3, 0)
             r = await client.post(
                 "/v2/models/double/infer",
                 json={
@@ -101,18 +118,37 @@ async def test_a_snapshot_shows_the_tree_the_servings_and_the_crashes_of_a_real_
             crasher = node.lookup("crasher")
             crasher.cast("crash")
             await until(lambda: node.whereis("crasher") not in (None, crasher), what="restart")
-            doc = await snapshot(node, [serving], rates=Rates(), crashes=crashes)
+            doc = await snapshot(
+                node, [serving], pipelines=[pipeline], rates=Rates(), crashes=crashes
+            )
         finally:
             crashes.detach()
     json.dumps(doc)  # plain data only
     assert set(doc) == {"node", "tree", "outside", "servings", "crashes", "pipelines"}
-    assert doc["pipelines"] is None  # no API lists pipelines yet
+    assert doc["pipelines"] == [
+        {
+            "name": "orders",
+            "running": True,
+            "produced": 3,
+            "in_flight": 0,
+            "acked": 3,
+            "failed": 0,
+            "ended_per_second": 0.0,  # a first reading
+            "stages": {"processor.default": {"acked": 3, "failed": 0}},
+        }
+    ]
     info = doc["node"]
     assert info["name"] == "corral" and "crasher" in info["registered"]
     tree = doc["tree"]
     assert tree["kind"] == "Supervisor" and tree["supervisor"] is True
     assert tree["window"] == {"used": 1, "max_restarts": 10, "max_seconds": 5.0}
-    assert [c["child_id"] for c in tree["children"]] == ["double", f"crasher {HOSTILE}", "gateway"]
+    assert [c["child_id"] for c in tree["children"]] == [
+        "double",
+        "orders",
+        f"crasher {HOSTILE}",
+        "gateway",
+    ]
+    assert find(tree, "orders")["kind"] == "PipelineSupervisor"
     row = find(tree, f"crasher {HOSTILE}")
     assert (row["kind"], row["state"], row["restarts"], row["name"]) == (
         "Crasher",
@@ -254,7 +290,10 @@ async def test_a_browser_sees_a_killed_port_worker_restart_within_two_seconds(
         port_options={"spares": 0, "env": port_env()},
     )
     errors: list[str] = []
-    async with running(serving, admin_token=TOKEN) as (node, gateway, _), async_playwright() as pw:
+    async with (
+        running(serving, admin_token=TOKEN) as (node, gateway, _),
+        async_playwright() as pw,
+    ):
         browser = await pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
             page = await browser.new_page()

@@ -23,11 +23,15 @@ import hmac
 import json
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from corral.gateway.problems import HttpProblem
 from corral.gateway.snapshot import CrashLog, Rates, snapshot
 from corral.runtime.node import Node
 from corral.serving import Serving
+
+if TYPE_CHECKING:
+    from corral.pipeline import Pipeline
 
 __all__ = ["HEADERS", "INTERVAL", "STATIC", "Dashboard", "check_token", "static_file"]
 
@@ -74,10 +78,18 @@ def check_token(token: str | None, authorization: str, query_token: str) -> None
 
 
 class Dashboard:
-    """The dashboard of a gateway: its servings, the node once started, the crash log."""
+    """The dashboard of a gateway: its servings and pipelines, the node once started, the
+    crash log."""
 
-    def __init__(self, servings: Sequence[Serving], *, interval: float = INTERVAL) -> None:
+    def __init__(
+        self,
+        servings: Sequence[Serving],
+        pipelines: Sequence[Pipeline] = (),
+        *,
+        interval: float = INTERVAL,
+    ) -> None:
         self.servings = tuple(servings)
+        self.pipelines = tuple(pipelines)
         self.interval = interval
         self.crashes = CrashLog()
         self.node: Node | None = None
@@ -108,7 +120,9 @@ class Dashboard:
         rates = Rates()
         yield b"retry: 1000\n\n"
         while not closing.is_set() and node.running:
-            doc = await snapshot(node, self.servings, rates=rates, crashes=self.crashes)
+            doc = await snapshot(
+                node, self.servings, pipelines=self.pipelines, rates=rates, crashes=self.crashes
+            )
             yield b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
             try:
                 await asyncio.wait_for(closing.wait(), self.interval)

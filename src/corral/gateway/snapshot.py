@@ -15,8 +15,9 @@ report).
 
 Every string in it (names, crash reasons) is user data: whoever renders it must escape it.
 
-Pipelines and training runs are not listed yet: no API names them (their processes show in
-the tree all the same).
+Pipelines are those given (``pipelines``: nothing lists a node's pipelines yet), with
+``pipeline.statistics()``; training runs are not shown yet (their processes show in the tree
+all the same).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import asyncio
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from corral import telemetry
 from corral.errors import CallTimeout, MailboxFull, NoProcess, ProcessExited, describe_reason
@@ -33,6 +35,9 @@ from corral.runtime.node import Node
 from corral.runtime.process import Pid
 from corral.runtime.supervisor import CHILD_EXITED_EVENT, CrashReport, Supervisor
 from corral.serving import Serving
+
+if TYPE_CHECKING:
+    from corral.pipeline import Pipeline
 
 __all__ = ["CrashLog", "Rates", "rate", "snapshot"]
 
@@ -214,7 +219,7 @@ class _Walk:
         return row
 
 
-def _serving(serving: Serving, rates: Rates, now: float) -> Json:
+def _serving(serving: Serving, rates: Rates, key: str, now: float) -> Json:
     from corral.errors import ServingNotRunning
 
     try:
@@ -233,7 +238,7 @@ def _serving(serving: Serving, rates: Rates, now: float) -> Json:
         "completed": stats.completed,
         "failed": stats.failed,
         "in_flight": stats.in_flight,
-        "requests_per_second": round(rates.rate(stats.name, now, stats.requests), 3),
+        "requests_per_second": round(rates.rate(key, now, stats.requests), 3),
         "batches": stats.batches,
         "batch_sizes": {str(size): count for size, count in stats.batch_sizes},
         "mean_batch_size": stats.mean_batch_size,
@@ -255,17 +260,38 @@ def _serving(serving: Serving, rates: Rates, now: float) -> Json:
     }
 
 
+def _pipeline(pipeline: Pipeline, node: Node, rates: Rates, now: float) -> Json:
+    stats = pipeline.statistics()
+    return {
+        "name": stats.name,
+        "running": node.whereis(pipeline.name) is not None,
+        "produced": stats.produced,
+        "in_flight": stats.in_flight,
+        "acked": stats.acked,
+        "failed": stats.failed,
+        "ended_per_second": round(
+            rates.rate(f"pipeline {stats.name}", now, stats.acked + stats.failed), 3
+        ),
+        "stages": {
+            key: {"acked": stage.acked, "failed": stage.failed}
+            for key, stage in stats.stages.items()
+        },
+    }
+
+
 async def snapshot(
     node: Node,
     servings: Sequence[Serving] = (),
     *,
+    pipelines: Sequence[Pipeline] = (),
     rates: Rates | None = None,
     crashes: CrashLog | None = None,
     call_timeout: float = 0.25,
 ) -> Json:
     """The dashboard's view of ``node`` and ``servings`` now (see the module docstring).
 
-    ``rates`` keeps the previous counts for requests per second (a fresh one: 0.0);
+    ``pipelines`` are shown with their ``statistics()``. ``rates`` keeps the previous counts
+    for requests (and pipeline messages) per second (a fresh one: 0.0);
     ``crashes`` gives the latest crash reports. Call on the node's loop; awaits one call per
     live supervisor (each at most ``call_timeout`` seconds). Cancellable."""
     now = node.clock.now()
@@ -289,7 +315,7 @@ async def snapshot(
         },
         "tree": tree,
         "outside": outside,
-        "servings": [_serving(s, rates, now) for s in servings],
+        "servings": [_serving(s, rates, f"serving {s.name}", now) for s in servings],
         "crashes": [
             {
                 "time": c.time,
@@ -301,5 +327,5 @@ async def snapshot(
             }
             for c in reversed(log)
         ],
-        "pipelines": None,
+        "pipelines": [_pipeline(p, node, rates, now) for p in pipelines],
     }

@@ -123,11 +123,31 @@
     return box;
   }
 
+  function pipeline(p) {
+    const box = el("div", { class: "pipeline", "data-pipeline": p.name });
+    box.append(el("h3", {}, p.name + (p.running ? "" : " (not running)")));
+    box.append(el("table", {},
+      el("tr", {}, ...["produced", "in flight", "acked", "failed", "ended/s"].map(
+        (h) => el("th", {}, h))),
+      el("tr", {}, el("td", {}, p.produced), el("td", {}, p.in_flight), el("td", {}, p.acked),
+        el("td", {}, p.failed), el("td", {}, p.ended_per_second.toFixed(1)))));
+    const stages = Object.entries(p.stages);
+    if (stages.length) {
+      box.append(el("table", { class: "stages" },
+        el("tr", {}, el("th", {}, "stage"), el("th", {}, "acked"), el("th", {}, "failed")),
+        ...stages.map(([name, s]) => el("tr", { "data-stage": name },
+          el("td", {}, name), el("td", {}, s.acked), el("td", {}, s.failed)))));
+    }
+    return box;
+  }
+
   function render(doc) {
     text("node-name", doc.node.name);
     text("summary", doc.node.processes + " processes · " + doc.node.registered.length +
       " registered · t=" + doc.node.time.toFixed(1) + " s");
     replace("servings", ...(doc.servings.length ? doc.servings.map(serving) : [el("p", {}, "none")]));
+    document.getElementById("pipelines-section").hidden = doc.pipelines.length === 0;
+    replace("pipelines", ...doc.pipelines.map(pipeline));
     replace("tree", doc.tree ? el("ul", { class: "tree root" }, tree(doc.tree)) : el("p", {}, "stopped"));
     replace("outside", el("ul", { class: "tree root" }, ...doc.outside.map(tree)));
     replace("crashes", ...doc.crashes.map((c) => el("li", { "data-child-id": c.child_id },
