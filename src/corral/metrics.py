@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 
     from corral.serving import Serving, ServingStatistics
 
-__all__ = ["CONTENT_TYPE", "Metrics", "MetricsServer", "attach", "serve"]
+__all__ = ["CONTENT_TYPE", "Metrics", "MetricsServer", "attach", "new_registry", "serve"]
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 """The media type of ``Metrics.exposition()``: Prometheus's text format."""
@@ -364,6 +364,13 @@ class _ServingGauges:
                 labels=["serving"],
             ),
         ]
+
+
+def new_registry() -> CollectorRegistry:
+    """A fresh, empty ``prometheus_client.CollectorRegistry``: for a ``Metrics`` of its own,
+    apart from the process-wide ``REGISTRY`` (the gateway's ``/metrics`` uses one)."""
+    registry: CollectorRegistry = _prometheus().CollectorRegistry()
+    return registry
 
 
 def attach(registry: CollectorRegistry | None = None) -> Metrics:

@@ -44,6 +44,7 @@ from corral.gateway.openapi import openapi_schema  # noqa: E402
 from corral.gateway.options import GatewayOptions  # noqa: E402
 from corral.gateway.problems import BadRequest, HttpProblem, problem_for  # noqa: E402
 from corral.gateway.protocol import infer_response, parse_infer, parse_json  # noqa: E402
+from corral.metrics import CONTENT_TYPE, Metrics  # noqa: E402
 from corral.serving import Result  # noqa: E402
 
 __all__ = ["build_app"]
@@ -145,9 +146,10 @@ def build_app(
     *,
     repository_on: bool,
     dashboard: Dashboard | None = None,
+    metrics: Metrics | None = None,
 ) -> Starlette:
     """The ASGI app for ``table``'s models under ``options``, with ``dashboard``'s routes
-    when given."""
+    when given, and ``/metrics`` (``metrics``'s scrape) when ``metrics`` is given."""
     limit = options.max_body_bytes
     depth = options.max_json_depth
 
@@ -326,6 +328,9 @@ def build_app(
 
     if dashboard is not None:
         routes += _dashboard_routes(dashboard, options.admin_token, handled)
+    if metrics is not None:
+        scrape = _metrics_endpoint(metrics, options.admin_token)
+        routes.append(Route("/metrics", handled(scrape), methods=["GET"]))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -381,3 +386,24 @@ def _dashboard_routes(
         Route("/dashboard/events", handled(guarded(events)), methods=["GET"]),
         Route("/dashboard/static/{file}", handled(static), methods=["GET"]),
     ]
+
+
+def _metrics_endpoint(metrics: Metrics, token: str | None) -> _Endpoint:
+    """``/metrics``: ``metrics`` in Prometheus's text format. With ``token``, only for the
+    header ``Authorization: Bearer <token>`` (what a Prometheus scrape config sends)."""
+    expected = (token or "").encode()
+
+    async def scrape(request: Request) -> Response:
+        if token is not None:
+            given = request.headers.get("authorization", "")
+            scheme, _, credential = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(credential.encode(), expected):
+                raise HttpProblem(
+                    401,
+                    "/metrics needs the admin token: the header Authorization: Bearer <token>",
+                    {"WWW-Authenticate": 'Bearer realm="corral"'},
+                )
+        # On the node's loop, like the servings it reads: no thread hop.
+        return Response(metrics.exposition(), 200, media_type=CONTENT_TYPE)
+
+    return scrape

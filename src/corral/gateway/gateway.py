@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from corral.gateway.dashboard import Dashboard
 from corral.gateway.models import ModelTable
 from corral.gateway.options import GatewayOptions
+from corral.metrics import Metrics, new_registry
 from corral.runtime.node import Node
 from corral.runtime.process import Pid
 from corral.runtime.supervisor import ChildSpec, Supervisor
@@ -78,6 +79,13 @@ class Gateway:
         self.repository = {m: dict(v) for m, v in repository.items()}
         self.table = ModelTable(self.servings, self.repository)
         self.dashboard = Dashboard(self.servings)
+        self.metrics: Metrics | None = None
+        """corral's Prometheus metrics behind ``/metrics`` (option ``metrics``): in a
+        registry of the gateway's own, counting while the gateway process runs."""
+        if self.options.metrics:
+            self.metrics = Metrics(new_registry())
+            for serving in self.servings:
+                self.metrics.watch(serving)
         self._app: Starlette | None = None
         self._port: int | None = None
 
@@ -97,6 +105,7 @@ class Gateway:
                 self.options,
                 repository_on=self.options.admin_token is not None,
                 dashboard=self.dashboard,
+                metrics=self.metrics,
             )
         return self._app
 
@@ -110,6 +119,10 @@ class Gateway:
         self._port = port
         self.dashboard.started(pid.node)
         pid.add_exit_callback(lambda reason: self.dashboard.stopped())
+        metrics = self.metrics
+        if metrics is not None and not metrics.attached:
+            metrics.attach()
+            pid.add_exit_callback(lambda reason: metrics.detach())
 
     def child_spec(self, *, id: str = "gateway") -> ChildSpec:
         """A child spec for a supervisor: the ``GatewayServer`` process, listening once it

@@ -86,6 +86,15 @@ class GatewayOptions(Options):
         rule="a number > 0",
         check=is_number(0, strict=True),
     )
+    metrics: bool = option(
+        False,
+        doc="Serve Prometheus metrics at /metrics (corral.metrics, in a registry of the "
+        "gateway's own; needs corral[metrics]). They are counted while the gateway runs. "
+        "Like the dashboard, /metrics is on the gateway's bind, and with an admin_token it "
+        "needs that token (Authorization: Bearer).",
+        rule="a bool",
+        check=lambda v: type(v) is bool,
+    )
     access_log: bool = option(
         False,
         doc="Log every request (uvicorn's access log, logger 'uvicorn.access').",
