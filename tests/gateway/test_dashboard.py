@@ -263,13 +263,23 @@ CHROMIUM_ARGS = [
 ]
 
 
+def missing(what: str, fix: str) -> None:
+    """Fail under CI=true (the test must run there), else skip with the reason."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} is missing: {fix}")
+    pytest.skip(f"{what} is not installed ({fix})")
+
+
 def chromium() -> str:
-    """Debian's chromium; the test is skipped without it, except under CI=true."""
+    """Debian's chromium, with playwright to drive it (never a browser it downloads)."""
     path = shutil.which("chromium")
     if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is missing (scripts/debian-packages.txt installs it)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+        missing("chromium", "apt-get install chromium; scripts/debian-packages.txt names it")
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        missing("playwright", "pip install -e '.[test]'")
+    assert path is not None
     return path
 
 
