@@ -59,7 +59,7 @@ def doubling(name: str = "double", **options: object) -> Serving:
 async def running(
     *servings: Serving, pipelines: tuple[Pipeline, ...] = (), **options: object
 ) -> AsyncIterator[tuple[Node, Gateway, httpx.AsyncClient]]:
-    gateway = Gateway(list(servings), port=0, **options)
+    gateway = Gateway(list(servings), port=0, pipelines=pipelines, **options)
     children = [
         *(s.child_spec() for s in servings),
         *(p.child_spec() for p in pipelines),
@@ -85,6 +85,12 @@ def find(row: dict[str, object], child_id: str) -> dict[str, object]:
 
 
 # -- the snapshot module ---------------------------------------------------------------------
+
+
+def test_a_gateway_refuses_pipelines_that_are_not_pipelines() -> None:
+    with pytest.raises(ValueError) as info:
+        Gateway([doubling()], pipelines=["orders"])  # type: ignore[list-item]
+    assert str(info.value) == "Gateway: pipelines must be a list of Pipeline; got ['orders']"
 
 
 def test_rate_is_the_count_per_second_between_two_readings() -> None:
@@ -300,8 +306,9 @@ async def test_a_browser_sees_a_killed_port_worker_restart_within_two_seconds(
         port_options={"spares": 0, "env": port_env()},
     )
     errors: list[str] = []
+    pipeline = orders()
     async with (
-        running(serving, admin_token=TOKEN) as (node, gateway, _),
+        running(serving, pipelines=(pipeline,), admin_token=TOKEN) as (node, gateway, _),
         async_playwright() as pw,
     ):
         browser = await pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
@@ -318,6 +325,11 @@ async def test_a_browser_sees_a_killed_port_worker_restart_within_two_seconds(
             # A crash whose reason is markup: shown as text, never run.
             node.lookup("crasher").cast("crash")
             await page.wait_for_selector("#crashes li", timeout=5000)
+            # A pipeline's messages show by stage.
+            await push(pipeline, [1, 2]).wait_acked()
+            await page.wait_for_selector(
+                '[data-pipeline="orders"] [data-stage="processor.default"]', timeout=5000
+            )
 
             os.kill(os_pid, signal.SIGKILL)
             loop = asyncio.get_running_loop()

@@ -19,6 +19,8 @@ from corral.serving.factory import check_factory, factory_spec
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from corral.pipeline import Pipeline
+
 __all__ = ["Gateway"]
 
 
@@ -29,7 +31,8 @@ class Gateway:
     ``max_body_bytes``, ``default_timeout``, ``overload_status``, ...), validated here.
     ``repository`` maps a model name to the versions an operator declares for it
     (``{"rank": {"2": "mymodels:load_v2"}}``): the only factories a load request can swap
-    to. The repository endpoints are on only with an ``admin_token``. Needs the ``http``
+    to. The repository endpoints are on only with an ``admin_token``. ``pipelines`` are
+    shown on the dashboard (``/dashboard``) beside the servings. Needs the ``http``
     extra (Starlette and uvicorn), imported when the app is first built.
 
     Put ``child_spec()`` after the servings' in a supervisor: children stop in reverse, so
@@ -41,6 +44,7 @@ class Gateway:
         servings: Sequence[Serving],
         *,
         repository: Mapping[str, Mapping[str, ModelFactory]] | None = None,
+        pipelines: Sequence[Pipeline] = (),
         **options: object,
     ) -> None:
         self.options = GatewayOptions.from_kwargs(options)
@@ -78,7 +82,9 @@ class Gateway:
         self.servings = tuple(servings)
         self.repository = {m: dict(v) for m, v in repository.items()}
         self.table = ModelTable(self.servings, self.repository)
-        self.dashboard = Dashboard(self.servings)
+        if not all(_is_pipeline(p) for p in pipelines):
+            raise ValueError(f"Gateway: pipelines must be a list of Pipeline; got {pipelines!r}")
+        self.dashboard = Dashboard(self.servings, pipelines)
         self.metrics: Metrics | None = None
         """corral's Prometheus metrics behind ``/metrics`` (option ``metrics``): in a
         registry of the gateway's own, counting while the gateway process runs."""
@@ -143,3 +149,9 @@ class Gateway:
     async def start(self, node: Node) -> Pid:
         """Start the gateway under ``node``'s root supervisor (after the servings)."""
         return await Supervisor.start_child(node.root, self.child_spec())
+
+
+def _is_pipeline(value: object) -> bool:
+    from corral.pipeline import Pipeline  # only when pipelines are given
+
+    return isinstance(value, Pipeline)
