@@ -91,6 +91,7 @@ class GatewayServer(Actor):
         self._on_bound(port, self.pid)
         host = f"[{options.host}]" if ":" in options.host else options.host
         logger.info("corral gateway listening on http://%s:%d", host, port)
+        logger.info("corral dashboard: http://%s:%d/dashboard", host, port)
 
     def handle_info(self, msg: object) -> None:
         if isinstance(msg, tuple) and msg[:1] == ("served",) and not self._stopping:

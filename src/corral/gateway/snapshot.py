@@ -242,6 +242,10 @@ def _serving(serving: Serving, rates: Rates, key: str, now: float) -> Json:
         "batches": stats.batches,
         "batch_sizes": {str(size): count for size, count in stats.batch_sizes},
         "mean_batch_size": stats.mean_batch_size,
+        "mean_wait": stats.mean_wait,
+        "max_wait": stats.max_wait,
+        "mean_compute": stats.mean_compute,
+        "max_compute": stats.max_compute,
         "swaps": stats.swaps,
         "partitions_up": sum(
             p.state in ("idle", "busy") and p.version == stats.version for p in stats.partitions

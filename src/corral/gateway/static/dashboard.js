@@ -87,6 +87,10 @@
     return svg;
   }
 
+  function ms(seconds) {
+    return (seconds * 1000).toFixed(2) + " ms";
+  }
+
   function serving(s) {
     const box = el("div", { class: "serving", "data-serving": s.name });
     box.append(el("h3", {}, s.name));
@@ -110,6 +114,10 @@
           s.in_flight + " in flight)")),
       el("tr", {}, el("th", {}, "batch sizes"),
         el("td", {}, sizes + " (mean " + s.mean_batch_size.toFixed(2) + ")")),
+      el("tr", {}, el("th", {}, "wait (mean / max)"),
+        el("td", {}, ms(s.mean_wait) + " / " + ms(s.max_wait))),
+      el("tr", {}, el("th", {}, "compute (mean / max)"),
+        el("td", {}, ms(s.mean_compute) + " / " + ms(s.max_compute))),
       el("tr", {}, el("th", {}, "partitions up"),
         el("td", { class: "partitions-up" }, s.partitions_up + " / " + s.partitions.length)));
     const parts = el("table", { class: "partitions" },
