@@ -1,6 +1,6 @@
 """Benchmarks of corral.pipeline against plain asyncio doing the same handler calls.
 
-    python benchmarks/pipeline.py [--quick] [--loop uvloop|asyncio] [--verbose]
+    python benchmarks/pipeline.py [--quick] [--loop uvloop|asyncio] [--verbose] [--cases metrics]
 
 Prints one JSON object per line (see ``_common.emit``); ``ratio`` is corral / baseline, both
 measured in this run on the same event loop (default: uvloop when installed).
@@ -56,16 +56,23 @@ flight, not N of them. ``cpu`` and ``cpu_share`` are as in ``runtime.py``.
 
 Targets: >= 200,000 messages/s end to end and >= 0.5 x the asyncio baseline (memory);
 >= 0.7 x the redis-py baseline (Redis Streams).
+
+``memory_end_to_end_metrics`` (``--cases metrics``, instead of the cases above)
+    ``memory_end_to_end`` with ``corral.metrics`` attached (a registry of its own) against
+    the same detached, interleaved repeats of the same run; ``ratio`` is the median of the
+    per-repeat attached/detached rates. Target >= 0.95 (issue 15: at most 5% cost).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
 import json
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -84,7 +91,7 @@ from _common import (
     parse_settings,
     say,
 )
-from corral import Node
+from corral import Node, metrics
 from corral.pipeline import BatchInfo, Message, NoAcknowledger, Pipeline
 from corral.pipeline.producers.memory import MemoryQueue
 
@@ -582,19 +589,71 @@ async def _case(settings: Settings, node: Node, shape: Shape, n: int) -> None:
     )
 
 
-async def run(settings: Settings) -> None:
-    """Run every case on the running loop and print the results."""
+METRICS_TARGET = 0.95
+"""Issue 15: the Prometheus handler may cost at most 5% of the pipeline's throughput."""
+
+
+async def _metrics_case(settings: Settings, node: Node, n: int) -> None:
+    shape = SHAPES[0]
+    case = f"{shape.case}_metrics"
+    say(f"pipeline: {case} ({n} messages x {settings.repeats} repeats, {settings.loop})")
+
+    async def attached(k: int) -> Timing:
+        m = metrics.attach(metrics.new_registry())
+        try:
+            return await corral_side(node, shape, k)
+        finally:
+            m.close()
+
+    warm = max(1, n // 10)
+    await corral_side(node, shape, warm)
+    await attached(warm)
+    off, on = await interleaved(
+        [lambda: corral_side(node, shape, n), lambda: attached(n)], settings.repeats
+    )
+    ratios = [a.rate / b.rate for a, b in zip(on, off, strict=True)]
+    ratio = median(ratios)
+    emit(
+        bench=BENCH,
+        case=case,
+        metric="throughput",
+        value=median([t.rate for t in on]),
+        unit="messages/s",
+        baseline_name="the same pipeline with no metrics handler attached",
+        baseline_value=median([t.rate for t in off]),
+        loop=settings.loop,
+        ratio=ratio,
+        ratios=[round(r, 4) for r in ratios],
+        target=METRICS_TARGET,
+        target_met=ratio >= METRICS_TARGET,
+    )
+
+
+async def run(settings: Settings, cases: frozenset[str] = frozenset()) -> None:
+    """Run every case (or, with ``metrics`` in ``cases``, only the metrics case) on the
+    running loop and print the results."""
     sizes = QUICK if settings.quick else FULL
     async with Node(name="bench") as node:
+        if "metrics" in cases:
+            await _metrics_case(settings, node, sizes.messages)
+            return
         for shape in SHAPES:
             await _case(settings, node, shape, sizes.messages)
         await _redis_case(settings, node, sizes.redis_messages)
 
 
 def main() -> None:
-    settings = parse_settings("Benchmarks of corral.pipeline against plain asyncio.")
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--cases", default="")
+    args, rest = parser.parse_known_args(sys.argv[1:])
+    cases = frozenset(c for c in args.cases.split(",") if c)
+    if not cases <= {"metrics"}:
+        parser.error(
+            f"--cases: only 'metrics' (the default runs every other case); got {args.cases!r}"
+        )
+    settings = parse_settings("Benchmarks of corral.pipeline against plain asyncio.", rest)
     with asyncio.Runner(loop_factory=loop_factory(settings.loop)) as runner:
-        runner.run(run(settings))
+        runner.run(run(settings, cases))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     python benchmarks/serving.py [--quick] [--loop uvloop|asyncio] [--verbose] [--cases tiny]
 
 ``--cases`` picks groups of cases (comma-separated: ``tiny``, ``baseline``, ``big``,
-``fault``, ``swap``, ``deadline``, ``poison``, ``floor``; default all but ``floor``), e.g.
+``fault``, ``swap``, ``deadline``, ``poison``, ``floor``, ``metrics``; default all but
+``floor`` and ``metrics``), e.g.
 ``--cases tiny`` to measure only the tiny MLP while tuning the hot path, or
 ``--cases baseline,swap,deadline,poison`` for issue 12's cases. ``--quick`` runs every
 default group in about a minute.
@@ -46,6 +47,10 @@ Cases
     The same load on ``Bare``: a bare asyncio batcher with one model thread, no corral. Its
     ratio to the ceiling is what the machine's thread hand-off and asyncio leave for any
     thread-partition design; ``_vs_bare`` is corral's thread partition against it.
+``tiny_mlp_{thread,loop}_metrics`` (``--cases metrics`` only)
+    The tiny load with ``corral.metrics`` attached (its own registry) against the same
+    configuration detached, interleaved repeats of the same run: ``ratio`` is the median of
+    the per-repeat attached/detached throughputs; target >= 0.95 (at most 5% cost).
 """
 
 from __future__ import annotations
@@ -56,10 +61,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy is imported
 
 import argparse
 import asyncio
+import functools
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from queue import SimpleQueue
 
@@ -83,7 +89,7 @@ from _serving_batcher import AsyncioBatcher  # noqa: E402
 from _serving_load import BATCH, Load, ceiling, port_options  # noqa: E402
 from _serving_models import big_mlp, tiny_mlp  # noqa: E402
 from _serving_stress import deadline_case, poison_case, swap_case  # noqa: E402
-from corral import Node  # noqa: E402
+from corral import Node, metrics  # noqa: E402
 from corral.serving import Serving, ServingOptions  # noqa: E402
 
 BENCH = "serving"
@@ -308,7 +314,7 @@ async def fault_case(
     say(f"{case}: failed={load.failed + stats.failed} p99={p99:.2f} ms events={events}")
 
 
-GROUPS = ("tiny", "baseline", "big", "fault", "swap", "deadline", "poison", "floor")
+GROUPS = ("tiny", "baseline", "big", "fault", "swap", "deadline", "poison", "floor", "metrics")
 DEFAULT_GROUPS = ("tiny", "baseline", "big", "fault", "swap", "deadline", "poison")
 
 
@@ -348,6 +354,9 @@ async def main(settings: Settings, cases: frozenset[str]) -> None:
     if "floor" in cases:
         await floor_cases(settings, 1.25 if quick else 5.0)
         lap("floor")
+    if "metrics" in cases:
+        await metrics_cases(settings, 1.0 if quick else 5.0)
+        lap("metrics")
     if "fault" in cases:
         fault_seconds = 5.5 if quick else 20.0
         tiny_ceiling = ceiling(tiny_mlp(), 64, 0.5 if quick else 1.0)
@@ -386,6 +395,58 @@ async def floor_cases(settings: Settings, seconds: float) -> None:
         loop=settings.loop,
         ratio=median([t["rate"] / b["rate"] for t, b in zip(runs[0], runs[1], strict=True)]),
     )
+
+
+METRICS_TARGET = 0.95
+"""Issue 15: the Prometheus handler may cost at most 5% of the tiny load's throughput."""
+
+
+async def with_metrics(run: Callable[[], Awaitable[dict[str, float]]]) -> dict[str, float]:
+    """``run()`` with ``corral.metrics`` attached (a registry of its own) for its length."""
+    m = metrics.attach(metrics.new_registry())
+    try:
+        return await run()
+    finally:
+        m.close()
+
+
+async def metrics_cases(settings: Settings, seconds: float) -> None:
+    """The tiny MLP on a thread (and a loop) partition with the metrics handler attached vs
+    detached, interleaved repeats; one line per kind with the attached/detached ratio."""
+    model = tiny_mlp()
+    factory = "_serving_models:tiny_mlp"
+    w = QUICK_CEILING_WINDOW if settings.quick else CEILING_WINDOW
+    kinds = ["thread"] + (["loop"] if loop_kind() else [])
+    sides: list[Callable[[], Awaitable[dict[str, float]]]] = []
+    for kind in kinds:
+        plain = functools.partial(measure, factory, 64, seconds, model, w, kind=kind)
+        sides += [plain, functools.partial(with_metrics, plain)]
+    runs = await interleaved(sides, settings.repeats)
+    for i, kind in enumerate(kinds):
+        off, on = runs[2 * i], runs[2 * i + 1]
+        ratios = [a["rate"] / b["rate"] for a, b in zip(on, off, strict=True)]
+        ratio = median(ratios)
+        emit(
+            bench=BENCH,
+            case=f"tiny_mlp_{kind}_metrics",
+            metric="throughput",
+            value=median([run["rate"] for run in on]),
+            unit="req/s",
+            baseline_name=f"the same ({kind} partition) with no metrics handler attached",
+            baseline_value=median([run["rate"] for run in off]),
+            loop=settings.loop,
+            ratio=ratio,
+            ratios=[round(r, 4) for r in ratios],
+            p99_ms=median([run["p99_ms"] for run in on]),
+            baseline_p99_ms=median([run["p99_ms"] for run in off]),
+            target=METRICS_TARGET,
+            target_met=ratio >= METRICS_TARGET,
+        )
+        verdict = "met" if ratio >= METRICS_TARGET else "MISSED"
+        say(
+            f"tiny_mlp_{kind}_metrics: {ratio:.3f}x detached "
+            f"(target >= {METRICS_TARGET}: {verdict})"
+        )
 
 
 def loop_kind() -> bool:

@@ -35,9 +35,10 @@ each comes from:
 - ``corral_port_worker_exits_total{reason}``: ``stopped``, ``breach``, ``signal`` or
   ``exit_status`` (see ``("corral", "port", "worker_exited")``);
 - ``corral_pipeline_messages_total{pipeline,stage,outcome}``: ``stage`` is
-  ``processor.<name>`` (one count per ``handle_message`` attempt) or ``batcher.<name>`` (per
-  message of a ``handle_batch`` call); ``outcome`` is ``successful`` or ``failed`` (a hook
-  that raised fails its messages);
+  ``processor.<name>`` (each message once, after ``handle_message`` and its retries; from
+  ``("corral", "pipeline", "processed")``, one event per chunk) or ``batcher.<name>`` (per
+  message of a ``handle_batch`` call; from the batch span); ``outcome`` is ``successful`` or
+  ``failed`` (a hook that raised fails its messages);
 - ``corral_pipeline_batch_duration_seconds{pipeline,batcher}`` (histogram);
 - ``corral_train_rounds_total{trainer}`` and ``corral_train_loss{trainer}`` (gauge, the last
   round's).
@@ -168,8 +169,7 @@ class Metrics:
             ("corral", "supervisor", "child_exited"): self._on_child_exited,
             ("corral", "process", "crashed"): self._on_crashed,
             ("corral", "port", "worker_exited"): self._on_worker_exited,
-            ("corral", "pipeline", "processor", "stop"): self._on_processor_stop,
-            ("corral", "pipeline", "processor", "exception"): self._on_processor_exception,
+            ("corral", "pipeline", "processed"): self._on_processed,
             ("corral", "pipeline", "batch", "stop"): self._on_batch_stop,
             ("corral", "pipeline", "batch", "exception"): self._on_batch_exception,
             ("corral", "train", "round"): self._on_round,
@@ -263,29 +263,24 @@ class Metrics:
     def _on_worker_exited(self, m: Mapping[str, float], meta: Mapping[str, object]) -> None:
         self._worker_exits.labels(str(meta["reason"])).inc()
 
-    def _on_processor_stop(self, m: Mapping[str, float], meta: Mapping[str, object]) -> None:
-        ok = getattr(meta["message"], "ok", True)
-        self._message(meta, "processor", meta["processor"], "successful" if ok else "failed")
+    def _on_processed(self, m: Mapping[str, float], meta: Mapping[str, object]) -> None:
+        pipeline, stage = str(meta["pipeline"]), f"processor.{meta['processor']}"
+        self._messages(pipeline, stage, m["successful"], m["failed"])
 
-    def _on_processor_exception(self, m: Mapping[str, float], meta: Mapping[str, object]) -> None:
-        self._message(meta, "processor", meta["processor"], "failed")
-
-    def _message(self, meta: Mapping[str, object], kind: str, name: object, outcome: str) -> None:
-        stage = f"{kind}.{name}"
-        self._child(self._pipeline_messages, str(meta["pipeline"]), stage, outcome).inc()
+    def _messages(self, pipeline: str, stage: str, successful: float, failed: float) -> None:
+        if successful:
+            self._child(self._pipeline_messages, pipeline, stage, "successful").inc(successful)
+        if failed:
+            self._child(self._pipeline_messages, pipeline, stage, "failed").inc(failed)
 
     def _on_batch_stop(self, m: Mapping[str, float], meta: Mapping[str, object]) -> None:
         pipeline, batcher = str(meta["pipeline"]), str(meta["batcher"])
-        stage = f"batcher.{batcher}"
-        if m["successful"]:
-            self._child(self._pipeline_messages, pipeline, stage, "successful").inc(m["successful"])
-        if m["failed"]:
-            self._child(self._pipeline_messages, pipeline, stage, "failed").inc(m["failed"])
+        self._messages(pipeline, f"batcher.{batcher}", m["successful"], m["failed"])
         self._child(self._pipeline_batch_duration, pipeline, batcher).observe(m["duration"])
 
     def _on_batch_exception(self, m: Mapping[str, float], meta: Mapping[str, object]) -> None:
         pipeline, batcher = str(meta["pipeline"]), str(meta["batcher"])
-        self._pipeline_messages.labels(pipeline, f"batcher.{batcher}", "failed").inc(m["size"])
+        self._messages(pipeline, f"batcher.{batcher}", 0, m["size"])
         self._child(self._pipeline_batch_duration, pipeline, batcher).observe(m["duration"])
 
     def _on_round(self, m: Mapping[str, float], meta: Mapping[str, object]) -> None:

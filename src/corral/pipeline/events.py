@@ -11,6 +11,11 @@ metadata.
 ``pipeline``, ``processor`` (name), ``index`` (processor stage), ``message`` (the message
 given; on ``stop`` the one returned).
 
+``PROCESSED``: one chunk of messages a processor handled, each through ``handle_message``
+and its retries (one event per chunk, not per message; emitted only while a handler listens).
+Measurements ``successful`` and ``failed`` (counts of the chunk); metadata ``pipeline``,
+``processor`` (name), ``index`` (processor stage).
+
 ``BATCH_*``: one ``handle_batch`` call (one attempt of one batch). Measurements add
 ``size``; ``stop`` adds ``successful`` and ``failed`` counts. Metadata: ``pipeline``,
 ``batcher``, ``index`` (batch processor), ``batch_info``.
@@ -25,6 +30,7 @@ __all__ = [
     "BATCH_EXCEPTION",
     "BATCH_START",
     "BATCH_STOP",
+    "PROCESSED",
     "PROCESSOR",
     "PROCESSOR_EXCEPTION",
     "PROCESSOR_START",
@@ -35,6 +41,8 @@ PROCESSOR: Final = ("corral", "pipeline", "processor")
 PROCESSOR_START: Final = (*PROCESSOR, "start")
 PROCESSOR_STOP: Final = (*PROCESSOR, "stop")
 PROCESSOR_EXCEPTION: Final = (*PROCESSOR, "exception")
+
+PROCESSED: Final = ("corral", "pipeline", "processed")
 
 BATCH: Final = ("corral", "pipeline", "batch")
 BATCH_START: Final = (*BATCH, "start")

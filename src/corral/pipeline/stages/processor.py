@@ -36,7 +36,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from corral import telemetry
-from corral.pipeline.events import PROCESSOR
+from corral.pipeline.events import PROCESSED, PROCESSOR
 from corral.pipeline.message import OK, Message
 from corral.pipeline.policy import retry_delay
 from corral.pipeline.stages.ending import Ender
@@ -229,6 +229,9 @@ class ProcessorStage(Actor):
         sub = self._subs[producer]
         sub.outstanding = max(0, sub.outstanding - len(messages))
         handled, failed = await self._handle_each(messages)
+        if telemetry.has_handlers(PROCESSED):
+            counts = {"successful": len(handled), "failed": len(failed)}
+            telemetry.emit(PROCESSED, counts, self._meta)
         if not self._outs:
             await self._ender.end(handled, failed)
         else:
