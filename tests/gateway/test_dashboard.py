@@ -23,8 +23,9 @@ from corral.gateway.snapshot import CrashLog, Rates, rate, snapshot
 from corral.pipeline import Message, Pipeline
 from corral.pipeline.testing import push
 from corral.port import Port
-from corral.runtime import Actor, ChildSpec
+from corral.runtime import Actor, ChildSpec, Supervisor
 from corral.serving import Serving
+from corral.testing import Gate
 
 HOSTILE = "<script>window.pwned = 1</script><img src=x onerror=window.pwned=2>"
 """A name and a crash reason that a page rendering them as HTML would run."""
@@ -179,6 +180,34 @@ async def test_a_snapshot_shows_the_tree_the_servings_and_the_crashes_of_a_real_
     [crash] = doc["crashes"]
     assert crash["child_id"] == f"crasher {HOSTILE}" and crash["action"] == "restart"
     assert crash["reason"] == repr(RuntimeError(HOSTILE))
+
+
+async def test_a_supervisor_busy_restarting_shows_busy_then_its_restarted_child() -> None:
+    gate = Gate()
+    starts = 0
+
+    class HeldOnRestart(Actor):
+        async def init(self) -> None:
+            nonlocal starts
+            starts += 1
+            if starts == 2:
+                await gate.enter()
+
+    async with Node([ChildSpec(id="held", start=HeldOnRestart)]) as node:
+        [info] = await Supervisor.which_children(node.root)
+        assert info.pid is not None
+        info.pid.exit("boom")
+        await gate.wait_blocked()  # the root supervisor is inside the restart
+        doc = await snapshot(node, call_timeout=0.1)
+        tree = doc["tree"]
+        assert isinstance(tree, dict)
+        assert tree["busy"] is True and "children" not in tree
+        gate.release()
+        await Supervisor.wait_restarted(node.root, "held", info.pid)
+        doc = await snapshot(node)
+        [child] = doc["tree"]["children"]  # type: ignore[index]
+        assert (child["child_id"], child["restarts"], child["state"]) == ("held", 1, "running")
+        assert child["last_crash"] is None  # no crash log given
 
 
 # -- the event stream and the access rule -----------------------------------------------------
