@@ -137,9 +137,12 @@ class Actor:
     def trap_exit(self, value: bool) -> None:
         self.pid._trap_exit = bool(value)
 
-    async def spawn(self, actor: Actor, *, name: str | None = None, link: bool = False) -> Pid:
-        """Spawn another process; ``link=True`` links it to this one. Waits for its init."""
-        return await self.node.spawn(actor, name=name, link=link)
+    async def spawn(
+        self, actor: Actor, *, name: str | None = None, link: bool = False, label: str | None = None
+    ) -> Pid:
+        """Spawn another process; ``link=True`` links it to this one. Waits for its init.
+        ``label`` names it in logs when it has no ``name`` (see ``Node.spawn``)."""
+        return await self.node.spawn(actor, name=name, link=link, label=label)
 
     def link(self, pid: Pid) -> None:
         """Link this process and ``pid`` both ways. ``NoProcess`` if ``pid`` is dead."""

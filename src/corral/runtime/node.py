@@ -381,16 +381,21 @@ class Node:
         name: str | None = None,
         link: bool = False,
         mailbox_size: int | None = None,
+        label: str | None = None,
     ) -> Pid:
         """Start ``actor`` in a new process and wait for its ``init``.
 
         ``name`` registers it; ``link=True`` (only from inside a process) links it to the
-        caller. Raises ``StartError`` if init fails, ``AlreadyRegistered`` if the name is
+        caller. ``label`` names an unregistered process in logs and crash reports (a
+        supervisor's children take their labels from it: ``rank/partitions-v1/partition-0``).
+        Raises ``StartError`` if init fails, ``AlreadyRegistered`` if the name is
         taken, ``NodeError`` if the node is not running.
         """
         if not self.running:
             raise NodeError(f"spawn on node '{self.name}': the node is not running")
-        return await spawn_process(self, actor, name=name, link=link, mailbox_size=mailbox_size)
+        return await spawn_process(
+            self, actor, name=name, link=link, mailbox_size=mailbox_size, label=label
+        )
 
     async def start_system_child(self, spec: ChildSpec) -> Pid:
         """Start ``spec`` under the node's system supervisor, or return the running child

@@ -186,7 +186,9 @@ class ServingServer(Actor):
             spawn_task=self.start_task,
             ready=self.pump,
         )
-        await gen.start(functools.partial(self.spawn, link=True))
+        # The partitions' supervisor is named in crash reports as 'rank/partitions-v1'.
+        label = f"{self.name}/partitions-v{version}"
+        await gen.start(functools.partial(self.spawn, link=True, label=label))
         return gen
 
     async def _swap(

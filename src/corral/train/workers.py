@@ -102,7 +102,7 @@ class PortWorkers:
         """Spawn the supervisor (unlinked: its giving up is reported, not propagated)."""
         max_restarts, max_seconds = self._max
         sup = Supervisor(self._specs, max_restarts=max_restarts, max_seconds=max_seconds)
-        self._sup = await self.node.spawn(sup)
+        self._sup = await self.node.spawn(sup, label=f"{self.name}/workers")
         self._pids = [_child_pid(info.pid) for info in await Supervisor.which_children(self._sup)]
 
     async def os_pids(self) -> list[int]:
