@@ -51,6 +51,7 @@ are seconds on the node's clock (virtual under ``corral.testing``).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import concurrent.futures
 import itertools
 import threading
@@ -103,63 +104,56 @@ class Metrics:
         self.handler_id = f"corral-metrics-{next(_ids)}"
         self._watched: dict[str, tuple[Serving, asyncio.AbstractEventLoop | None]] = {}
         self._lock = threading.Lock()
-        self._children: dict[tuple[object, ...], Any] = {}
-        reg = {"registry": None}
-        c, h, g = prom.Counter, prom.Histogram, prom.Gauge
+        self._stages: dict[tuple[object, str, object], tuple[_Child, _Child]] = {}
+        c, h = _Family.counter, _Family.histogram
         self._requests = c(
             "corral_serving_requests", "Serving requests by how they ended.",
-            ["serving", "version", "outcome"], **reg,
+            ("serving", "version", "outcome"),
         )  # fmt: skip
         self._request_duration = h(
             "corral_serving_request_duration_seconds",
             "Arrival to answer of each batch's oldest request (wait + compute), seconds.",
-            ["serving"], **reg,
+            ("serving",), _DURATION_BUCKETS,
         )  # fmt: skip
         self._batch_size = h(
-            "corral_serving_batch_size", "Real (unpadded) samples per batch.", ["serving"],
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), **reg,
+            "corral_serving_batch_size", "Real (unpadded) samples per batch.", ("serving",),
+            (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
         )  # fmt: skip
-        self._swaps = c(
-            "corral_serving_swaps", "Model swaps by outcome.", ["serving", "outcome"], **reg
-        )
+        self._swaps = c("corral_serving_swaps", "Model swaps by outcome.", ("serving", "outcome"))
         self._restarts = c(
             "corral_supervisor_restarts", "Child exits a supervisor restarted.",
-            ["supervisor", "child"], **reg,
+            ("supervisor", "child"),
         )  # fmt: skip
-        self._crashes = c(
-            "corral_process_crashes", "Processes that exited with an exception.", **reg
-        )
+        self._crashes = c("corral_process_crashes", "Processes that exited with an exception.", ())
+        self._crashes.labels()  # an unlabelled counter shows its 0 from the start
         self._worker_exits = c(
             "corral_port_worker_exits", "Port worker OS processes that ended, by why.",
-            ["reason"], **reg,
+            ("reason",),
         )  # fmt: skip
         self._pipeline_messages = c(
             "corral_pipeline_messages", "Pipeline messages handled, by stage and outcome.",
-            ["pipeline", "stage", "outcome"], **reg,
+            ("pipeline", "stage", "outcome"),
         )  # fmt: skip
         self._pipeline_batch_duration = h(
             "corral_pipeline_batch_duration_seconds", "handle_batch calls, seconds.",
-            ["pipeline", "batcher"], **reg,
+            ("pipeline", "batcher"), _DURATION_BUCKETS,
         )  # fmt: skip
-        self._train_rounds = c("corral_train_rounds", "Training rounds.", ["trainer"], **reg)
-        self._train_loss = g("corral_train_loss", "The last round's loss.", ["trainer"], **reg)
-        self._collector = _ServingGauges(prom, self)
-        self._metrics: tuple[object, ...] = (
+        self._train_rounds = c("corral_train_rounds", "Training rounds.", ("trainer",))
+        self._train_loss = _Family.gauge(
+            "corral_train_loss", "The last round's loss.", ("trainer",)
+        )
+        self._families = (
             self._requests, self._request_duration, self._batch_size, self._swaps, self._restarts,
             self._crashes, self._worker_exits, self._pipeline_messages,
-            self._pipeline_batch_duration, self._train_rounds, self._train_loss, self._collector,
+            self._pipeline_batch_duration, self._train_rounds, self._train_loss,
         )  # fmt: skip
-        registered: list[object] = []
+        self._collector: _Collector | None = _Collector(prom, self)
         try:
-            for metric in self._metrics:
-                self.registry.register(metric)  # type: ignore[arg-type]
-                registered.append(metric)
+            self.registry.register(self._collector)
         except ValueError as exc:
-            for metric in registered:
-                self.registry.unregister(metric)  # type: ignore[arg-type]
             raise ValueError(
                 f"corral.metrics: the registry already holds corral's metrics ({exc}); close "
-                "the other Metrics first, or pass registry=prometheus_client.CollectorRegistry()"
+                "the other Metrics first, or pass registry=corral.metrics.new_registry()"
             ) from None
         self._handlers: dict[tuple[str, ...], _EventHandler] = {
             ("corral", "serving", "requests"): self._on_requests,
@@ -197,9 +191,9 @@ class Metrics:
     def close(self) -> None:
         """Detach, and take corral's metrics out of the registry. Idempotent."""
         self.detach()
-        metrics, self._metrics = self._metrics, ()
-        for metric in metrics:
-            self.registry.unregister(metric)  # type: ignore[arg-type]
+        collector, self._collector = self._collector, None
+        if collector is not None:
+            self.registry.unregister(collector)
 
     def watch(self, serving: Serving) -> None:
         """Report ``serving``'s queue length and partitions up (by its name) at each scrape.
@@ -226,23 +220,14 @@ class Metrics:
 
     # -- the handler (on the emitting task) -------------------------------------------------
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, cached: prometheus-client's own lookup takes a lock
-        and validates the labels on every call."""
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
-
     def _on_requests(self, m: Mapping[str, float], meta: Mapping[str, object]) -> None:
         labels = (str(meta["serving"]), str(meta["version"]), str(meta["outcome"]))
-        self._child(self._requests, *labels).inc(m["count"])
+        self._requests.labels(*labels).inc(m["count"])
 
     def _on_batch(self, m: Mapping[str, float], meta: Mapping[str, object]) -> None:
         name = str(meta["serving"])
-        self._child(self._request_duration, name).observe(m["wait"] + m["compute"])
-        self._child(self._batch_size, name).observe(m["size"])
+        self._request_duration.labels(name).observe(m["wait"] + m["compute"])
+        self._batch_size.labels(name).observe(m["size"])
 
     def _on_swapped(self, m: Mapping[str, float], meta: Mapping[str, object]) -> None:
         self._swaps.labels(str(meta["serving"]), "swapped").inc()
@@ -258,30 +243,41 @@ class Metrics:
             self._restarts.labels(str(name), str(meta["child_id"])).inc()
 
     def _on_crashed(self, m: Mapping[str, float], meta: Mapping[str, object]) -> None:
-        self._crashes.inc()
+        self._crashes.labels().inc()
 
     def _on_worker_exited(self, m: Mapping[str, float], meta: Mapping[str, object]) -> None:
         self._worker_exits.labels(str(meta["reason"])).inc()
 
     def _on_processed(self, m: Mapping[str, float], meta: Mapping[str, object]) -> None:
-        pipeline, stage = str(meta["pipeline"]), f"processor.{meta['processor']}"
-        self._messages(pipeline, stage, m["successful"], m["failed"])
+        ok, failed = self._stage(meta["pipeline"], "processor", meta["processor"])
+        if n := m["successful"]:
+            ok.value += n
+        if n := m["failed"]:
+            failed.value += n
 
-    def _messages(self, pipeline: str, stage: str, successful: float, failed: float) -> None:
-        if successful:
-            self._child(self._pipeline_messages, pipeline, stage, "successful").inc(successful)
-        if failed:
-            self._child(self._pipeline_messages, pipeline, stage, "failed").inc(failed)
+    def _stage(self, pipeline: object, kind: str, name: object) -> tuple[_Child, _Child]:
+        """The (successful, failed) series of a pipeline stage, looked up once."""
+        key = (pipeline, kind, name)
+        pair = self._stages.get(key)
+        if pair is None:
+            labels = (str(pipeline), f"{kind}.{name}")
+            family = self._pipeline_messages
+            pair = family.labels(*labels, "successful"), family.labels(*labels, "failed")
+            self._stages[key] = pair
+        return pair
 
     def _on_batch_stop(self, m: Mapping[str, float], meta: Mapping[str, object]) -> None:
-        pipeline, batcher = str(meta["pipeline"]), str(meta["batcher"])
-        self._messages(pipeline, f"batcher.{batcher}", m["successful"], m["failed"])
-        self._child(self._pipeline_batch_duration, pipeline, batcher).observe(m["duration"])
+        ok, failed = self._stage(meta["pipeline"], "batcher", meta["batcher"])
+        ok.value += m["successful"]
+        failed.value += m["failed"]
+        self._batch_duration(meta).observe(m["duration"])
 
     def _on_batch_exception(self, m: Mapping[str, float], meta: Mapping[str, object]) -> None:
-        pipeline, batcher = str(meta["pipeline"]), str(meta["batcher"])
-        self._messages(pipeline, f"batcher.{batcher}", 0, m["size"])
-        self._child(self._pipeline_batch_duration, pipeline, batcher).observe(m["duration"])
+        self._stage(meta["pipeline"], "batcher", meta["batcher"])[1].value += m["size"]
+        self._batch_duration(meta).observe(m["duration"])
+
+    def _batch_duration(self, meta: Mapping[str, object]) -> _Child:
+        return self._pipeline_batch_duration.labels(str(meta["pipeline"]), str(meta["batcher"]))
 
     def _on_round(self, m: Mapping[str, float], meta: Mapping[str, object]) -> None:
         trainer = str(meta["trainer"])
@@ -330,27 +326,126 @@ def _statistics_of(serving: Serving, loop: asyncio.AbstractEventLoop | None) -> 
     return future.result(timeout=SCRAPE_WAIT)
 
 
-class _ServingGauges:
-    """The collector of the two gauges read from ``statistics()`` at scrape time."""
+_DURATION_BUCKETS: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+"""Upper bounds (seconds) of the duration histograms' buckets; ``+Inf`` is added."""
+
+
+class _Child:
+    """One labelled series: a plain float (counter, gauge), or bucket counts and a sum
+    (histogram). Updated by the handler on the emitting thread with no lock: a scrape from
+    another thread reads numbers that each update leaves whole (the GIL), so a scrape may
+    see a histogram's count one observation ahead of its sum, never a torn number."""
+
+    __slots__ = ("bounds", "counts", "total", "value")
+
+    def __init__(self, bounds: tuple[float, ...] | None) -> None:
+        self.value = 0.0
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1) if bounds is not None else []
+        self.total = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+    def observe(self, value: float) -> None:
+        assert self.bounds is not None
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+
+class _Family:
+    """A metric and its labelled series, kept as plain numbers: prometheus-client's own
+    metric objects take a lock per update, which the hot path does not need (every update
+    comes from the node's loop). The registry sees them through ``_Collector``."""
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        doc: str,
+        labels: tuple[str, ...],
+        bounds: tuple[float, ...] | None,
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.doc = doc
+        self.label_names = labels
+        self.bounds = bounds
+        self.series: dict[tuple[str, ...], _Child] = {}
+
+    @classmethod
+    def counter(cls, name: str, doc: str, labels: tuple[str, ...]) -> _Family:
+        return cls("counter", name, doc, labels, None)
+
+    @classmethod
+    def gauge(cls, name: str, doc: str, labels: tuple[str, ...]) -> _Family:
+        return cls("gauge", name, doc, labels, None)
+
+    @classmethod
+    def histogram(
+        cls, name: str, doc: str, labels: tuple[str, ...], bounds: tuple[float, ...]
+    ) -> _Family:
+        return cls("histogram", name, doc, labels, tuple(float(b) for b in bounds))
+
+    def labels(self, *values: str) -> _Child:
+        child = self.series.get(values)
+        if child is None:
+            child = self.series[values] = _Child(self.bounds)
+        return child
+
+    def family(self, core: ModuleType) -> Any:
+        """This metric as a prometheus-client metric family, for a scrape."""
+        labels = list(self.label_names)
+        series = list(self.series.items())  # one C-level copy: safe from another thread
+        if self.kind == "counter":
+            fam = core.CounterMetricFamily(self.name, self.doc, labels=labels)
+            for key, child in series:
+                fam.add_metric(list(key), child.value)
+        elif self.kind == "gauge":
+            fam = core.GaugeMetricFamily(self.name, self.doc, labels=labels)
+            for key, child in series:
+                fam.add_metric(list(key), child.value)
+        else:
+            fam = core.HistogramMetricFamily(self.name, self.doc, labels=labels)
+            bounds = [*(_float_str(b) for b in self.bounds or ()), "+Inf"]
+            for key, child in series:
+                counts, total = list(child.counts), child.total
+                cumulative = list(itertools.accumulate(counts))
+                fam.add_metric(list(key), list(zip(bounds, cumulative, strict=True)), total)
+        return fam
+
+
+def _float_str(bound: float) -> str:
+    return repr(float(bound))
+
+
+class _Collector:
+    """What the registry scrapes: every ``_Family`` of a ``Metrics``, and the two serving
+    gauges read from ``statistics()`` at scrape time."""
 
     def __init__(self, prom: ModuleType, metrics: Metrics) -> None:
-        core = require("prometheus_client.core", extra="metrics", by="corral.metrics")
-        self._family = core.GaugeMetricFamily
+        self._core = require("prometheus_client.core", extra="metrics", by="corral.metrics")
         self._metrics = metrics
 
-    def describe(self) -> list[GaugeMetricFamily]:
-        return self._families()
+    def describe(self) -> list[Any]:
+        return [f.family(self._core) for f in self._metrics._families] + self._gauges()
 
-    def collect(self) -> list[GaugeMetricFamily]:
-        queue, up = families = self._families()
+    def collect(self) -> list[Any]:
+        families = [f.family(self._core) for f in self._metrics._families]
+        queue, up = gauges = self._gauges()
         for stats in self._metrics._statistics():
             queue.add_metric([stats.name], stats.queue_length)
             live = [p for p in stats.partitions if p.version == stats.version]
             up.add_metric([stats.name], sum(p.state not in ("down", "draining") for p in live))
-        return families
+        return families + gauges
 
-    def _families(self) -> list[GaugeMetricFamily]:
-        family = self._family
+    def _gauges(self) -> list[GaugeMetricFamily]:
+        family = self._core.GaugeMetricFamily
         return [
             family("corral_serving_queue_length", "Requests queued.", labels=["serving"]),
             family(
