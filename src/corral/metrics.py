@@ -44,8 +44,9 @@ each comes from:
   round's).
 
 The handler runs in the emitting task, on the node's loop, and costs a dictionary lookup
-and a few counter updates per event (prometheus-client takes a lock per update). Durations
-are seconds on the node's clock (virtual under ``corral.testing``).
+and a few additions per event, on plain numbers and with no lock; prometheus-client's metric
+families are built from them only when the registry is scraped. Durations are seconds on the
+node's clock (virtual under ``corral.testing``).
 """
 
 from __future__ import annotations
