@@ -22,6 +22,7 @@ from corral.pipeline import Message, Pipeline
 from corral.pipeline.testing import push
 from corral.serving import AsyncFunctionModel, Serving
 from corral.testing import Gate, wait_all_tasks_blocked
+from corral.train import Trainer
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -281,3 +282,21 @@ async def test_port_worker_exits_are_counted_by_reason() -> None:
     assert value(samples, exits, reason="stopped") == 1  # the node's stop
     assert value(samples, "corral_serving_requests_total", serving="double", version="1",
                  outcome="completed") == 2  # fmt: skip
+
+
+@pytest.mark.realtime
+async def test_training_rounds_are_counted_with_the_last_loss() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(64, 4))
+    data = {"x": x, "y": x @ np.array([1.0, -2.0, 0.5, 3.0])}
+    args = {"features": 4, "lr": 0.05, "seed": 1}
+    with attached() as m:
+        async with (
+            Node(),
+            Trainer(data, model="corral.train:LinearRegression", model_args=args, workers=1) as t,
+        ):
+            result = await t.fit(rounds=3)
+        samples = scrape(m)
+    assert value(samples, "corral_train_rounds_total", trainer=t.name) == 3
+    loss = value(samples, "corral_train_loss", trainer=t.name)
+    assert loss == result.history[-1].loss
