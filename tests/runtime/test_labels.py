@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from corral import Actor, ChildSpec, Node, Supervisor
+from corral.errors import PortExited
 from corral.testing import wait_all_tasks_blocked
 
 
@@ -58,3 +59,35 @@ async def test_a_crash_report_names_a_nested_supervisor_by_its_label(
     )
     assert record.crash_report.child_id == "worker"  # type: ignore[attr-defined]
     assert restarted is not worker
+
+
+class WorkerDied(Actor):
+    def handle_cast(self, msg: object) -> None:
+        raise PortExited("port <9 Port>", signal=9)
+
+
+async def test_a_crash_report_leaves_out_a_traceback_that_only_shows_corrals_plumbing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A port worker killed by a signal (PortExited), and a child supervisor giving up
+    # (RestartIntensityExceeded): the reason says it all; a model's own error keeps its trace.
+    def inner() -> Supervisor:
+        return Supervisor([ChildSpec(id="boom", start=Boom)], max_restarts=0)
+
+    children = [
+        ChildSpec(id="port", start=WorkerDied),
+        ChildSpec(id="inner", start=inner, type="supervisor"),
+    ]
+    with caplog.at_level(logging.ERROR, logger="corral"):
+        async with Node(
+            [ChildSpec(id="top", start=lambda: Supervisor(children), type="supervisor")]
+        ) as node:
+            for label in ("top/port", "top/inner/boom"):
+                [pid] = [p for p in node.processes() if p.label == label]
+                pid.cast("crash")
+                await wait_all_tasks_blocked()
+    assert [(r.getMessage().split(":")[0], r.exc_info is not None) for r in caplog.records] == [
+        ("supervisor 'top'", False),
+        ("supervisor 'top/inner'", True),
+        ("supervisor 'top'", False),
+    ]

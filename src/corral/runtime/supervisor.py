@@ -10,7 +10,8 @@ own supervisor to handle. Stopping a child sends it ``shutdown`` and waits up to
 ``shutdown`` seconds, then kills it.
 
 Every child exit produces a ``CrashReport``: logged on ``corral.supervisor`` (ERROR for
-exits that are not clean; the record carries the report as ``record.crash_report``) and
+exits that are not clean, with the reason's traceback unless only corral's plumbing is in
+it; the record carries the report as ``record.crash_report``) and
 emitted as the telemetry event ``("corral", "supervisor", "child_exited")``. Logs name a
 supervisor by its label: every child gets one, its supervisor's label and its own id
 (``rank/partitions-v1``), or its registered name.
@@ -32,6 +33,7 @@ from corral.errors import (
     ChildAlreadyStarted,
     ChildNotRestarted,
     ChildRunning,
+    PortExited,
     RestartIntensityExceeded,
     StartError,
     UnknownChild,
@@ -207,6 +209,14 @@ def describe_supervisor(pid: Pid) -> str:
     """How logs name a supervisor: its label in quotes (its registered name, or its path of
     child ids in the tree, ``'rank/partitions-v1'``), or its pid when it has none."""
     return repr(pid) if pid.label is None else f"'{pid.label}'"
+
+
+def _untold(reason: BaseException) -> bool:
+    """Whether a crash report's log record leaves out the traceback of ``reason``: only
+    corral's plumbing would be in it. A port's worker OS process ended (``PortExited``: the
+    status or signal says it all), or a child supervisor gave up (the crash that made it
+    give up was reported, with its traceback, just before). ``report.traceback`` keeps it."""
+    return isinstance(reason, PortExited | RestartIntensityExceeded)
 
 
 class _Child:
@@ -522,7 +532,9 @@ class Supervisor(Actor):
                 {"restart_count": child.restart_count},
                 {"report": report, "supervisor": self.pid, "child_id": child.spec.id},
             )
-        exc_info = reason if isinstance(reason, BaseException) and not clean else None
+        exc_info = None
+        if isinstance(reason, BaseException) and not clean and not _untold(reason):
+            exc_info = reason
         logger.log(
             level, "%s", report.describe(), exc_info=exc_info, extra={"crash_report": report}
         )
