@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from corral import KILL, Actor, ChildSpec, Node, metrics, telemetry
+from corral._extras import MissingExtra
 from corral.errors import InvalidInput, ServingOverloaded
 from corral.pipeline import Message, Pipeline
 from corral.pipeline.testing import push
@@ -300,3 +302,15 @@ async def test_training_rounds_are_counted_with_the_last_loss() -> None:
     assert value(samples, "corral_train_rounds_total", trainer=t.name) == 3
     loss = value(samples, "corral_train_loss", trainer=t.name)
     assert loss == result.history[-1].loss
+
+
+def test_without_prometheus_client_the_error_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    with pytest.raises(MissingExtra) as caught:
+        metrics.attach()
+    assert (
+        str(caught.value) == "corral.metrics needs prometheus_client: pip install 'corral[metrics]'"
+    )
+    assert caught.value.extra == "metrics"

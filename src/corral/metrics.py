@@ -72,7 +72,15 @@ if TYPE_CHECKING:
 
     from corral.serving import Serving, ServingStatistics
 
-__all__ = ["CONTENT_TYPE", "Metrics", "MetricsServer", "attach", "new_registry", "serve"]
+__all__ = [
+    "CONTENT_TYPE",
+    "SCRAPE_WAIT",
+    "Metrics",
+    "MetricsServer",
+    "attach",
+    "new_registry",
+    "serve",
+]
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 """The media type of ``Metrics.exposition()``: Prometheus's text format."""
@@ -148,7 +156,7 @@ class Metrics:
             self._crashes, self._worker_exits, self._pipeline_messages,
             self._pipeline_batch_duration, self._train_rounds, self._train_loss,
         )  # fmt: skip
-        self._collector: _Collector | None = _Collector(prom, self)
+        self._collector: _Collector | None = _Collector(self)
         try:
             self.registry.register(self._collector)
         except ValueError as exc:
@@ -429,7 +437,7 @@ class _Collector:
     """What the registry scrapes: every ``_Family`` of a ``Metrics``, and the two serving
     gauges read from ``statistics()`` at scrape time."""
 
-    def __init__(self, prom: ModuleType, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics) -> None:
         self._core = require("prometheus_client.core", extra="metrics", by="corral.metrics")
         self._metrics = metrics
 
