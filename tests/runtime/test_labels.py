@@ -91,3 +91,22 @@ async def test_a_crash_report_leaves_out_a_traceback_that_only_shows_corrals_plu
         ("supervisor 'top/inner'", True),
         ("supervisor 'top'", False),
     ]
+
+
+async def test_a_labelled_supervisor_that_gives_up_is_named_by_its_label() -> None:
+    def inner() -> Supervisor:
+        return Supervisor([ChildSpec(id="boom", start=Boom)], max_restarts=0)
+
+    top = Supervisor([ChildSpec(id="inner", start=inner, type="supervisor", restart="temporary")])
+    async with Node() as node:
+        sup = await node.spawn(top, label="top")
+        [child] = await Supervisor.which_children(sup)
+        assert child.pid is not None
+        [boom] = await Supervisor.which_children(child.pid)
+        assert boom.pid is not None
+        boom.pid.cast("crash")
+        reason = await child.pid.wait_exit()
+    assert str(reason) == (
+        "supervisor 'top/inner': more than 0 restarts within 5 s (max_restarts=0, "
+        "max_seconds=5); last exit: child 'boom' with RuntimeError('boom')"
+    )

@@ -508,7 +508,11 @@ class Supervisor(Actor):
     def _give_up(self, child_id: str, reason: ExitReason) -> None:
         options = self.options
         error = RestartIntensityExceeded(
-            repr(self.pid), options.max_restarts, options.max_seconds, child_id, reason
+            describe_supervisor(self.pid),
+            options.max_restarts,
+            options.max_seconds,
+            child_id,
+            reason,
         )
         telemetry.emit(GAVE_UP_EVENT, {}, {"supervisor": self.pid, "error": error})
         self.stop(error)
