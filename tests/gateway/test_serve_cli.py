@@ -4,6 +4,7 @@ logs on stderr, and a SIGTERM that drains the requests in flight (all answered, 
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import queue
 import re
@@ -89,6 +90,19 @@ def test_serve_runs_one_serving_from_flags_and_a_sigterm_stops_it_with_status_0(
         log = served.drain_log()
         assert "INFO corral.gateway: corral gateway listening on" in log
         assert "SIGTERM received; stopping" in log
+
+
+def test_serve_with_log_format_json_writes_one_json_object_per_stderr_line() -> None:
+    args = ["gateway_models:double", "--name", "double", "--http", "127.0.0.1:0"]
+    with serve(*args, "--log-format", "json", "--log-level", "debug") as (served, _):
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(timeout=30) == 0
+        served.reader.join(timeout=10)  # every line read, up to the end of stderr
+        records = [json.loads(line) for line in served.drain_log().splitlines()]
+    listening = next(r for r in records if "listening on" in r["message"])
+    assert (listening["level"], listening["logger"]) == ("INFO", "corral.gateway")
+    assert set(listening) == {"time", "level", "logger", "message"}
+    assert any(r["message"].endswith("SIGTERM received; stopping") for r in records)
 
 
 def test_sigterm_drains_requests_in_flight_then_exits_0(tmp_path: Path) -> None:
