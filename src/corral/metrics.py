@@ -29,8 +29,9 @@ each comes from:
   (gauges, read at scrape time from watched servings; partitions of the current version not
   down);
 - ``corral_supervisor_restarts_total{supervisor,child}``: child exits a supervisor restarted
-  (``child_exited`` with action ``restart``); ``supervisor`` is its registered name, or its
-  kind (``Supervisor``) when it has none;
+  (``child_exited`` with action ``restart``); ``supervisor`` is its label (registered name,
+  or the path its parent gave it, e.g. ``rank/partitions-v1``), or its kind
+  (``Supervisor``) when it has none;
 - ``corral_process_crashes_total``: processes that exited with an exception;
 - ``corral_port_worker_exits_total{reason}``: ``stopped``, ``breach``, ``signal`` or
   ``exit_status`` (see ``("corral", "port", "worker_exited")``);
@@ -248,7 +249,8 @@ class Metrics:
         report = meta["report"]
         if getattr(report, "action", None) == "restart":
             supervisor = meta["supervisor"]
-            name = getattr(supervisor, "name", None) or getattr(supervisor, "actor_type", "")
+            # pid.label: its registered name, else the label its parent gave it.
+            name = getattr(supervisor, "label", None) or getattr(supervisor, "actor_type", "")
             self._restarts.labels(str(name), str(meta["child_id"])).inc()
 
     def _on_crashed(self, m: Mapping[str, float], meta: Mapping[str, object]) -> None:
