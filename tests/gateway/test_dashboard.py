@@ -176,6 +176,8 @@ async def test_a_snapshot_shows_the_tree_the_servings_and_the_crashes_of_a_real_
     assert stats["partitions_up"] == 2 and stats["queue_length"] == 0
     assert 0 < stats["mean_compute"] <= stats["max_compute"]  # seconds
     assert 0 <= stats["mean_wait"] <= stats["max_wait"]
+    # One answered request: its latency is both percentiles, and it includes its compute.
+    assert stats["p50_latency"] == stats["p99_latency"] >= stats["max_compute"] > 0
     assert [p["index"] for p in stats["partitions"]] == [0, 1]
     [crash] = doc["crashes"]
     assert crash["child_id"] == f"crasher {HOSTILE}" and crash["action"] == "restart"

@@ -17,7 +17,7 @@ from corral.errors import (
     ServingNotRunning,
     ServingOverloaded,
 )
-from corral.serving import Serving
+from corral.serving import AsyncFunctionModel, Serving
 from corral.serving.server import ServingServer
 from corral.testing import wait_all_tasks_blocked
 
@@ -399,3 +399,20 @@ async def test_no_timer_stays_armed_once_the_queue_is_empty() -> None:
         assert server._timer is not None  # the batch timeout of the queued request
         await asyncio.gather(first, serving.run(sample(2)))  # full: cut at once
         assert server._timer is None and asyncio.get_running_loop().time() == 0.0
+
+
+async def test_latency_percentiles_of_101_requests_answered_one_a_second() -> None:
+    async def slow(batch: np.ndarray) -> np.ndarray:
+        await asyncio.sleep(1.0)
+        return batch
+
+    serving = Serving(
+        lambda: AsyncFunctionModel(slow), name="rank", batch_size=1, batch_timeout=0.1
+    )
+    async with start(serving):
+        assert (serving.statistics().p50_latency, serving.statistics().p99_latency) == (0, 0)
+        # All arrive at t = 0; request i is answered at t = i + 1: latencies 1 .. 101 s.
+        await asyncio.gather(*[serving.run(sample(i)) for i in range(101)])
+        stats = serving.statistics()
+        assert asyncio.get_running_loop().time() == 101.0
+        assert (stats.p50_latency, stats.p99_latency) == (51.0, 100.0)

@@ -246,6 +246,8 @@ def _serving(serving: Serving, rates: Rates, key: str, now: float) -> Json:
         "max_wait": stats.max_wait,
         "mean_compute": stats.mean_compute,
         "max_compute": stats.max_compute,
+        "p50_latency": stats.p50_latency,
+        "p99_latency": stats.p99_latency,
         "swaps": stats.swaps,
         "partitions_up": sum(
             p.state in ("idle", "busy") and p.version == stats.version for p in stats.partitions

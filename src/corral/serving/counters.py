@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from corral.serving.policy import BatchPolicy
 from corral.serving.records import PartitionStatistics, ServingStatistics
 
-__all__ = ["Counters"]
+__all__ = ["LATENCY_WINDOW", "Counters"]
+
+LATENCY_WINDOW = 4096
+"""How many of the last answered requests' latencies ``p50_latency``/``p99_latency`` cover."""
 
 
 class Counters:
@@ -20,6 +25,8 @@ class Counters:
         "expired",
         "failed",
         "invalid",
+        "latencies",
+        "latency_count",
         "overloaded",
         "requests",
         "retried",
@@ -38,6 +45,35 @@ class Counters:
         self.samples = self.waited = self.swaps = self.invalid = self.split = 0
         self.wait_total = self.wait_max = self.compute_total = self.compute_max = 0.0
         self.sizes: dict[int, int] = {}
+        # A ring of the last LATENCY_WINDOW latencies (seconds), written a batch at a time;
+        # latency_count is how many were ever written (the next slot is count % window).
+        self.latencies = np.zeros(LATENCY_WINDOW, dtype=np.float64)
+        self.latency_count = 0
+
+    def record_latencies(self, values: np.ndarray) -> None:
+        """Adds a batch's answered requests' latencies (seconds) to the ring: slices, no loop."""
+        ring = self.latencies
+        size = len(ring)
+        k = len(values)
+        start = self.latency_count % size
+        self.latency_count += k
+        if k >= size:  # only the last `size` count; where they start does not matter
+            ring[:] = values[k - size :]
+        elif start + k <= size:
+            ring[start : start + k] = values
+        else:
+            first = size - start
+            ring[start:] = values[:first]
+            ring[: k - first] = values[first:]
+
+    def latency_percentiles(self) -> tuple[float, float]:
+        """The median and 99th percentile of the ring's latencies (linear interpolation,
+        numpy's default); ``(0.0, 0.0)`` before any request was answered."""
+        filled = min(self.latency_count, len(self.latencies))
+        if not filled:
+            return 0.0, 0.0
+        p50, p99 = np.percentile(self.latencies[:filled], (50.0, 99.0))
+        return float(p50), float(p99)
 
     def snapshot(
         self,
@@ -48,6 +84,7 @@ class Counters:
         in_flight: int,
     ) -> ServingStatistics:
         """A frozen record of the counters now."""
+        p50, p99 = self.latency_percentiles()
         return ServingStatistics(
             name=name,
             version=version,
@@ -70,6 +107,8 @@ class Counters:
             max_wait=self.wait_max,
             mean_compute=self.compute_total / self.batches if self.batches else 0.0,
             max_compute=self.compute_max,
+            p50_latency=p50,
+            p99_latency=p99,
             swaps=self.swaps,
             partitions=partitions,
         )

@@ -27,7 +27,7 @@ payload_of: Callable[[Request], Payload] = attrgetter("payload")
 """``request.payload`` as a ``Payload`` (a C getter: no ``typing.cast`` call on the hot path)."""
 
 arrived: Callable[[Request], float] = attrgetter("arrived")
-"""``request.arrived`` (for ``sum(map(arrived, requests))``)."""
+"""``request.arrived`` (for ``np.fromiter(map(arrived, requests), ...)``)."""
 
 new_result = tuple.__new__
 """Builds a ``Result`` without its Python-level ``__new__`` (one per request)."""

@@ -45,7 +45,9 @@ class ServingStatistics:
     batches split to find the request a model error came from.
     ``batch_sizes`` maps real (unpadded) batch size to how many batches had it;
     ``wait_*`` is the time from a request's arrival until its batch started; ``compute_*``
-    the time a batch spent on its partition.
+    the time a batch spent on its partition. ``p50_latency`` and ``p99_latency`` are the
+    median and 99th percentile (linear interpolation) of the latency — from a request's
+    arrival to its answer — of the last 4096 answered (completed) requests; 0.0 before any.
     """
 
     name: str
@@ -69,5 +71,7 @@ class ServingStatistics:
     max_wait: float
     mean_compute: float
     max_compute: float
+    p50_latency: float
+    p99_latency: float
     swaps: int
     partitions: tuple[PartitionStatistics, ...]

@@ -118,6 +118,8 @@
         el("td", {}, ms(s.mean_wait) + " / " + ms(s.max_wait))),
       el("tr", {}, el("th", {}, "compute (mean / max)"),
         el("td", {}, ms(s.mean_compute) + " / " + ms(s.max_compute))),
+      el("tr", {}, el("th", {}, "latency (p50 / p99)"),
+        el("td", { class: "latency" }, ms(s.p50_latency) + " / " + ms(s.p99_latency))),
       el("tr", {}, el("th", {}, "partitions up"),
         el("td", { class: "partitions-up" }, s.partitions_up + " / " + s.partitions.length)));
     const parts = el("table", { class: "partitions" },
