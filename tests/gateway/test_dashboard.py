@@ -204,12 +204,19 @@ async def test_a_supervisor_busy_restarting_shows_busy_then_its_restarted_child(
         tree = doc["tree"]
         assert isinstance(tree, dict)
         assert tree["busy"] is True and "children" not in tree
+        # It could not answer, so how many restarts it used is not known.
+        assert tree["window"]["used"] is None  # type: ignore[index]
         gate.release()
         await Supervisor.wait_restarted(node.root, "held", info.pid)
         doc = await snapshot(node)
         [child] = doc["tree"]["children"]  # type: ignore[index]
         assert (child["child_id"], child["restarts"], child["state"]) == ("held", 1, "running")
         assert child["last_crash"] is None  # no crash log given
+        # The restart window is the supervisor's own count: no crash log needed.
+        assert doc["tree"]["window"]["used"] == 1  # type: ignore[index]
+        await asyncio.sleep(node.options.max_seconds)  # virtual time
+        doc = await snapshot(node)
+        assert doc["tree"]["window"]["used"] == 0  # type: ignore[index]
 
 
 # -- the event stream and the access rule -----------------------------------------------------

@@ -71,3 +71,12 @@ def test_intensity_memory_stays_bounded() -> None:
     for t in range(1000):
         intensity.add(float(t))
     assert intensity.recent == 3
+
+
+def test_restart_intensity_used_counts_restarts_younger_than_max_seconds() -> None:
+    intensity = RestartIntensity(max_restarts=3, max_seconds=10.0)
+    assert intensity.used(0.0) == 0
+    intensity.add(0.0)
+    intensity.add(4.0)
+    assert (intensity.used(4.0), intensity.used(9.9), intensity.used(10.0)) == (2, 2, 1)
+    assert intensity.used(14.0) == 0

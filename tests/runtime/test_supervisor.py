@@ -19,6 +19,7 @@ from corral import (
     Node,
     Pid,
     RestartIntensityExceeded,
+    RestartWindow,
     StartError,
     Supervisor,
     UnknownChild,
@@ -161,6 +162,24 @@ async def test_restarts_older_than_max_seconds_no_longer_count() -> None:
         assert sup.alive
         [info] = await Supervisor.which_children(sup)
         assert info.restart_count == 6
+
+
+async def test_restart_window_counts_restarts_within_max_seconds_of_now() -> None:
+    log: Log = []
+    async with Node() as node:
+        sup = await start_sup(node, [spec("a", log)], max_restarts=3, max_seconds=10.0)
+        assert await Supervisor.restart_window(sup) == RestartWindow(0, 3, 10.0)
+        await crash(node, "a")  # t = 0
+        await wait_all_tasks_blocked()
+        await asyncio.sleep(4.0)
+        await crash(node, "a")  # t = 4
+        await wait_all_tasks_blocked()
+        assert await Supervisor.restart_window(sup) == RestartWindow(2, 3, 10.0)
+        await asyncio.sleep(6.0)  # t = 10: the restart at t = 0 is exactly 10 s old
+        assert await Supervisor.restart_window(sup) == RestartWindow(1, 3, 10.0)
+        await asyncio.sleep(4.0)  # t = 14: none within the last 10 s
+        assert node.clock.now() == 14.0
+        assert await Supervisor.restart_window(sup) == RestartWindow(0, 3, 10.0)
 
 
 async def test_a_nested_supervisor_that_gives_up_is_restarted_by_its_parent() -> None:

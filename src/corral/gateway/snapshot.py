@@ -9,9 +9,8 @@ supervisor, each bounded by ``call_timeout`` (a supervisor busy restarting a chi
 shows ``"busy": true`` and no children this time).
 
 A supervisor's restart window (restarts in its last ``max_seconds``, of ``max_restarts``)
-is counted from the crash reports a ``CrashLog`` heard, so it counts from when the log was
-attached (the gateway's start) and leaves out restarts whose start failed (those emit no
-report).
+is the supervisor's own count (``Supervisor.restart_window``): every restart it made, from
+its start, failed restart attempts included; ``used`` is None when it was too busy to answer.
 
 Every string in it (names, crash reasons) is user data: whoever renders it must escape it.
 
@@ -88,7 +87,6 @@ class CrashLog:
 
     def __init__(self, limit: int = 20) -> None:
         self.crashes: deque[Crash] = deque(maxlen=limit)
-        self._restarts: dict[int, deque[float]] = {}
         self._node: Node | None = None
         self._id = f"corral-dashboard-crashes-{id(self)}"
 
@@ -116,8 +114,6 @@ class CrashLog:
         if report.action == "none" or report.action == "remove":
             return  # a clean exit, or one its restart type does not act on
         now = report.supervisor.node.clock.now()
-        times = self._restarts.setdefault(report.supervisor.id, deque(maxlen=_WINDOW_LIMIT))
-        times.append(now)
         self.crashes.append(
             Crash(
                 time=now,
@@ -129,26 +125,9 @@ class CrashLog:
             )
         )
 
-    def restarts_within(self, supervisor: Pid, seconds: float, now: float) -> int:
-        """Restarts ``supervisor`` made in the ``seconds`` before ``now`` (as heard)."""
-        times = self._restarts.get(supervisor.id, ())
-        return sum(1 for t in times if now - t < seconds)
-
-    def forget_ended(self) -> None:
-        """Drop the restart times of supervisors that ended."""
-        if self._node is None:
-            return
-        live = {p.id for p in self._node.processes()}
-        for key in [k for k in self._restarts if k not in live]:
-            del self._restarts[key]
-
     def last_reasons(self) -> dict[tuple[str, str], str]:
         """The last crash reason of each ``(supervisor, child id)``."""
         return {(c.supervisor, c.child_id): c.reason for c in self.crashes}
-
-
-_WINDOW_LIMIT = 1000
-"""Restart times kept per supervisor (a window holds at most ``max_restarts + 1``)."""
 
 
 def _cut(text: str) -> str:
@@ -169,12 +148,10 @@ def _process(pid: Pid) -> Json:
 
 
 class _Walk:
-    def __init__(self, call_timeout: float, crashes: CrashLog | None, now: float) -> None:
+    def __init__(self, call_timeout: float, crashes: CrashLog | None) -> None:
         self.seen: set[int] = set()
         self.timeout = call_timeout
-        self.crashes = crashes
         self.reasons = crashes.last_reasons() if crashes is not None else {}
-        self.now = now
 
     async def process(self, pid: Pid) -> Json:
         self.seen.add(pid.id)
@@ -184,16 +161,16 @@ class _Walk:
             return row
         row["supervisor"] = True
         options = actor.options
-        used = None
-        if self.crashes is not None:
-            used = self.crashes.restarts_within(pid, options.max_seconds, self.now)
-        row["window"] = {
-            "used": used,
+        window: Json = {
+            "used": None,
             "max_restarts": options.max_restarts,
             "max_seconds": options.max_seconds,
         }
+        row["window"] = window
         row["strategy"] = options.strategy
         try:
+            used = await asyncio.wait_for(Supervisor.restart_window(pid), self.timeout)
+            window["used"] = used.used
             children = await asyncio.wait_for(Supervisor.which_children(pid), self.timeout)
         except (CallTimeout, TimeoutError, MailboxFull):
             row["busy"] = True
@@ -302,9 +279,7 @@ async def snapshot(
     live supervisor (each at most ``call_timeout`` seconds). Cancellable."""
     now = node.clock.now()
     log = crashes.crashes if crashes is not None else ()
-    if crashes is not None:
-        crashes.forget_ended()
-    walk = _Walk(call_timeout, crashes, now)
+    walk = _Walk(call_timeout, crashes)
     tree = await walk.process(node.root) if node.running else None
     outside: list[Json] = []
     for pid in node.processes():

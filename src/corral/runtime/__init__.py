@@ -32,6 +32,7 @@ from corral.runtime.supervisor import (
     ChildInfo,
     ChildSpec,
     CrashReport,
+    RestartWindow,
     Supervisor,
     SupervisorOptions,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "Pid",
     "RestartIntensity",
     "RestartPlan",
+    "RestartWindow",
     "Supervisor",
     "SupervisorOptions",
     "Timer",

@@ -87,6 +87,11 @@ class RestartIntensity:
             times.popleft()
         return len(times) <= self.max_restarts
 
+    def used(self, now: float) -> int:
+        """Restarts recorded in the ``max_seconds`` before ``now`` (seconds): those that
+        count against ``max_restarts`` if another came now."""
+        return sum(1 for t in self._times if now - t < self.max_seconds)
+
     @property
     def recent(self) -> int:
         """Restarts recorded in the current window (as of the last ``add``)."""

@@ -50,7 +50,14 @@ from corral.runtime.restart import (
     should_restart,
 )
 
-__all__ = ["ChildInfo", "ChildSpec", "CrashReport", "Supervisor", "SupervisorOptions"]
+__all__ = [
+    "ChildInfo",
+    "ChildSpec",
+    "CrashReport",
+    "RestartWindow",
+    "Supervisor",
+    "SupervisorOptions",
+]
 
 logger = logging.getLogger("corral.supervisor")
 
@@ -167,6 +174,18 @@ class ChildInfo:
 
 
 @dataclass(frozen=True)
+class RestartWindow:
+    """A supervisor's restart intensity now (``Supervisor.restart_window``): ``used``
+    restarts in the last ``max_seconds`` seconds, of the ``max_restarts`` it may make there
+    (one more and it gives up). Counts every restart it made, a failed restart attempt
+    included."""
+
+    used: int
+    max_restarts: int
+    max_seconds: float
+
+
+@dataclass(frozen=True)
 class CrashReport:
     """What a supervisor knows about one child exit.
 
@@ -239,7 +258,8 @@ class Supervisor(Actor):
     Start one with ``await node.spawn(Supervisor([...]))`` or as a child of another
     supervisor (``ChildSpec(..., type="supervisor")``). Manage it through the class's async
     functions, which take its pid: ``start_child``, ``terminate_child``, ``restart_child``,
-    ``delete_child``, ``which_children``, ``count_children``, ``wait_restarted``.
+    ``delete_child``, ``which_children``, ``count_children``, ``restart_window``,
+    ``wait_restarted``.
 
     Subclassing: ``terminate(reason)`` runs only when the supervisor itself stops (never on a
     restart inside it), and ``await super().terminate(reason)`` stops the children in reverse
@@ -337,6 +357,13 @@ class Supervisor(Actor):
         """``specs``, ``active``, ``supervisors`` and ``workers`` counts."""
         return _unwrap(await sup.call(("count_children",)), dict)
 
+    @staticmethod
+    async def restart_window(sup: Pid) -> RestartWindow:
+        """The restart intensity ``sup`` has used: restarts in its last ``max_seconds``, of
+        ``max_restarts``, from its own count as of now on the node's clock. A call: it
+        waits while the supervisor is busy (restarting a child, say)."""
+        return _unwrap(await sup.call(("restart_window",)), RestartWindow)
+
     # -- hooks -----------------------------------------------------------------------------
 
     async def init(self) -> None:
@@ -379,6 +406,10 @@ class Supervisor(Actor):
                     ]
                 case ("count_children",):
                     return self._count()
+                case ("restart_window",):
+                    intensity = self._intensity
+                    used = intensity.used(self.node.clock.now())
+                    return RestartWindow(used, intensity.max_restarts, intensity.max_seconds)
         except (StartError, UnknownChild, ChildNotRestarted, ValueError) as exc:
             return _Failure(exc)
         return _Failure(TypeError(f"supervisor {self.pid}: unknown request {msg!r}"))
