@@ -5,6 +5,7 @@ worker die and come back."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -14,18 +15,27 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from gateway_helpers import port_env, until
 
-from corral import Node
+from corral import Node, telemetry
 from corral.gateway import Gateway
-from corral.gateway.snapshot import CrashLog, Rates, rate, snapshot
+from corral.gateway.snapshot import (
+    TRAIN_ROUND_EVENT,
+    CrashLog,
+    Rates,
+    TrainingLog,
+    rate,
+    snapshot,
+)
 from corral.pipeline import Message, Pipeline
 from corral.pipeline.testing import push
 from corral.port import Port
 from corral.runtime import Actor, ChildSpec, Supervisor
 from corral.serving import Serving
 from corral.testing import Gate
+from corral.train import Trainer
 
 HOSTILE = "<script>window.pwned = 1</script><img src=x onerror=window.pwned=2>"
 """A name and a crash reason that a page rendering them as HTML would run."""
@@ -131,7 +141,8 @@ async def test_a_snapshot_shows_the_tree_the_servings_and_the_crashes_of_a_real_
         finally:
             crashes.detach()
     json.dumps(doc)  # plain data only
-    assert set(doc) == {"node", "tree", "outside", "servings", "crashes", "pipelines"}
+    assert set(doc) == {"node", "tree", "outside", "servings", "crashes", "pipelines", "training"}
+    assert doc["training"] == []  # no training log given
     assert doc["pipelines"] == [
         {
             "name": "orders",
@@ -182,6 +193,26 @@ async def test_a_snapshot_shows_the_tree_the_servings_and_the_crashes_of_a_real_
     [crash] = doc["crashes"]
     assert crash["child_id"] == f"crasher {HOSTILE}" and crash["action"] == "restart"
     assert crash["reason"] == repr(RuntimeError(HOSTILE))
+
+
+async def test_the_training_log_keeps_each_trainers_latest_round_and_sums_restarts() -> None:
+    log = TrainingLog()
+    log.attach()
+    try:
+        emit = functools.partial(telemetry.emit, TRAIN_ROUND_EVENT)
+        emit({"round": 0, "loss": 0.5, "restarts": 1, "duration": 0.25}, {"trainer": "b"})
+        emit({"round": 1, "loss": 0.25, "restarts": 2, "duration": 0.5}, {"trainer": "b"})
+        emit({"round": 0, "loss": 1.0, "restarts": 0, "duration": 0.5}, {"trainer": "a"})
+        # A round emitted off the loop that attached the log (another node's) is left out.
+        await asyncio.to_thread(emit, {"round": 9, "loss": 0.0, "restarts": 0}, {"trainer": "a"})
+        async with Node() as node:
+            doc = await snapshot(node, training=log)
+    finally:
+        log.detach()
+    assert doc["training"] == [
+        {"name": "a", "round": 0, "loss": 1.0, "restarts": 0, "duration": 0.5},
+        {"name": "b", "round": 1, "loss": 0.25, "restarts": 3, "duration": 0.5},
+    ]
 
 
 async def test_a_supervisor_busy_restarting_shows_busy_then_its_restarted_child() -> None:
@@ -256,6 +287,31 @@ async def test_the_event_stream_sends_a_snapshot_every_half_second_until_the_gat
             async for _ in lines:
                 pass
         assert loop.time() - began < 5.0
+
+
+@pytest.mark.realtime
+async def test_the_event_stream_shows_a_real_training_runs_latest_round_and_loss() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(64, 4))
+    data = {"x": x, "y": x @ np.array([1.0, -2.0, 0.5, 3.0])}
+    args = {"features": 4, "lr": 0.05, "seed": 1}
+    async with running(doubling()) as (_, _, client):
+        trainer = Trainer(data, model="corral.train:LinearRegression", model_args=args, workers=1)
+        async with trainer:
+            result = await trainer.fit(rounds=3)
+        async with client.stream("GET", "/dashboard/events") as response:
+            async with asyncio.timeout(5):
+                [event] = await read_events(response.aiter_lines(), 1)
+    last = result.history[-1]
+    assert event["training"] == [
+        {
+            "name": trainer.name,
+            "round": 2,
+            "loss": last.loss,
+            "restarts": 0,
+            "duration": last.duration,
+        }
+    ]
 
 
 @pytest.mark.realtime
@@ -370,6 +426,15 @@ async def test_a_browser_sees_a_killed_port_worker_restart_within_two_seconds(
             await page.wait_for_selector(
                 '[data-pipeline="orders"] [data-stage="processor.default"]', timeout=5000
             )
+            # A trainer's round (as a Trainer emits it) shows in the Training panel.
+            telemetry.emit(
+                TRAIN_ROUND_EVENT,
+                {"round": 4, "loss": 0.125, "restarts": 1, "duration": 0.5},
+                {"trainer": f"fit {HOSTILE}"},
+            )
+            await page.wait_for_selector("#training [data-trainer] .loss", timeout=5000)
+            assert await page.inner_text("#training [data-trainer] .loss") == "0.125000"
+            assert await page.inner_text("#training [data-trainer] .round") == "4"
 
             os.kill(os_pid, signal.SIGKILL)
             loop = asyncio.get_running_loop()
@@ -391,6 +456,8 @@ async def test_a_browser_sees_a_killed_port_worker_restart_within_two_seconds(
             assert await page.evaluate("document.scripts.length") == 1
             body = await page.inner_text("body")
             assert f"rank {HOSTILE}" in body and f"crasher {HOSTILE}" in body
+            assert f"fit {HOSTILE}" in body
+            assert "latency (p50 / p99)" in body
             assert repr(RuntimeError(HOSTILE)) in body
             assert await page.inner_text("#status") == "live"
         finally:

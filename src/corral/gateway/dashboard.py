@@ -10,7 +10,8 @@ the gateway has an ``admin_token`` the page and the stream need it, as the heade
 The script and style sheet hold no data and need no token.
 
 **Lifetime.** ``Dashboard.started(node)`` (when the gateway's server process starts) attaches
-the crash log to the node's supervisors; ``stopping()`` (when it stops) ends every open
+the crash log to the node's supervisors and the training log to trainers' round events;
+``stopping()`` (when it stops) ends every open
 stream at once, so a drain never waits on a dashboard left open; ``stopped()`` detaches.
 Each stream is the response task of its request, owned by uvicorn's connection; it is
 cancelled when the client goes away.
@@ -26,7 +27,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from corral.gateway.problems import HttpProblem
-from corral.gateway.snapshot import CrashLog, Rates, snapshot
+from corral.gateway.snapshot import CrashLog, Rates, TrainingLog, snapshot
 from corral.runtime.node import Node
 from corral.serving import Serving
 
@@ -92,14 +93,17 @@ class Dashboard:
         self.pipelines = tuple(pipelines)
         self.interval = interval
         self.crashes = CrashLog()
+        self.training = TrainingLog()
         self.node: Node | None = None
         self._closing: asyncio.Event | None = None
 
     def started(self, node: Node) -> None:
-        """The gateway runs on ``node``: listen to its crash reports."""
+        """The gateway runs on ``node``: listen to its crash reports and training rounds
+        (call on the node's loop)."""
         self.node = node
         self._closing = asyncio.Event()
         self.crashes.attach(node)
+        self.training.attach()
 
     def stopping(self) -> None:
         """End every open stream now (the gateway drains)."""
@@ -110,6 +114,7 @@ class Dashboard:
         """The gateway's server process ended."""
         self.stopping()
         self.crashes.detach()
+        self.training.detach()
 
     async def events(self) -> AsyncIterator[bytes]:
         """One ``data:`` event per snapshot until the gateway stops (or the client goes
@@ -121,7 +126,12 @@ class Dashboard:
         yield b"retry: 1000\n\n"
         while not closing.is_set() and node.running:
             doc = await snapshot(
-                node, self.servings, pipelines=self.pipelines, rates=rates, crashes=self.crashes
+                node,
+                self.servings,
+                pipelines=self.pipelines,
+                rates=rates,
+                crashes=self.crashes,
+                training=self.training,
             )
             yield b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
             try:

@@ -15,8 +15,9 @@ its start, failed restart attempts included; ``used`` is None when it was too bu
 Every string in it (names, crash reasons) is user data: whoever renders it must escape it.
 
 Pipelines are those given (``pipelines``: nothing lists a node's pipelines yet), with
-``pipeline.statistics()``; training runs are not shown yet (their processes show in the tree
-all the same).
+``pipeline.statistics()``. Training runs are those a ``TrainingLog`` heard report a round
+(the trainer's ``("corral", "train", "round")`` event): each trainer's latest round and
+loss, and the worker restarts over the rounds heard.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from corral.serving import Serving
 if TYPE_CHECKING:
     from corral.pipeline import Pipeline
 
-__all__ = ["CrashLog", "Rates", "rate", "snapshot"]
+__all__ = ["TRAIN_ROUND_EVENT", "CrashLog", "Rates", "TrainingLog", "rate", "snapshot"]
 
 Json = dict[str, object]
 
@@ -128,6 +129,58 @@ class CrashLog:
     def last_reasons(self) -> dict[tuple[str, str], str]:
         """The last crash reason of each ``(supervisor, child id)``."""
         return {(c.supervisor, c.child_id): c.reason for c in self.crashes}
+
+
+TRAIN_ROUND_EVENT = ("corral", "train", "round")
+"""A trainer's round event (``corral.train.ROUND_EVENT``, documented API; named here so the
+gateway does not import the training package)."""
+
+
+class TrainingLog:
+    """The latest round of each trainer, from ``TRAIN_ROUND_EVENT``. ``attach`` starts
+    listening, ``detach`` stops. The handler is process-wide; it keeps only the rounds
+    emitted on the event loop that attached it (the node's), and only stores numbers."""
+
+    def __init__(self) -> None:
+        self.trainers: dict[str, Json] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._id = f"corral-dashboard-training-{id(self)}"
+
+    def attach(self) -> None:
+        """Listen to rounds emitted on the running loop. Call on the node's loop."""
+        self.detach()
+        self._loop = asyncio.get_running_loop()
+        telemetry.attach(self._id, TRAIN_ROUND_EVENT, self._handle)
+
+    def detach(self) -> None:
+        telemetry.detach(self._id)
+        self._loop = None
+
+    def _handle(
+        self,
+        event: object,
+        measurements: Mapping[str, object],
+        metadata: Mapping[str, object],
+        config: object,
+    ) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        trainer = metadata.get("trainer")
+        if loop is not self._loop or not isinstance(trainer, str):
+            return
+        before = self.trainers.get(trainer)
+        total = before["restarts"] if before is not None else 0
+        restarts = measurements.get("restarts", 0)
+        self.trainers[trainer] = {
+            "name": trainer,
+            "round": measurements.get("round"),
+            "loss": measurements.get("loss"),
+            "restarts": (total if isinstance(total, int) else 0)
+            + (restarts if isinstance(restarts, int) else 0),
+            "duration": measurements.get("duration"),
+        }
 
 
 def _cut(text: str) -> str:
@@ -269,13 +322,15 @@ async def snapshot(
     pipelines: Sequence[Pipeline] = (),
     rates: Rates | None = None,
     crashes: CrashLog | None = None,
+    training: TrainingLog | None = None,
     call_timeout: float = 0.25,
 ) -> Json:
     """The dashboard's view of ``node`` and ``servings`` now (see the module docstring).
 
     ``pipelines`` are shown with their ``statistics()``. ``rates`` keeps the previous counts
     for requests (and pipeline messages) per second (a fresh one: 0.0);
-    ``crashes`` gives the latest crash reports. Call on the node's loop; awaits one call per
+    ``crashes`` gives the latest crash reports, ``training`` the trainers' latest rounds
+    (without it, ``training`` is empty). Call on the node's loop; awaits one call per
     live supervisor (each at most ``call_timeout`` seconds). Cancellable."""
     now = node.clock.now()
     log = crashes.crashes if crashes is not None else ()
@@ -309,4 +364,7 @@ async def snapshot(
             for c in reversed(log)
         ],
         "pipelines": [_pipeline(p, node, rates, now) for p in pipelines],
+        "training": [
+            dict(row) for _, row in sorted((training.trainers if training else {}).items())
+        ],
     }

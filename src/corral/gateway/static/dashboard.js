@@ -151,6 +151,20 @@
     return box;
   }
 
+  function num(value, digits) {
+    return typeof value === "number" ? value.toFixed(digits) : "–";
+  }
+
+  function training(runs) {
+    return el("table", { class: "training" },
+      el("tr", {}, ...["trainer", "round", "loss", "restarts", "round time"].map(
+        (h) => el("th", {}, h))),
+      ...runs.map((t) => el("tr", { "data-trainer": t.name },
+        el("td", {}, t.name), el("td", { class: "round" }, t.round),
+        el("td", { class: "loss" }, num(t.loss, 6)), el("td", {}, t.restarts),
+        el("td", {}, typeof t.duration === "number" ? ms(t.duration) : "–"))));
+  }
+
   function render(doc) {
     text("node-name", doc.node.name);
     text("summary", doc.node.processes + " processes · " + doc.node.registered.length +
@@ -158,6 +172,9 @@
     replace("servings", ...(doc.servings.length ? doc.servings.map(serving) : [el("p", {}, "none")]));
     document.getElementById("pipelines-section").hidden = doc.pipelines.length === 0;
     replace("pipelines", ...doc.pipelines.map(pipeline));
+    const runs = doc.training || [];
+    document.getElementById("training-section").hidden = runs.length === 0;
+    replace("training", ...(runs.length ? [training(runs)] : []));
     replace("tree", doc.tree ? el("ul", { class: "tree root" }, tree(doc.tree)) : el("p", {}, "stopped"));
     replace("outside", el("ul", { class: "tree root" }, ...doc.outside.map(tree)));
     replace("crashes", ...doc.crashes.map((c) => el("li", { "data-child-id": c.child_id },
