@@ -416,3 +416,26 @@ async def test_latency_percentiles_of_101_requests_answered_one_a_second() -> No
         stats = serving.statistics()
         assert asyncio.get_running_loop().time() == 101.0
         assert (stats.p50_latency, stats.p99_latency) == (51.0, 100.0)
+
+
+async def test_latency_percentiles_leave_out_a_request_that_expired_while_its_batch_ran() -> None:
+    async def slow(batch: np.ndarray) -> np.ndarray:
+        await asyncio.sleep(1.0)
+        return batch
+
+    serving = Serving(lambda: AsyncFunctionModel(slow), name="rank", batch_size=3, batch_timeout=1)
+    async with start(serving):
+        first = asyncio.create_task(serving.run(sample(0)))  # arrives at t = 0
+        await asyncio.sleep(0.05)
+        late = asyncio.create_task(serving.run(sample(1), deadline=0.5))
+        last = asyncio.create_task(serving.run(sample(2)))  # the batch [0, 1, 2] runs at 0.05
+        with pytest.raises(DeadlineExceeded):
+            await late
+        await asyncio.gather(first, last)
+        end = asyncio.get_running_loop().time()
+        assert end == 0.05 + 1.0
+        stats = serving.statistics()
+        assert (stats.completed, stats.expired, stats.batch_sizes) == (2, 1, ((3, 1),))
+        # Only the two answered: latencies end - 0 and end - 0.05 (the late one's would be too).
+        expected = np.percentile([end - 0.0, end - 0.05], (50, 99))
+        assert (stats.p50_latency, stats.p99_latency) == tuple(map(float, expected))
