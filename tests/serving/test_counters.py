@@ -30,3 +30,12 @@ def test_a_write_larger_than_the_window_keeps_its_last_values() -> None:
         float(np.percentile(np.arange(10.0, LATENCY_WINDOW + 10), 50)),
         float(np.percentile(np.arange(10.0, LATENCY_WINDOW + 10), 99)),
     )
+
+
+def test_one_latency_at_a_time_wraps_like_a_batch() -> None:
+    counters = Counters()
+    counters.record_latencies(np.full(LATENCY_WINDOW - 1, 1000.0))
+    counters.record_latency(1.0)
+    counters.record_latency(2.0)  # wraps to slot 0
+    assert (counters.latencies[-1], counters.latencies[0]) == (1.0, 2.0)
+    assert counters.latency_count == LATENCY_WINDOW + 1

@@ -66,6 +66,11 @@ class Counters:
             ring[start:] = values[:first]
             ring[: k - first] = values[first:]
 
+    def record_latency(self, value: float) -> None:
+        """Adds one answered request's latency (seconds) to the ring."""
+        self.latencies[self.latency_count % len(self.latencies)] = value
+        self.latency_count += 1
+
     def latency_percentiles(self) -> tuple[float, float]:
         """The median and 99th percentile of the ring's latencies (linear interpolation,
         numpy's default); ``(0.0, 0.0)`` before any request was answered."""

@@ -553,16 +553,24 @@ class ServingServer(Actor):
             self._ended_requests("completed", n, version)
         requests = batch.requests
         started = job.started
-        arrivals = np.fromiter(map(arrived, requests), np.float64, len(requests))
         counters.batches += 1
         counters.samples += batch.size
         counters.sizes[batch.size] = counters.sizes.get(batch.size, 0) + 1
         counters.waited += len(requests)
-        counters.wait_total += len(requests) * started - float(arrivals.sum())
-        if n != len(requests):  # rare: some had expired or were cancelled meanwhile
-            arrivals = arrivals[[not f.cancelled() and f.exception() is None for f in job.futs]]
         # Latency: arrival to answer (now: this attempt's start plus its compute).
-        counters.record_latencies(job.start + compute - arrivals)
+        now = job.start + compute
+        if len(requests) == 1:  # no arrays for one request: a third of its cost otherwise
+            first = requests[0].arrived
+            counters.wait_total += started - first
+            if n:
+                counters.record_latency(now - first)
+        else:
+            arrivals = np.fromiter(map(arrived, requests), np.float64, len(requests))
+            counters.wait_total += len(requests) * started - float(arrivals.sum())
+            if n != len(requests):  # rare: some had expired or were cancelled meanwhile
+                futs = job.futs
+                arrivals = arrivals[[not f.cancelled() and f.exception() is None for f in futs]]
+            counters.record_latencies(now - arrivals)
         oldest = started - requests[0].arrived
         counters.wait_max = max(counters.wait_max, oldest)
         counters.compute_total += compute
