@@ -47,7 +47,11 @@ from corral.gateway.protocol import infer_response, parse_infer, parse_json  # n
 from corral.metrics import CONTENT_TYPE, Metrics  # noqa: E402
 from corral.serving import Result  # noqa: E402
 
-__all__ = ["build_app"]
+__all__ = ["App", "build_app"]
+
+App = Starlette
+"""The gateway's ASGI app type (for annotations outside this module, the one that imports
+starlette)."""
 
 logger = logging.getLogger("corral.gateway")
 

@@ -17,8 +17,7 @@ from corral.serving import ModelFactory, Serving
 from corral.serving.factory import check_factory, factory_spec
 
 if TYPE_CHECKING:
-    from starlette.applications import Starlette
-
+    from corral.gateway.app import App as Starlette
     from corral.pipeline import Pipeline
 
 __all__ = ["Gateway"]

@@ -77,13 +77,19 @@ from corral.pipeline.producers.stopping import check_cancelled, stop_task
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    RedisClient = Redis
+    """A redis-py asyncio client (for annotations outside this module, the one that imports
+    redis-py)."""
+
     from corral.runtime import ExitReason
 
 __all__ = [
     "PRODUCER",
+    "RedisClient",
     "RedisStreamsAcknowledger",
     "RedisStreamsOptions",
     "RedisStreamsProducer",
+    "open_client",
 ]
 
 logger = logging.getLogger("corral.pipeline")
@@ -108,6 +114,16 @@ def _optional_name(v: Any) -> bool:
 
 def _optional_seconds(v: Any) -> bool:
     return v is None or is_number(0, strict=True)(v)
+
+
+def open_client(url: str, *, by: str, **options: object) -> Redis:
+    """A redis-py asyncio client for ``url`` (``Redis.from_url(url, **options)``, not yet
+    connected): the way the other modules of corral reach redis-py, which only this module
+    imports. ``MissingExtra`` naming ``by`` without redis-py."""
+    require("redis", extra="redis", by=by)
+    from redis.asyncio import Redis
+
+    return Redis.from_url(url, **options)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,12 +16,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from corral._extras import require
 from corral.pipeline.producers._broker import redact
 from corral.pipeline.producers.stopping import check_cancelled
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from corral.pipeline.producers.redis_streams import RedisClient as Redis
 
 __all__ = ["StreamWriter"]
 
@@ -49,10 +48,11 @@ class StreamWriter:
         self._client: Redis | None = None
 
     async def __aenter__(self) -> StreamWriter:
-        require("redis", extra="redis", by="corral's StreamWriter")
-        from redis.asyncio import Redis
+        from corral.pipeline.producers.redis_streams import open_client
 
-        client = Redis.from_url(self.url, protocol=2, socket_connect_timeout=10.0)
+        client = open_client(
+            self.url, by="corral's StreamWriter", protocol=2, socket_connect_timeout=10.0
+        )
         try:
             await client.ping()
         except Exception as exc:
