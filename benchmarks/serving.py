@@ -201,14 +201,19 @@ async def measure_bare(
             bare.close()  # answers the callers left waiting for a batch that never fills
             break
     rate = await stopping
-    ceil = (before + ceiling(model, width, window)) / 2
+    after = ceiling(model, width, window)
+    return _figures(rate, (before + after) / 2, load, float(BATCH))
+
+
+def _figures(rate: float, ceil: float, load: Load, mean_batch: float) -> dict[str, float]:
+    """One run's figures for a batcher that is not a serving."""
     lat = load.latencies
     return {
         "rate": rate,
         "ceiling": ceil,
         "p50_ms": percentile(lat, 50) * 1e3,
         "p99_ms": percentile(lat, 99) * 1e3,
-        "mean_batch_size": float(BATCH),
+        "mean_batch_size": mean_batch,
         "failed": float(load.failed),
     }
 
@@ -224,16 +229,8 @@ async def measure_asyncio(
     async with AsyncioBatcher(model, batch_size=BATCH, batch_timeout=0.002) as batcher:
         load = Load(batcher, width)
         rate = await load.run_for(seconds)
-    ceil = (before + ceiling(model, width, window)) / 2
-    lat = load.latencies
-    return {
-        "rate": rate,
-        "ceiling": ceil,
-        "p50_ms": percentile(lat, 50) * 1e3,
-        "p99_ms": percentile(lat, 99) * 1e3,
-        "mean_batch_size": batcher.samples / max(batcher.batches, 1),
-        "failed": float(load.failed),
-    }
+    after = ceiling(model, width, window)
+    return _figures(rate, (before + after) / 2, load, batcher.samples / max(batcher.batches, 1))
 
 
 def report(settings: Settings, case: str, runs: list[dict[str, float]]) -> dict[str, float]:
