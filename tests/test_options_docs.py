@@ -34,3 +34,18 @@ def test_a_stale_table_is_reported_and_regenerated(tmp_path: Path) -> None:
     text = doc.read_text()
     assert "| `batch_size` | `64` | Most samples in one batch" in text
     assert script.main(["--check", str(doc)]) == 0
+
+
+def test_no_table_writes_a_default_that_depends_on_this_machine() -> None:
+    # The docs are checked on other machines (CI clones elsewhere): a default such as the
+    # interpreter's path is written by its name, never by this checkout's value.
+    import sys
+
+    from corral.port.options import PortOptions
+
+    table = PortOptions.markdown_table()
+    assert "| `python` | `sys.executable` |" in table
+    for doc in (ROOT / "docs").glob("*.md"):
+        text = doc.read_text()
+        assert sys.executable not in text, doc
+        assert str(ROOT) not in text, doc

@@ -24,9 +24,23 @@ from typing import Any, ClassVar, Self
 __all__ = ["Options", "option"]
 
 
-def option(default: Any, *, doc: str, rule: str, check: Callable[[Any], bool]) -> Any:
-    """Declare an option field: ``rule`` is the human text of what ``check`` accepts."""
-    return dataclasses.field(default=default, metadata={"doc": doc, "rule": rule, "check": check})
+def option(
+    default: Any,
+    *,
+    doc: str,
+    rule: str,
+    check: Callable[[Any], bool],
+    shown: str | None = None,
+) -> Any:
+    """Declare an option field: ``rule`` is the human text of what ``check`` accepts.
+
+    ``shown`` is how docs write the default when its value depends on the machine (an
+    interpreter's path): ``"sys.executable"`` rather than this checkout's path.
+    """
+    metadata: dict[str, Any] = {"doc": doc, "rule": rule, "check": check}
+    if shown is not None:
+        metadata["shown"] = shown
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def is_int(low: int) -> Callable[[Any], bool]:
@@ -139,6 +153,8 @@ class Options:
             check = field.metadata.get("check")
             if default is dataclasses.MISSING or (check is not None and not check(default)):
                 shown = "required"
+            elif "shown" in field.metadata:
+                shown = f"`{field.metadata['shown']}`"
             else:
                 shown = f"`{default!r}`"
             doc = " ".join(str(field.metadata.get("doc", "")).split()).replace("|", "\\|")

@@ -58,6 +58,7 @@ class PortOptions(Options):
     python: str = option(
         sys.executable,
         doc="The interpreter that runs the worker.",
+        shown="sys.executable",
         rule="a non-empty str",
         check=lambda v: type(v) is str and v != "",
     )
