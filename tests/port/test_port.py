@@ -335,3 +335,33 @@ async def test_the_spare_pool_is_a_child_of_the_nodes_system_supervisor_restarte
         assert next_spare != spare
     assert not _alive(spare)
     assert not _alive(next_spare)
+
+
+@pytest.mark.parametrize("cancels", [1, 3])
+async def test_a_start_cancelled_while_spawning_leaves_a_worker_the_reap_kills(
+    handler_env: dict[str, str], cancels: int
+) -> None:
+    # Python 3.11 kills a child whose subprocess_exec is cancelled but connects its pipes
+    # afterwards with no owner ("unclosed transport", an error here since warnings are
+    # errors), and a repeated cancel leaves the child to outlive the loop. The spawn is
+    # shielded: the cancelled start hands the worker to the reap.
+    import gc
+
+    from corral.port.options import PortOptions
+    from corral.port.worker_process import WorkerProcess
+
+    options = PortOptions(handler="port_handlers:Echo", env=handler_env, spares=0)
+    worker = WorkerProcess(options, "cancelled", lambda _down: None)
+    start = asyncio.ensure_future(worker.start())
+    await asyncio.sleep(0)  # inside subprocess_exec: the child exists, its pipes do not yet
+    for _ in range(cancels):
+        start.cancel()
+        await asyncio.sleep(0)
+    with pytest.raises(asyncio.CancelledError):
+        await start
+    os_pid = worker.os_pid
+    assert os_pid is not None
+    await worker.reap()
+    with pytest.raises(ProcessLookupError):
+        os.kill(os_pid, 0)  # killed and reaped
+    gc.collect()

@@ -122,8 +122,8 @@ class WorkerProcess:
         if self.options.env is not None:
             env = {**os.environ, **self.options.env}
         child_end = self._open_shm() if self.options.uses_shm else None
-        try:
-            transport, _ = await loop.subprocess_exec(
+        spawn = loop.create_task(
+            loop.subprocess_exec(
                 lambda: _Pipes(self),
                 *self.options.argv(None if child_end is None else child_end.fileno()),
                 stdin=asyncio.subprocess.PIPE,
@@ -134,8 +134,15 @@ class WorkerProcess:
                 start_new_session=True,  # a Ctrl-C meant for the parent must not hit workers
                 pass_fds=() if child_end is None else (child_end.fileno(),),
             )
+        )
+        try:
+            transport, _ = await _spawned(spawn)
         except BaseException:
-            self._close_shm()
+            if spawn.done() and not spawn.cancelled() and spawn.exception() is None:
+                # Cancelled while spawning: the worker exists; the caller's reap kills it.
+                self._transport = spawn.result()[0]
+            else:
+                self._close_shm()
             raise
         finally:
             if child_end is not None:
@@ -352,3 +359,27 @@ class WorkerProcess:
             )
             self._kill()
             await finished
+
+
+async def _spawned(
+    spawn: asyncio.Task[tuple[asyncio.SubprocessTransport, asyncio.BaseProtocol]],
+) -> tuple[asyncio.SubprocessTransport, asyncio.BaseProtocol]:
+    """The spawn's result; a cancel waits for the spawn to finish, then propagates.
+
+    Python 3.11's ``subprocess_exec`` cancelled mid-spawn kills the child but lets its pipes
+    connect afterwards, unowned (``unclosed transport`` at exit), and a second cancel there
+    leaves the child to exit after the loop has closed. So the spawn is never cancelled: it
+    finishes, the caller takes the worker and reaps it like any other.
+    """
+    cancelled: asyncio.CancelledError | None = None
+    while True:
+        try:
+            result = await asyncio.shield(spawn)
+        except asyncio.CancelledError as exc:
+            if spawn.done():
+                raise
+            cancelled = exc
+            continue
+        if cancelled is not None:
+            raise cancelled
+        return result
