@@ -9,6 +9,7 @@ from corral._lazy import exports_from, lazy_exports
 
 if TYPE_CHECKING:
     from corral.errors import (
+        ActorLost,
         AlreadyRegistered,
         CallTimeout,
         ChildAlreadyPresent,
@@ -108,6 +109,7 @@ __all__ = [
     "NORMAL",
     "SHUTDOWN",
     "Actor",
+    "ActorLost",
     "AlreadyRegistered",
     "CallTimeout",
     "Caller",

@@ -38,6 +38,7 @@ The tree::
     │   ├── ChildRunning              restart_child, delete_child: that child runs (a ValueError)
     │   └── ChildNotRestarted         wait_restarted: the child ended and will not be restarted
     ├── TrainingFailed                a training run stopped: a worker kept dying, a model raised
+    ├── ActorLost                     a Ray actor corral watched died, or its node is gone
     └── NodeError                     the node is not running, or already running
 """
 
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from corral.runtime.process import Pid
 
 __all__ = [
+    "ActorLost",
     "AlreadyRegistered",
     "CallTimeout",
     "ChildAlreadyPresent",
@@ -527,3 +529,22 @@ class TrainingFailed(CorralError):
         super().__init__(f"trainer {trainer}: round {round}{who} failed: {what}")
         if isinstance(reason, BaseException):
             self.__cause__ = reason
+
+
+class ActorLost(CorralError):
+    """A Ray actor that a corral stand-in process owned is gone (``corral.cluster``): its
+    process died (Ray's ``ActorDiedError``: a kill, an OOM, its constructor raised) or its
+    node is gone or unreachable (``ActorUnavailableError``). The stand-in exits with this
+    reason and its supervisor restarts it, which creates a fresh actor.
+
+    ``actor`` names the actor, ``cause`` is Ray's reason in one line, and ``error`` Ray's
+    exception (also the ``__cause__``), or None.
+    """
+
+    def __init__(self, actor: str, cause: str, error: BaseException | None) -> None:
+        self.actor = actor
+        self.cause = cause
+        self.error = error
+        super().__init__(f"{actor}: lost ({cause}); its supervisor decides what follows")
+        if error is not None:
+            self.__cause__ = error
