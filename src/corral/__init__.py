@@ -9,6 +9,7 @@ from corral._lazy import exports_from, lazy_exports
 
 if TYPE_CHECKING:
     from corral.errors import (
+        ActorCallError,
         ActorLost,
         AlreadyRegistered,
         CallTimeout,
@@ -109,6 +110,7 @@ __all__ = [
     "NORMAL",
     "SHUTDOWN",
     "Actor",
+    "ActorCallError",
     "ActorLost",
     "AlreadyRegistered",
     "CallTimeout",

@@ -39,6 +39,7 @@ The tree::
     │   └── ChildNotRestarted         wait_restarted: the child ended and will not be restarted
     ├── TrainingFailed                a training run stopped: a worker kept dying, a model raised
     ├── ActorLost                     a Ray actor corral watched died, or its node is gone
+    ├── ActorCallError                a Ray actor's model raised; carries the remote traceback
     └── NodeError                     the node is not running, or already running
 """
 
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from corral.runtime.process import Pid
 
 __all__ = [
+    "ActorCallError",
     "ActorLost",
     "AlreadyRegistered",
     "CallTimeout",
@@ -548,3 +550,18 @@ class ActorLost(CorralError):
         super().__init__(f"{actor}: lost ({cause}); its supervisor decides what follows")
         if error is not None:
             self.__cause__ = error
+
+
+class ActorCallError(CorralError):
+    """The model in a Ray actor raised on a call (``kind="ray"`` partitions); the actor goes
+    on. ``remote_type`` is the exception's qualified class name in the actor,
+    ``remote_message`` its text and ``remote_traceback`` the formatted traceback there."""
+
+    def __init__(
+        self, actor: str, remote_type: str, remote_message: str, remote_traceback: str = ""
+    ) -> None:
+        self.actor = actor
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+        super().__init__(f"Ray actor {actor}: the model raised {remote_type}: {remote_message}")

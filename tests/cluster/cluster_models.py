@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
+
+import numpy as np
 
 from corral.cluster import WatchedActor
 
@@ -23,3 +27,24 @@ class Echo(WatchedActor):
 
     def echo(self, value: object) -> object:
         return value
+
+
+def picky_double() -> Callable[[np.ndarray], np.ndarray]:
+    """Doubles; raises ValueError on a batch holding a sample whose first element is < 0."""
+
+    def model(batch: np.ndarray) -> np.ndarray:
+        if (batch[:, 0] < 0).any():
+            raise ValueError("negative sample")
+        return batch * 2
+
+    return model
+
+
+def sleepy_double(seconds: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Doubles after sleeping ``seconds`` per batch (the model's compute time)."""
+
+    def model(batch: np.ndarray) -> np.ndarray:
+        time.sleep(seconds)
+        return batch * 2
+
+    return model

@@ -7,10 +7,16 @@ except under ``CI=true``, where they fail.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
-from ray_cluster import RayCluster, require_ray, start_cluster, stop_cluster
+from ray_cluster import WORKER_PATHS, RayCluster, require_ray, start_cluster, stop_cluster
+
+# The serving tests' model modules (tests/serving) import here too, for the 'thread' kind.
+for _path in WORKER_PATHS[1:]:
+    if str(_path) not in sys.path:
+        sys.path.append(str(_path))
 
 
 @pytest.fixture(scope="session")
