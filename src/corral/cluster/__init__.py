@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         live_actors,
         ray_module,
     )
+    from corral.cluster.serving import RayPartition, serving_actors
 
 _ACTORS = (
     "HANDLE",
@@ -45,13 +46,21 @@ _ACTORS = (
     "ray_module",
 )
 
-__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(_ACTORS, "corral.cluster.actors"))
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(_ACTORS, "corral.cluster.actors"),
+        "RayPartition": "corral.cluster.serving",
+        "serving_actors": "corral.cluster.serving",
+    },
+)
 
 __all__ = [
     "HANDLE",
     "NAMESPACE",
     "ActorSpec",
     "RayActor",
+    "RayPartition",
     "WatchedActor",
     "actor_spec",
     "connect",
@@ -61,4 +70,5 @@ __all__ = [
     "kill_actor",
     "live_actors",
     "ray_module",
+    "serving_actors",
 ]

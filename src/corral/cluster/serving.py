@@ -102,10 +102,11 @@ class PartitionActor(WatchedActor):
         self._model: Model = model
         self._codec = Codec(where=f"ray partition {label}")
 
-    def os_pid(self) -> int:
+    def where(self) -> tuple[int, str]:
+        """The actor's OS process id and Ray node id (hex)."""
         import os
 
-        return os.getpid()
+        return os.getpid(), ray_module().get_runtime_context().get_node_id()
 
     def run(self, data: bytes) -> bytes:
         """Decode the batch, run the model, encode its output (or its error)."""
@@ -125,16 +126,18 @@ class PartitionActor(WatchedActor):
 
 
 class RayPartition(RayActor):
-    """The stand-in of one ``"ray"`` partition; after start it knows its actor's OS pid."""
+    """The stand-in of one ``"ray"`` partition; once started it knows its actor's OS
+    process id (``os_pid``) and Ray node (``node_id``, hex)."""
 
     def __init__(self, spec: ActorSpec, label: str) -> None:
         super().__init__(spec)
         self.label = label
         self.os_pid: int | None = None
+        self.node_id: str | None = None
 
     async def init(self) -> None:
         await super().init()
-        self.os_pid = await self.handle.os_pid.remote()
+        self.os_pid, self.node_id = await self.handle.where.remote()
 
 
 class RayRunner(Runner):
