@@ -7,6 +7,8 @@ in the middle of a round. Real time: Ray's own clocks run.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,14 @@ def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
 
 def _train_workers() -> list[str]:
     return [name for name in live_actors() if name.startswith("TrainWorker-")]
+
+
+async def _until(check: Any, what: str, bound: float = 60.0) -> None:
+    deadline = time.monotonic() + bound
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {bound:g} s: {what}")
+        await asyncio.sleep(0.01)  # polling for another process's progress
 
 
 async def _died(ref: Any) -> None:
@@ -89,6 +99,35 @@ async def test_a_worker_actor_killed_mid_round_makes_the_gang_rerun_that_round(
     assert (tmp_path / "killed").exists()
     assert [s.restarts for s in result.history] == [0, 1, 0]
     assert set(before).isdisjoint(after)  # one_for_all: the whole gang was re-created
+    assert _same(result.parameters, clean.parameters)
+
+
+async def test_a_worker_on_a_removed_node_is_recreated_elsewhere_and_its_round_rerun(
+    ray_cluster: RayCluster, regression: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    options: dict[str, Any] = {"workers": 3, "seed": 6}
+    async with Node(), Trainer(regression, model=LINEAR, model_args=ARGS, **options) as t:
+        clean = await t.fit(rounds=3)
+    doomed = ray_cluster.add_worker(num_cpus=2)
+    removed = False
+    try:
+        flag = tmp_path / "stalled"
+        model_args = {**ARGS, "node": doomed.node_id, "flag": str(flag)}
+        model = "cluster_train_models:StallingLinear"
+        # SPREAD over three nodes with room on each: one worker per node, one on `doomed`.
+        options.update(backend="ray", placement_strategy="SPREAD")
+        async with Node(), Trainer(regression, model=model, model_args=model_args, **options) as t:
+            assert doomed.node_id in await t.pool.node_ids()
+            fit = asyncio.create_task(t.fit(rounds=3))
+            await _until(flag.exists, "the worker on the doomed node is in round 1")
+            ray_cluster.remove_worker(doomed)
+            removed = True
+            result = await fit
+            assert doomed.node_id not in await t.pool.node_ids()
+    finally:
+        if not removed:
+            ray_cluster.remove_worker(doomed)
+    assert [s.restarts for s in result.history] == [0, 1, 0]
     assert _same(result.parameters, clean.parameters)
 
 
