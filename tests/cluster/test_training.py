@@ -135,7 +135,7 @@ async def test_a_worker_that_keeps_dying_fails_the_run_once_intensity_is_exceede
     ray_cluster: RayCluster, regression: dict[str, np.ndarray], tmp_path: Path
 ) -> None:
     crash_args = {**ARGS, "flag": str(tmp_path / "killed"), "crash_on": 1, "always": True}
-    options: dict[str, Any] = {"workers": 2, "backend": "ray", "max_restarts": 0}
+    options: dict[str, Any] = {"workers": 1, "backend": "ray", "max_restarts": 0}
     model = "cluster_train_models:KillingLinear"
     async with Node(), Trainer(regression, model=model, model_args=crash_args, **options) as t:
         with pytest.raises(TrainingFailed) as info:
@@ -150,7 +150,7 @@ async def test_a_model_that_raises_on_ray_fails_the_run_with_its_error(
     model = "cluster_train_models:Raising"
     async with (
         Node(),
-        Trainer(regression, model=model, model_args=ARGS, workers=2, backend="ray") as t,
+        Trainer(regression, model=model, model_args=ARGS, workers=1, backend="ray") as t,
     ):
         with pytest.raises(TrainingFailed) as info:
             await t.fit(rounds=1)
@@ -181,7 +181,7 @@ def test_corral_train_with_ray_trains_on_the_cluster_as_it_does_locally(
     np.savez(data, x=regression["x"], y=regression["y"])
     parser = argparse.ArgumentParser(prog="corral")
     add_parser(parser.add_subparsers(dest="command", required=True))
-    argv = ["train", "linear", "--data", str(data), "--rounds", "2", "--quiet", "--seed", "2"]
+    argv = ["train", "linear", "--data", str(data), "--rounds", "2", "--quiet", "--workers", "1"]
     local, on_ray = tmp_path / "local.npz", tmp_path / "ray.npz"
     assert run(parser.parse_args([*argv, "--out", str(local)])) == 0
     ray_argv = [*argv, "--out", str(on_ray), "--ray", ray_cluster.address, "--num-cpus", "0.5"]
