@@ -10,22 +10,19 @@ Lines (JSON, benchmarks/_common.py): ``rounds_per_s`` of the Ray gang against th
 workers' (medians of interleaved ``fit`` runs after both pools are up; target >= 0.8x), and
 the held-out accuracy of each (the same parameters are expected: target within 1%).
 
-Run by benchmarks/cluster.py's case table (``run(settings)``, the driver connected to a
-cluster with two raylets), or alone: ``python benchmarks/_cluster_train.py [--quick]``
-starts its own ``ray.cluster_utils.Cluster`` (a head and a worker raylet, 2 CPUs each).
+A case of benchmarks/cluster.py (its ``CASES`` row ``train``, the driver connected to a
+cluster with two raylets): ``python benchmarks/cluster.py --cases train [--quick]``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Settings, emit, interleaved, loop_factory, median, parse_settings, say
+from _common import Settings, emit, interleaved, median, say
 from _train_data import shuttle
 from corral import Node
 from corral.train import Trainer, load_model
@@ -33,7 +30,6 @@ from corral.train import Trainer, load_model
 BENCH = "cluster"
 CASE = "train_2_raylets"
 MODEL = "corral.train:LogisticRegression"
-SRC = Path(__file__).resolve().parent.parent / "src"
 
 
 async def _fit(trainer: Trainer, rounds: int) -> tuple[float, dict[str, object]]:
@@ -104,27 +100,6 @@ async def run(settings: Settings) -> None:
     )
 
 
-def main() -> None:
-    settings = parse_settings(__doc__ or "")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from ray.cluster_utils import Cluster
-
-    from corral.cluster import connect, disconnect
-
-    began = time.perf_counter()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    try:
-        cluster.add_node(num_cpus=2)
-        cluster.wait_for_nodes()
-        path = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)
-        connect(cluster.address, runtime_env={"env_vars": {"PYTHONPATH": path}})
-        say(f"{CASE}: cluster of 2 raylets up in {time.perf_counter() - began:.1f}s")
-        with asyncio.Runner(loop_factory=loop_factory(settings.loop)) as runner:
-            runner.run(run(settings))
-    finally:
-        disconnect()
-        cluster.shutdown()
-
-
-if __name__ == "__main__":
-    main()
+async def case(settings: Settings, cluster: object) -> None:
+    """The row of benchmarks/cluster.py's ``CASES`` (group ``train``)."""
+    await run(settings)

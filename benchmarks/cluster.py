@@ -52,6 +52,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _cluster_train import case as train_case
 from _common import (
     Settings,
     emit,
@@ -289,6 +290,7 @@ def emit_skipped(settings: Settings, case: str, reason: str) -> None:
 CASES: tuple[Case, ...] = (
     Case("serve", serve_case),
     Case("port", port_case),
+    Case("train", train_case),
 )
 """Every case, in run order. A new case is one more row."""
 
