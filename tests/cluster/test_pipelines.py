@@ -111,3 +111,8 @@ def test_pipeline_nodes_checks_its_arguments() -> None:
     with pytest.raises(ValueError) as info:
         pipeline_nodes("p", "m:f", replicas=0)
     assert str(info.value) == "pipeline_nodes 'p': replicas must be an int >= 1; got 0"
+    with pytest.raises(TypeError) as type_info:
+        pipeline_nodes("p", "m:f", replicas=1, args={"when": object()})
+    assert str(type_info.value).startswith(
+        "pipeline_nodes 'p' args: cannot encode a value of type object;"
+    )

@@ -12,8 +12,9 @@ broker's consumer group.
 Each replica is a ``PipelineNode`` actor: it runs a corral ``Node`` on the actor's own event
 loop with one pipeline in it, built there by the factory (``"module:attr"``, imported in the
 actor: ship its code with the job's ``runtime_env``) called as ``factory(replica=k,
-**args)``. ``args`` cross to the actor as Ray constructor arguments, so keep them plain data
-(str, numbers, lists, dicts).
+**args)``. ``args`` cross to the actor in corral's codec (msgpack), so they must be plain
+data (None, bools, numbers, str, bytes, lists, dicts, numpy arrays): ``pipeline_nodes``
+raises ``TypeError`` naming a value that is not.
 
 The replicas scale out the way their broker lets several processes share one stream: the
 factory gives every replica the same stream and group and a consumer name of its own
@@ -42,6 +43,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from corral.cluster.actors import ActorSpec, RayActor, WatchedActor
+from corral.port.codec import Codec
 from corral.runtime.messages import ExitReason, is_clean_exit
 from corral.runtime.node import Node
 from corral.runtime.process import Pid
@@ -62,9 +64,12 @@ class PipelineNode(WatchedActor):
     """A corral ``Node`` inside a Ray actor, running the pipeline the factory builds (see
     the module doc). Its methods run on the actor's event loop, which the node shares."""
 
-    def __init__(self, factory: str, args: Mapping[str, object], replica: int) -> None:
+    def __init__(self, factory: str, args: bytes, replica: int) -> None:
+        decoded = Codec(where="Ray pipeline node").loads(args)
+        if not isinstance(decoded, dict):
+            raise TypeError(f"Ray pipeline node: args must be a dict; got {decoded!r}")
         self._factory = factory
-        self._args = dict(args)
+        self._args: dict[str, object] = decoded
         self._replica = replica
         self._node: Node | None = None
         self._pipeline: Any = None
@@ -177,7 +182,8 @@ def pipeline_nodes(
     if type(replicas) is not int or replicas < 1:
         raise ValueError(f"pipeline_nodes {id!r}: replicas must be an int >= 1; got {replicas!r}")
     _check_spec(factory)
-    plain = dict(args or {})
+    # As codec bytes, so that they cross as plain data (and a value that cannot fails here).
+    plain = Codec(where=f"pipeline_nodes {id!r} args").dumps(dict(args or {}))
 
     def stand_in(k: int) -> ChildSpec:
         spec = ActorSpec(

@@ -60,15 +60,17 @@ def _codec(where: str) -> Codec:
 
 class TrainWorker(WatchedActor):
     """One training worker on Ray: the port workers' ``TrainHandler`` with its shard in
-    memory. Constructor arguments: the model spec and arguments, and the shard as codec
-    bytes (an object-store reference Ray resolves before the constructor runs)."""
+    memory. Constructor arguments: the model spec, its arguments as codec bytes, and the
+    shard as codec bytes (an object-store reference Ray resolves before the constructor
+    runs)."""
 
-    def __init__(self, model: str, model_args: Mapping[str, object], shard: bytes) -> None:
-        data = _codec("Ray training worker").loads(shard)
-        if not isinstance(data, dict):
-            raise TypeError(f"Ray training worker: the shard must decode to a dict; got {data!r}")
+    def __init__(self, model: str, model_args: bytes, shard: bytes) -> None:
+        codec = _codec("Ray training worker")
+        args, data = codec.loads(model_args), codec.loads(shard)
+        if not isinstance(args, dict) or not isinstance(data, dict):
+            raise TypeError("Ray training worker: model_args and the shard must be dicts")
         self._handler = TrainHandler()
-        self._handler.load(model=model, model_args=model_args, data=data)
+        self._handler.load(model=model, model_args=args, data=data)
 
     async def round(self, request: bytes) -> bytes:
         """Run one round request (codec bytes) in a thread, so the actor's loop stays free;
@@ -153,6 +155,7 @@ class RayWorkers:
                 "does the cluster have the CPUs?"
             ) from None
         codec = _codec(f"trainer {self.name}")
+        model_args = codec.dumps(self._model_args)
         refs = [ray.put(codec.dumps(dict(shard))) for shard in self._shards]
         self._shards = []  # the object store holds them now; the refs keep them alive
         strategies = ray.util.scheduling_strategies
@@ -161,7 +164,7 @@ class RayWorkers:
                 f"worker-{k}",
                 ActorSpec(
                     cls=TrainWorker,
-                    args=(self._model, self._model_args, ref),
+                    args=(self._model, model_args, ref),
                     num_cpus=self._num_cpus,
                     scheduling_strategy=strategies.PlacementGroupSchedulingStrategy(
                         group, placement_group_bundle_index=k
