@@ -85,3 +85,8 @@ def recording(
         processors={"default": {"concurrency": 2}},
         batchers={"record": {"batch_size": 50, "batch_timeout": 0.02, "concurrency": 2}},
     )
+
+
+def broken(*, replica: int) -> Recording:
+    """A factory that raises."""
+    raise ValueError(f"replica {replica}: no pipeline today")

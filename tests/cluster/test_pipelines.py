@@ -19,7 +19,7 @@ import pytest
 import redis
 from ray_cluster import RayCluster
 
-from corral import ActorLost, Node, Supervisor
+from corral import ActorLost, Node, StartError, Supervisor
 from corral.cluster import live_actors
 from corral.cluster.actors import RayActor
 from corral.cluster.pipelines import pipeline_nodes, replica_statistics
@@ -100,6 +100,25 @@ async def test_a_killed_replicas_pending_messages_are_reclaimed_and_none_is_lost
             await watch
     assert _replicas() == []
     client.close()
+
+
+async def test_a_factory_that_raises_fails_the_start_and_leaves_no_actor(
+    ray_cluster: RayCluster,
+) -> None:
+    spec = pipeline_nodes("broken", "cluster_pipelines:broken", replicas=1)
+    with pytest.raises(StartError) as info:
+        async with Node([spec]):
+            pass
+    assert "replica 0: no pipeline today" in "".join(_chain(info.value))
+    await _until(lambda: _replicas() == [], "the replica's actor is gone")
+
+
+def _chain(exc: BaseException | None) -> list[str]:
+    texts = []
+    while exc is not None:
+        texts.append(str(exc))
+        exc = exc.__cause__
+    return texts
 
 
 def test_pipeline_nodes_checks_its_arguments() -> None:
