@@ -148,11 +148,12 @@ class PipelineStandIn(RayActor):
         drain_timeout: float = 10.0,
     ) -> None:
         super().__init__(spec, start_timeout=start_timeout)
+        self._pipeline_timeout = start_timeout
         self._drain_timeout = drain_timeout
 
     async def init(self) -> None:
         await super().init()
-        await asyncio.wait_for(self.handle.start_pipeline.remote(), self._start_timeout)
+        await asyncio.wait_for(self.handle.start_pipeline.remote(), self._pipeline_timeout)
 
     async def terminate(self, reason: ExitReason) -> None:
         if self.handle is None or not is_clean_exit(reason):
