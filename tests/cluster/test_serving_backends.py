@@ -116,3 +116,8 @@ async def test_a_swap_under_load_fails_no_request_on_every_kind(kind: str) -> No
     assert stats.failed == 0 and stats.version == "2"
     assert all(out == x * (2 if version == "1" else 3) for x, out, version in answers)
     assert {version for _, _, version in answers[-8:]} == {"2"}
+
+
+def test_a_ray_serving_refuses_a_factory_its_actors_cannot_import() -> None:
+    with pytest.raises(ValueError, match="must be importable by the worker process"):
+        Serving(lambda: lambda b: b, name="no-lambdas", kind="ray")
