@@ -9,6 +9,8 @@ from corral._lazy import exports_from, lazy_exports
 
 if TYPE_CHECKING:
     from corral.errors import (
+        ActorCallError,
+        ActorLost,
         AlreadyRegistered,
         CallTimeout,
         ChildAlreadyPresent,
@@ -108,6 +110,8 @@ __all__ = [
     "NORMAL",
     "SHUTDOWN",
     "Actor",
+    "ActorCallError",
+    "ActorLost",
     "AlreadyRegistered",
     "CallTimeout",
     "Caller",

@@ -38,6 +38,8 @@ The tree::
     │   ├── ChildRunning              restart_child, delete_child: that child runs (a ValueError)
     │   └── ChildNotRestarted         wait_restarted: the child ended and will not be restarted
     ├── TrainingFailed                a training run stopped: a worker kept dying, a model raised
+    ├── ActorLost                     a Ray actor corral watched died, or its node is gone
+    ├── ActorCallError                a Ray actor's model raised; carries the remote traceback
     └── NodeError                     the node is not running, or already running
 """
 
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
     from corral.runtime.process import Pid
 
 __all__ = [
+    "ActorCallError",
+    "ActorLost",
     "AlreadyRegistered",
     "CallTimeout",
     "ChildAlreadyPresent",
@@ -527,3 +531,37 @@ class TrainingFailed(CorralError):
         super().__init__(f"trainer {trainer}: round {round}{who} failed: {what}")
         if isinstance(reason, BaseException):
             self.__cause__ = reason
+
+
+class ActorLost(CorralError):
+    """A Ray actor that a corral stand-in process owned is gone (``corral.cluster``): its
+    process died (Ray's ``ActorDiedError``: a kill, an OOM, its constructor raised) or its
+    node is gone or unreachable (``ActorUnavailableError``). The stand-in exits with this
+    reason and its supervisor restarts it, which creates a fresh actor.
+
+    ``actor`` names the actor, ``cause`` is Ray's reason in one line, and ``error`` Ray's
+    exception (also the ``__cause__``), or None.
+    """
+
+    def __init__(self, actor: str, cause: str, error: BaseException | None) -> None:
+        self.actor = actor
+        self.cause = cause
+        self.error = error
+        super().__init__(f"{actor}: lost ({cause}); its supervisor decides what follows")
+        if error is not None:
+            self.__cause__ = error
+
+
+class ActorCallError(CorralError):
+    """The model in a Ray actor raised on a call (``kind="ray"`` partitions); the actor goes
+    on. ``remote_type`` is the exception's qualified class name in the actor,
+    ``remote_message`` its text and ``remote_traceback`` the formatted traceback there."""
+
+    def __init__(
+        self, actor: str, remote_type: str, remote_message: str, remote_traceback: str = ""
+    ) -> None:
+        self.actor = actor
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+        super().__init__(f"Ray actor {actor}: the model raised {remote_type}: {remote_message}")

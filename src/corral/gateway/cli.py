@@ -2,9 +2,12 @@
 
     corral serve mymodels:load --name rank --partitions 2 --kind port --http 127.0.0.1:8000
     corral serve --app app.toml
+    corral serve mymodels:load --name rank --partitions 2 --ray 10.0.0.5:6379
 
 Every serving option is a flag, generated from ``ServingOptions``' schema (its doc, rule and
-default are the flag's help); ``batch_keys`` (a callable) has none. Logs go to stderr at
+default are the flag's help); ``batch_keys`` (a callable) has none. ``--ray ADDRESS``
+connects to a Ray cluster first, and servings that set no ``kind`` run ``kind="ray"``
+partitions there (docs/cluster.md). Logs go to stderr at
 INFO (``--log-level``, ``--log-format text|json``; ``--quiet`` is ``--log-level warning``)
 unless the application configured logging (``corral.logs``). SIGINT or SIGTERM drains: the gateway
 stops accepting, answers what is in flight, then the servings stop; exit status 0. A bad
@@ -45,6 +48,8 @@ __all__ = ["main"]
 
 _SKIPPED = ("batch_keys",)
 """ServingOptions with no command-line form (a callable)."""
+_PAIRS = {"port_options": "--port-option", "ray_options": "--ray-option"}
+"""ServingOptions given as repeated NAME=JSON flags."""
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -99,10 +104,10 @@ def _add_serving_options(parser: argparse.ArgumentParser) -> None:
         if str(field.type) == "bool":
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=doc)
             continue
-        if field.name == "port_options":
+        if field.name in _PAIRS:
             group.add_argument(
-                "--port-option",
-                dest="port_options",
+                _PAIRS[field.name],
+                dest=field.name,
                 action="append",
                 metavar="NAME=JSON",
                 help=doc + " One NAME=VALUE per flag, VALUE as JSON ('spares=0').",
@@ -146,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(the repository endpoints are off without one)",
     )
     parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="connect to the Ray cluster at ADDRESS ('auto', HOST:PORT, ray://...) and run "
+        "partitions there: servings that do not set kind get kind='ray' (docs/cluster.md)",
+    )
+    parser.add_argument(
         "--quiet", action="store_true", help="log warnings and crashes only (--log-level warning)"
     )
     logs.add_arguments(parser)
@@ -176,14 +187,15 @@ def _from_args(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str
 
     serving_fields = [f.name for f in dataclasses.fields(ServingOptions)]
     options: dict[str, Any] = _flag_options(args, serving_fields)
-    if "port_options" in options:
-        pairs = {}
-        for item in options["port_options"]:
-            key, sep, value = str(item).partition("=")
-            if not sep:
-                raise ValueError(f"--port-option must be NAME=JSON; got {item!r}")
-            pairs[key] = json.loads(value)
-        options["port_options"] = pairs
+    for field, flag in _PAIRS.items():
+        if field in options:
+            pairs = {}
+            for item in options[field]:
+                key, sep, value = str(item).partition("=")
+                if not sep:
+                    raise ValueError(f"{flag} must be NAME=JSON; got {item!r}")
+                pairs[key] = json.loads(value)
+            options[field] = pairs
     versions = {}
     for item in args.version_factory:
         version, sep, factory = item.partition("=")
@@ -252,6 +264,9 @@ def main(argv: Sequence[str]) -> int:
             if not token:
                 raise ValueError(f"--admin-token-env: ${args.admin_token_env} is not set")
             gateway_options["admin_token"] = token
+        if args.ray is not None:
+            for t in tables:
+                t["options"].setdefault("kind", "ray")
         servings = [
             Serving(t["factory"], name=str(t.get("name", "model")), **dict(t["options"]))
             for t in tables
@@ -263,10 +278,21 @@ def main(argv: Sequence[str]) -> int:
     except (ValueError, OSError, tomllib.TOMLDecodeError) as exc:
         print(f"corral serve: {exc}", file=sys.stderr)
         return 2
+    if args.ray is not None:
+        from corral.cluster import connect, disconnect
+
+        try:
+            connect(args.ray)
+        except Exception as exc:  # Ray's own errors (ConnectionError, ...) say what failed
+            print(f"corral serve: --ray {args.ray}: cannot connect: {exc}", file=sys.stderr)
+            return 2
     node = Node([*(s.child_spec() for s in servings), gateway.child_spec()], name="serve")
     try:
         node.run()
     except Exception as exc:
         logging.getLogger("corral.serve").error("corral serve: the node stopped: %r", exc)
         return 1
+    finally:
+        if args.ray is not None:
+            disconnect()
     return 0

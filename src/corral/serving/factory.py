@@ -79,7 +79,7 @@ def factory_path(factory: ModelFactory) -> str:
     qualname = getattr(factory, "__qualname__", "")
     if not module or not qualname or "<" in qualname or module == "__main__":
         raise ValueError(
-            "serving with kind='port': the model factory must be importable by the worker "
+            "serving with kind='port' or 'ray': the model factory must be importable by the worker "
             f"process; pass 'module:attr' or a module-level function; got {factory!r}"
         )
     return f"{module}:{qualname}"
@@ -95,8 +95,8 @@ def factory_spec(factory: ModelFactory) -> FactorySpec:
     for where, value in [*enumerate(args), *kwargs.items()]:
         if not _is_plain(value):
             raise ValueError(
-                "serving with kind='port': the arguments of a partial model factory cross to "
-                "the worker process and must be plain data (str, int, float, bool, None, "
+                "serving with kind='port' or 'ray': the arguments of a partial model factory "
+                "cross to the worker process and must be plain data (str, int, float, bool, None, "
                 f"lists and dicts of them); argument {where!r} is {type(value).__name__}"
             )
     return factory_path(factory.func), args, kwargs

@@ -10,9 +10,21 @@ from typing import Literal, cast
 from corral._options import Options, is_int, is_number, one_of, option
 from corral.serving.contract import InputSpec, parse_input_spec
 
-__all__ = ["ServingOptions"]
+__all__ = ["RAY_OPTION_KEYS", "ServingOptions"]
 
-PartitionKind = Literal["thread", "loop", "port"]
+PartitionKind = Literal["thread", "loop", "port", "ray"]
+
+
+RAY_OPTION_KEYS: tuple[str, ...] = (
+    "resources",
+    "scheduling_strategy",
+    "runtime_env",
+    "memory",
+    "accelerator_type",
+    "label_selector",
+)
+"""The Ray actor options ``ray_options`` may set (num_cpus and num_gpus are options of their
+own; max_restarts, name and namespace are corral's)."""
 
 
 def _valid_pad_to(value: object) -> bool:
@@ -58,9 +70,11 @@ class ServingOptions(Options):
         "on the event loop, with no thread hand-off (for models whose batch takes well under "
         "a millisecond: the loop is blocked meanwhile); 'port': each partition runs it in a "
         "corral Port worker OS process (the model factory must be an importable 'module:attr' "
-        "path).",
-        rule="'thread', 'loop' or 'port'",
-        check=one_of("thread", "loop", "port"),
+        "path); 'ray': each partition is a Ray actor placed on the cluster this process is "
+        "connected to (corral.cluster.connect), one Ray call per batch (an importable factory, "
+        "as for 'port').",
+        rule="'thread', 'loop', 'port' or 'ray'",
+        check=one_of("thread", "loop", "port", "ray"),
     )
     batch_keys: Callable[[object], Hashable] | None = option(
         None,
@@ -155,6 +169,32 @@ class ServingOptions(Options):
             and all(type(p) is tuple and len(p) == 2 and type(p[0]) is str for p in v)
         ),
     )
+    num_cpus: float = option(
+        1.0,
+        doc="'ray' partitions: CPUs Ray reserves for each partition actor (placement; the "
+        "model may use more or fewer).",
+        rule="a number >= 0",
+        check=is_number(0),
+    )
+    num_gpus: float = option(
+        0.0,
+        doc="'ray' partitions: GPUs Ray reserves for each partition actor (fractions share "
+        "one GPU); set device too (e.g. 'cuda:0') for adapters that take one.",
+        rule="a number >= 0",
+        check=is_number(0),
+    )
+    ray_options: Mapping[str, object] | tuple[tuple[str, object], ...] = option(
+        (),
+        doc="'ray' partitions: more of Ray's actor options, as a mapping or (name, value) "
+        "pairs; kept as pairs. Keys: " + ", ".join(RAY_OPTION_KEYS) + " (runtime_env ships "
+        "model code: py_modules, working_dir, pip, env_vars).",
+        rule="a mapping of str to value, or a tuple of (str, value) pairs, with the keys listed",
+        check=lambda v: (
+            type(v) is tuple
+            and all(type(p) is tuple and len(p) == 2 and p[0] in RAY_OPTION_KEYS for p in v)
+            and len({p[0] for p in v}) == len(v)
+        ),
+    )
     call_timeout: float | None = option(
         None,
         doc="Seconds one batch may run on a partition before the partition is killed and "
@@ -164,7 +204,8 @@ class ServingOptions(Options):
     )
     inherit_sys_path: bool = option(
         True,
-        doc="'port' partitions: put this process's sys.path entries that lie outside the "
+        doc="'port' and 'ray' partitions: put this process's sys.path entries that lie "
+        "outside the "
         "Python installation (the current directory, a script's folder, paths added at run "
         "time) on the worker's PYTHONPATH, so a factory that imports here imports there.",
         rule="a bool",
@@ -178,11 +219,12 @@ class ServingOptions(Options):
                 object.__setattr__(self, "input_spec", parse_input_spec(spec))
             except ValueError as exc:
                 raise ValueError(f"invalid options for {self._what}: input_spec: {exc}") from None
-        pairs = self.port_options
-        if isinstance(pairs, Mapping) and all(type(k) is str for k in pairs):
-            # Frozen: normalise before the checks run, so every later reader sees pairs.
-            # (A mapping with other keys stays as given, for the check to quote.)
-            object.__setattr__(self, "port_options", tuple(pairs.items()))
+        for name in ("port_options", "ray_options"):
+            pairs = getattr(self, name)
+            if isinstance(pairs, Mapping) and all(type(k) is str for k in pairs):
+                # Frozen: normalise before the checks run, so every later reader sees pairs.
+                # (A mapping with other keys stays as given, for the check to quote.)
+                object.__setattr__(self, name, tuple(pairs.items()))
         super().__post_init__()
         if self.port_options:
             _check_port_options(self._what, cast(tuple[tuple[str, object], ...], self.port_options))

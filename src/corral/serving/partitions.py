@@ -15,6 +15,8 @@
   ``corral.serving.port_handler:ServingHandler``; a ``CallRunner`` sends them batches. A
   crash of the worker (SIGKILL, segfault, OOM) ends the port with ``PortExited`` and its
   supervisor restarts it.
+- ``"ray"`` partitions are Ray actors owned by stand-in processes, with a ``RayRunner``: one
+  Ray call per batch (``corral.cluster.serving``).
 
 ``partition_spec`` builds the ``ChildSpec`` of any kind; ``runner_for`` the runner of a
 started partition.
@@ -198,6 +200,10 @@ async def runner_for(pid: Pid, options: ServingOptions, spawn: Spawn) -> Runner:
         from corral.port import Port
 
         return CallRunner(pid, spawn, Port.os_pid_of)
+    if options.kind == "ray":
+        from corral.cluster.serving import RayRunner
+
+        return RayRunner(pid, spawn)
     runner = await pid.call(RUNNER)
     if isinstance(runner, Runner):
         return runner
@@ -222,6 +228,19 @@ def partition_spec(
     factory: ModelFactory, options: ServingOptions, *, index: int, label: str
 ) -> ChildSpec:
     """The child spec of partition ``index`` for ``factory`` under ``options``."""
+    if options.kind == "ray":
+        from corral.cluster.serving import ray_partition_spec
+
+        return ray_partition_spec(
+            factory_spec(factory),
+            index=index,
+            label=label,
+            device=options.device,
+            num_cpus=options.num_cpus,
+            num_gpus=options.num_gpus,
+            ray_options=dict(options.ray_options),
+            pythonpath=worker_path() if options.inherit_sys_path else "",
+        )
     if options.kind != "port":
         inline = options.kind == "loop"
         return ChildSpec(

@@ -12,8 +12,8 @@ on the node's loop thread and never from inside ``run``, exactly once per batch,
 the server does that when a batch overruns ``call_timeout``. Every partition kind is one
 runner class: ``CallRunner`` (below) sends each batch to the partition process as a call —
 ports, and async models; ``ThreadRunner`` and ``LoopRunner`` (``corral.serving.partitions``)
-hand it to the partition's thread or run it inline on the loop. A Ray-actor partition is
-one more class.
+hand it to the partition's thread or run it inline on the loop; ``RayRunner``
+(``corral.cluster.serving``) makes it one Ray call on a Ray-actor partition.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ class Serving:
         self.factory = factory
         self.options = ServingOptions.from_kwargs(options, what=f"serving '{name}'")
         check_factory(factory, where=f"serving '{name}'")
-        if self.options.kind == "port":
+        if self.options.kind in ("port", "ray"):
             factory_spec(factory)  # a port worker imports it: refuse lambdas now
         self._door = Door(name)
         self._inline: Model | None = None
@@ -172,7 +172,7 @@ class Serving:
                 f"serving '{self.name}': version must be a non-empty str; got {version!r}"
             )
         check_factory(factory, where=f"serving '{self.name}' swap")
-        if self.options.kind == "port":
+        if self.options.kind in ("port", "ray"):
             factory_spec(factory)  # refuse what a port worker cannot import, before starting
         server = self._server()
         await server.pid.call(("swap", factory, version, warmup), timeout=None)

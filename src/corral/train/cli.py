@@ -19,6 +19,11 @@ summary goes to stdout. Exit status: 0 done; 1 the run failed (``TrainingFailed`
 input, with a message naming the option; 130 interrupted (the checkpoint keeps the last
 completed round: rerun with ``--resume``).
 
+``--ray ADDRESS`` runs the workers as Ray actors on the cluster at ``ADDRESS`` instead of
+local worker processes (``Trainer(backend="ray")``, ``--num-cpus`` each; see
+``docs/cluster.md``); the driver joins the cluster before training starts, and a cluster it
+cannot reach is exit status 1.
+
 ``add_parser`` and ``run`` are what ``corral.cli`` wires in.
 """
 
@@ -120,6 +125,19 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument(
         "--max-restarts", metavar="N", type=_int_at_least(0), default=3, help="in 5 s; default 3"
     )
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run the workers as Ray actors on the cluster at ADDRESS ('auto', HOST:PORT, "
+        "ray://...; see docs/cluster.md)",
+    )
+    p.add_argument(
+        "--num-cpus",
+        metavar="N",
+        type=float,
+        default=1.0,
+        help="with --ray: CPUs reserved for each worker; default 1",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -146,8 +164,13 @@ def run(args: argparse.Namespace) -> int:
     from corral.runtime.loops import default_loop_factory
 
     try:
+        if args.ray is not None:
+            _connect(args.ray)
         with asyncio.Runner(loop_factory=default_loop_factory()) as runner:
             result, wall = runner.run(_fit(job, quiet=args.quiet))
+    except ConnectionError as exc:
+        print(f"{_PROG}: cannot reach the Ray cluster at --ray {args.ray}: {exc}", file=sys.stderr)
+        return 1
     except TrainingFailed as exc:
         print(f"{_PROG}: {exc}", file=sys.stderr)
         return 1
@@ -198,6 +221,9 @@ def _prepare(args: argparse.Namespace) -> _Job:
             shard_by=args.shard_by,
             checkpoint=args.checkpoint,
             max_restarts=args.max_restarts,
+            backend="ports" if args.ray is None else "ray",
+            ray_address=args.ray,
+            num_cpus=args.num_cpus,
         )
     except (ValueError, TypeError, ImportError, AttributeError) as exc:
         raise UsageError(f"cannot train {args.model}: {exc}") from None
@@ -325,6 +351,13 @@ def _first_round(args: argparse.Namespace, spec: str, model_args: dict[str, obje
             f"but {args.model} has {_shapes(expected)}"
         )
     return saved.round + 1
+
+
+def _connect(address: str) -> None:
+    """Join the Ray cluster before the node starts (it blocks for seconds)."""
+    from corral.cluster.actors import connect
+
+    connect(address)
 
 
 def _shapes(params: Parameters) -> str:

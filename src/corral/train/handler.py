@@ -3,7 +3,9 @@
 Run by ``Port("corral.train.handler:TrainHandler", args={...})``. ``setup`` imports the
 model (``model`` 'module:Class' and ``model_args``) and maps its shard read-only from
 ``data_dir``, one ``<column>.npy`` file per column: the data crosses to the worker once, as
-a file in the page cache, and a restarted worker maps the same file again. Calls:
+a file in the page cache, and a restarted worker maps the same file again (a Ray worker,
+which may run on another machine, gets its shard through Ray's object store instead and
+hands it to ``load``). Calls:
 
 - ``["round", request]`` -> ``train_round``'s reply (blocks for the whole local training),
   or ``gradient_step``'s for a request with ``"sync": "gradients"`` (one batch);
@@ -45,8 +47,14 @@ class TrainHandler:
         self._data: Data = {}
 
     def setup(self, *, model: str, model_args: Mapping[str, object] | None, data_dir: str) -> None:
+        self.load(model=model, model_args=model_args, data=load_shard(data_dir))
+
+    def load(self, *, model: str, model_args: Mapping[str, object] | None, data: Data) -> None:
+        """Import the model and hold ``data`` as the shard: ``setup`` with the shard
+        already in memory (a Ray training worker decodes it from the object store,
+        ``corral.cluster.training``). Blocks while the model imports."""
         self._model = load_model(model, model_args)
-        self._data = load_shard(data_dir)
+        self._data = data
 
     def handle_call(self, msg: object) -> object:
         match msg:

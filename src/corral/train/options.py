@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from corral._options import Options, is_int, is_number, option
+from corral._options import Options, is_int, is_number, one_of, option
 
 __all__ = ["TrainerOptions"]
 
@@ -108,7 +108,44 @@ class TrainerOptions(Options):
     )
     port_options: Mapping[str, object] | None = option(
         None,
-        doc="Extra options for every worker Port (env, spares, start_timeout, ...).",
+        doc="Extra options for every worker Port (env, spares, start_timeout, ...); "
+        "backend='ports' only.",
         rule="a mapping with str keys or None",
         check=_str_mapping,
     )
+    backend: str = option(
+        "ports",
+        doc="Where the workers run: 'ports' (worker OS processes on this machine) or 'ray' "
+        "(Ray actors on a cluster, in one placement group; see corral.cluster.training).",
+        rule="'ports' or 'ray'",
+        check=one_of("ports", "ray"),
+    )
+    ray_address: str | None = option(
+        None,
+        doc="backend='ray': the cluster to connect to when this process is not connected "
+        "yet ('auto', 'HOST:PORT', 'ray://...'); None: the connected one, else Ray's own "
+        "rule (RAY_ADDRESS or a new local cluster).",
+        rule="a non-empty str or None",
+        check=lambda v: v is None or (type(v) is str and v != ""),
+    )
+    num_cpus: float = option(
+        1.0,
+        doc="backend='ray': CPUs Ray reserves for each worker (its placement-group bundle).",
+        rule="a number > 0",
+        check=is_number(0, strict=True),
+    )
+    placement_strategy: str = option(
+        "SPREAD",
+        doc="backend='ray': the placement group's strategy: 'SPREAD' (over the nodes when "
+        "there is room), 'PACK', 'STRICT_SPREAD' or 'STRICT_PACK'.",
+        rule="one of 'PACK', 'SPREAD', 'STRICT_PACK', 'STRICT_SPREAD'",
+        check=one_of("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.backend == "ray" and self.port_options:
+            raise ValueError(
+                f"invalid options for {self._what}: port_options is only used with "
+                "backend='ports'; backend is 'ray'"
+            )

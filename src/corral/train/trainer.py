@@ -18,6 +18,11 @@ its shard re-run for that round, with the same seed, so the round's result does 
 After every round the parameters (and optimizer state) and the round number go to the
 ``checkpoint`` file; ``fit`` resumes from it when it exists.
 
+``backend="ray"`` runs the workers as Ray actors on a cluster instead
+(``corral.cluster.training``): the shards go through Ray's object store, the gang sits in
+one placement group of ``num_cpus`` per worker, and a lost worker makes its ``one_for_all``
+supervisor re-create the whole gang, whose round re-runs from its starting parameters.
+
 Telemetry (see ``docs/training.md``): ``("corral", "train", "round")`` after every round and
 ``("corral", "train", "resumed")`` when ``fit`` starts from a checkpoint.
 """
@@ -27,11 +32,11 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
@@ -52,6 +57,9 @@ from corral.train.sync import (
     steps_per_epoch,
 )
 from corral.train.workers import PortWorkers
+
+if TYPE_CHECKING:
+    from corral.cluster.training import RayWorkers
 
 __all__ = ["RESUMED_EVENT", "ROUND_EVENT", "RoundStats", "TrainResult", "Trainer"]
 
@@ -84,7 +92,8 @@ class TrainResult:
 
 
 class Trainer:
-    """Data-parallel trainer over supervised port workers (see the module doc).
+    """Data-parallel trainer over supervised workers: port processes, or Ray actors with
+    ``backend="ray"`` (see the module doc).
 
     Options are ``TrainerOptions`` fields (validated here, ``ValueError`` naming the
     option). ``eval_data`` is evaluated here after every round, in the event loop's thread
@@ -115,7 +124,7 @@ class Trainer:
                 f"trainer '{name}': sync='gradients' needs a model with batch_size, "
                 f"batch_gradients and apply_gradients; got {type(self._model).__qualname__}"
             )
-        self._pool: PortWorkers | None = None
+        self._pool: PortWorkers | RayWorkers | None = None
         self._tmp: str | None = None
         self._sizes: list[int] = []
         self._row_counts: list[Parameters] | None = None
@@ -123,24 +132,35 @@ class Trainer:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Write the shards and start the workers; blocks until every worker is ready
-        (``StartError`` if one fails its setup). Writing the shards blocks the loop."""
+        """Cut the shards and start the workers; blocks until every worker is ready
+        (``StartError`` if one fails its setup). With ``backend="ports"`` the shards are
+        written as files first; with ``backend="ray"`` they go to Ray's object store, and
+        connecting to ``ray_address`` (when this process is not connected yet) blocks the
+        loop too."""
+        opts = self.options
+        shards = split(self._data, opts.workers, by=opts.shard_by)
+        self._sizes = [rows(shard) for shard in shards]
+        if isinstance(self._model, SparseModel):
+            self._row_counts = [self._model.row_counts(shard) for shard in shards]
+        if opts.backend == "ray":
+            self._pool = self._ray_workers(shards)
+        else:
+            self._pool = self._port_workers(shards)
+        await self._pool.start()
+
+    def _port_workers(self, shards: Sequence[Data]) -> PortWorkers:
         opts = self.options
         base = opts.data_dir
         if base is None:
             base = self._tmp = tempfile.mkdtemp(prefix="corral-train-")
         dirs = []
-        shards = split(self._data, opts.workers, by=opts.shard_by)
-        self._sizes = [rows(shard) for shard in shards]
-        if isinstance(self._model, SparseModel):
-            self._row_counts = [self._model.row_counts(shard) for shard in shards]
         for k, shard in enumerate(shards):
             d = Path(base) / f"worker-{k}"
             d.mkdir(parents=True, exist_ok=True)
             for column, values in shard.items():
                 np.save(d / f"{column}.npy", np.ascontiguousarray(values), allow_pickle=False)
             dirs.append(str(d))
-        self._pool = PortWorkers(
+        return PortWorkers(
             get_node(),
             repr(self.name),
             model=opts.model,
@@ -151,7 +171,27 @@ class Trainer:
             round_timeout=opts.round_timeout,
             port_options=dict(opts.port_options or {}),
         )
-        await self._pool.start()
+
+    def _ray_workers(self, shards: Sequence[Data]) -> RayWorkers:
+        # The cluster layer sits above training: imported only when asked for.
+        from corral.cluster.actors import connect, connected
+        from corral.cluster.training import RayWorkers
+
+        opts = self.options
+        if not connected():
+            connect(opts.ray_address)
+        return RayWorkers(
+            get_node(),
+            repr(self.name),
+            model=opts.model,
+            model_args=opts.model_args,
+            shards=shards,
+            max_restarts=opts.max_restarts,
+            max_seconds=opts.max_seconds,
+            round_timeout=opts.round_timeout,
+            num_cpus=opts.num_cpus,
+            placement_strategy=opts.placement_strategy,
+        )
 
     async def aclose(self) -> None:
         """Stop the workers and remove the temporary shard directory."""
@@ -178,6 +218,12 @@ class Trainer:
     ) -> None:
         await self.aclose()
 
+    @property
+    def pool(self) -> PortWorkers | RayWorkers:
+        """The running workers: ``PortWorkers``, or ``RayWorkers`` with ``backend="ray"``
+        (``RuntimeError`` before ``start``)."""
+        return self._started()
+
     async def worker_os_pids(self) -> list[int]:
         """Each worker's OS pid; waits behind a round the worker is running."""
         return await self._started().os_pids()
@@ -187,8 +233,12 @@ class Trainer:
         ``spares`` >= 1), so a worker killed from now on is replaced by adopting its spare
         instead of starting an interpreter; each worker's spare OS pids (``[]`` each when
         spares are off). Benchmarks call it before timing, since spares starting compete
-        with training for the CPUs. ``CallTimeout`` after ``timeout`` seconds."""
-        return await self._started().wait_spares(timeout)
+        with training for the CPUs. ``CallTimeout`` after ``timeout`` seconds. With
+        ``backend="ray"`` there are no spares: ``[]`` each."""
+        pool = self._started()
+        if not isinstance(pool, PortWorkers):
+            return [[] for _ in range(self.options.workers)]
+        return await pool.wait_spares(timeout)
 
     # -- training --------------------------------------------------------------------------
 
@@ -340,7 +390,7 @@ class Trainer:
         measurements.update({f"eval_{k}": v for k, v in stats.metrics.items()})
         telemetry.emit(ROUND_EVENT, measurements, {"trainer": self.name})
 
-    def _started(self) -> PortWorkers:
+    def _started(self) -> PortWorkers | RayWorkers:
         if self._pool is None:
             raise RuntimeError(f"trainer '{self.name}': not started; use `async with trainer`")
         return self._pool
