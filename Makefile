@@ -20,7 +20,7 @@ help:
 	@echo "make lint         ruff check + ruff format --check + no import cycle in src/corral"
 	@echo "make typecheck    mypy (strict on src/)"
 	@echo "make test         debs, lint, typecheck, then pytest (PYTEST_ARGS=...)"
-	@echo "make bench-quick  run every benchmarks/*.py with --quick"
+	@echo "make bench-quick  install the bench extra (Ray Serve), run every benchmarks/*.py with --quick"
 	@echo "make clean        remove caches and build outputs; distclean also removes .venv"
 
 venv: $(STAMP)
@@ -67,6 +67,7 @@ test: venv debs lint typecheck
 
 # Files whose name starts with "_" are helpers, not benchmarks.
 bench-quick: venv
+	@$(BIN)/python -m pip install --quiet -e ".[test,fast,bench]"
 	@found=0; for f in benchmarks/*.py; do \
 	  [ -e "$$f" ] || continue; case "$${f##*/}" in _*) continue;; esac; \
 	  found=1; echo "== $$f --quick"; $(BIN)/python "$$f" --quick || exit $$?; \
