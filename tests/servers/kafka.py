@@ -24,9 +24,11 @@ Fixtures (registered for every test by ``servers.fixtures``):
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +40,7 @@ __all__ = [
     "kafka_private_server",
     "kafka_proxy",
     "kafka_server",
+    "read_all",
     "require_tansu",
 ]
 
@@ -146,3 +149,26 @@ def kafka_private_server(tmp_path: Path) -> Iterator[KafkaServer]:
         yield server
     finally:
         server.stop()
+
+
+async def read_all(server: KafkaServer, topic: str, partition: int = 0) -> list[Any]:
+    """Every record of ``topic``'s ``partition`` up to its high watermark (aiokafka's
+    ``ConsumerRecord``s), read with a consumer of no group."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(bootstrap_servers=server.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        records: list[Any] = []
+        async with asyncio.timeout(30):
+            while True:
+                batch = await consumer.getmany(tp, timeout_ms=100)
+                records.extend(batch.get(tp, []))
+                high = consumer.highwater(tp)
+                if high is not None and await consumer.position(tp) >= high:
+                    return records
+    finally:
+        await consumer.stop()

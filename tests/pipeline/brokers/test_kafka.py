@@ -29,7 +29,7 @@ from corral.errors import StartError
 from corral.pipeline import Message, Pipeline
 from corral.pipeline.producers.kafka import KafkaProducer, kafka_partition
 from corral.testing import Gate
-from servers.kafka import KafkaProxy, KafkaServer
+from servers.kafka import KafkaProxy, KafkaServer, read_all
 
 pytest.importorskip("aiokafka")
 
@@ -175,26 +175,6 @@ class KafkaHarness:
 
     async def dead_letters(self) -> list[bytes]:
         return [record.value for record in await read_all(self.server, self.dead_letter_topic)]
-
-
-async def read_all(server: KafkaServer, topic: str, partition: int = 0) -> list[Any]:
-    """Every record of ``topic``'s ``partition`` up to its high watermark."""
-    tp = TopicPartition(topic, partition)
-    consumer = AIOKafkaConsumer(bootstrap_servers=server.bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        records: list[Any] = []
-        async with asyncio.timeout(30):
-            while True:
-                batch = await consumer.getmany(tp, timeout_ms=100)
-                records.extend(batch.get(tp, []))
-                high = consumer.highwater(tp)
-                if high is not None and await consumer.position(tp) >= high:
-                    return records
-    finally:
-        await consumer.stop()
 
 
 @pytest.fixture
