@@ -815,8 +815,8 @@ class KafkaWriter:
     await w.send([b"...", ...])``.
 
     On entry it connects and creates the topic (``partitions``) when it is missing;
-    ``send`` produces values (with optional keys) and waits for the broker's acks. Not a
-    producer (it imports aiokafka, as this module does).
+    ``send`` produces values (with optional keys) and waits for the broker's acks;
+    ``delete_topic`` removes the topic. Not a producer (it imports aiokafka, as this module does).
     """
 
     def __init__(self, url: str, topic: str, *, partitions: int = 1) -> None:
@@ -859,6 +859,17 @@ class KafkaWriter:
         try:
             if self.topic not in await admin.list_topics():
                 await admin.create_topics([NewTopic(self.topic, self.partitions, 1)])
+        finally:
+            await admin.close()
+
+    async def delete_topic(self) -> None:
+        """Delete the topic (and what it holds)."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(**_client_options(self.url))
+        await admin.start()
+        try:
+            await admin.delete_topics([self.topic])
         finally:
             await admin.close()
 
