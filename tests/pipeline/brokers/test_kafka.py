@@ -413,3 +413,12 @@ def test_valid_options_are_kept_and_partition_by_defaults_to_the_kafka_partition
         producer={"module": "kafka", "options": {"topics": ["t"], "group": "g"}},
     )
     assert chosen.options.partition_by is mine
+
+
+def test_kafka_partition_refuses_a_message_of_another_producer() -> None:
+    with pytest.raises(TypeError) as info:
+        kafka_partition(Message(b"x", ack_data=(b"1-0", {})))
+    assert str(info.value) == (
+        "kafka_partition: the message did not come from the Kafka producer; "
+        "ack_data is (b'1-0', {})"
+    )

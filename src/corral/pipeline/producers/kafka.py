@@ -54,7 +54,8 @@ How it maps Broadway's contract onto Kafka:
 
 Each message's ``data`` is the record's value (bytes, or None); ``metadata`` is
 ``{"topic", "partition", "offset", "key", "timestamp", "headers"}``; ``ack_data`` is the
-partition's ``OffsetTracker`` and the ``ConsumerRecord``.
+partition's ``OffsetTracker``, the ``ConsumerRecord`` and the partition's key (what
+``kafka_partition`` returns).
 
 The outage rule of every broker producer (``corral.pipeline.producers._broker``): a stage
 connects within ``timeout`` seconds (trying every 0.25 s); a connection to the broker that
@@ -308,14 +309,14 @@ def _topic_hash(topic: str) -> int:
 def kafka_partition(message: Message) -> int:
     """The Kafka producer's default ``partition_by``: one int per (topic, partition) of the
     record the message came from, so a partition's messages keep their order."""
-    ack_data = message.ack_data
-    if not (isinstance(ack_data, tuple) and len(ack_data) == 2):
+    try:
+        key: int = message.ack_data[2]  # type: ignore[index]
+    except (TypeError, IndexError, KeyError):
         raise TypeError(
             f"kafka_partition: the message did not come from the Kafka producer; "
-            f"ack_data is {ack_data!r}"
-        )
-    record = ack_data[1]
-    return _topic_hash(record.topic) + record.partition  # type: ignore[no-any-return]
+            f"ack_data is {message.ack_data!r}"
+        ) from None
+    return key
 
 
 def _describe(reason: object) -> str:
@@ -362,7 +363,7 @@ def _settle(messages: Sequence[Message]) -> None:
     for m in messages:
         tracker: OffsetTracker
         record: Any
-        tracker, record = m.ack_data  # type: ignore[misc]
+        tracker, record, _ = m.ack_data  # type: ignore[misc]
         if not tracker.revoked:
             tracker.acked(record.offset)
 
@@ -724,13 +725,16 @@ class KafkaProducer(Producer):
     ) -> None:
         acknowledger = self._acknowledger
         limit = self._opts.max_uncommitted
-        messages = []
+        messages: list[Message] = []
+        append = messages.append
         for tp, records in batch.items():
             tracker = self._trackers.get(tp)
             if tracker is None:  # not ours any more; the position is aiokafka's to reset
                 continue
+            key = _topic_hash(tp.topic) + tp.partition
+            emitted = tracker.emitted
             for record in records:
-                tracker.emitted(record.offset)
+                emitted(record.offset)
                 metadata = {
                     "topic": record.topic,
                     "partition": record.partition,
@@ -739,7 +743,7 @@ class KafkaProducer(Producer):
                     "timestamp": record.timestamp,
                     "headers": record.headers,
                 }
-                messages.append(Message(record.value, metadata, acknowledger, (tracker, record)))
+                append(Message(record.value, metadata, acknowledger, (tracker, record, key)))
             if tracker.uncommitted >= limit and tp not in self._held:
                 self._held.add(tp)
                 consumer.pause(tp)
