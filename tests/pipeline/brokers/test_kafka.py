@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from types import TracebackType
@@ -279,6 +280,38 @@ async def test_two_pipeline_nodes_share_the_group_through_a_rebalance_and_lose_n
     assert set(handled) == set(first_half + second_half)  # every message at least once
     assert b.handled and a.handled
     assert producer_a.in_flight() == producer_b.in_flight() == 0
+
+
+@pytest.mark.realtime
+async def test_a_revoked_partition_is_released_after_revoke_timeout_and_read_again_elsewhere(
+    kafka_server: KafkaServer, kafka_proxy: KafkaProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Node a holds a message at its gate for good; node b joins. a's revocation waits
+    # revoke_timeout (0.3 s) for it, gives up (logged), commits what it can and lets the
+    # partitions go: nothing is lost, the held message is read again from the commit.
+    harness = KafkaHarness(kafka_server, kafka_proxy, partitions=2)
+    all_payloads = payloads(40)
+    async with harness, Node() as node_a, Node() as node_b:
+        await harness.publish(all_payloads, [b"k%d" % (i % 4) for i in range(40)])
+        a = subject(harness, "kafka-revoke-a", revoke_timeout=0.3)
+        gate = a.gate = Gate()
+        await a.start(node_a)
+        await asyncio.wait_for(gate.wait_blocked(), 30)
+        b = subject(harness, "kafka-revoke-b", revoke_timeout=0.3)
+        with caplog.at_level(logging.WARNING, logger="corral.pipeline"):
+            await b.start(node_b)
+
+            async def gave_up() -> bool:
+                return "still in flight after revoke_timeout" in caplog.text
+
+            await eventually(gave_up, "node a gave up waiting for its held message")
+            gate.open()
+            await drained(harness)
+        await a.stop()
+        await b.stop()
+    handled = Counter(a.handled) + Counter(b.handled)
+    assert set(handled) == set(all_payloads)
+    assert handled[a.handled[0]] >= 2  # the held message: its ack was ignored, read again
 
 
 @pytest.mark.realtime
