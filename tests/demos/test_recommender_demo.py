@@ -21,6 +21,7 @@ from corral.cli import main
 from corral.demos.recommender import DemoOptions, DemoResult, render, run_recommender_demo
 from corral.demos.recommender.data import load_movielens
 from corral.demos.recommender.stream import Catalogue, InvalidEvent, make_events, parse_event
+from servers.kafka import KafkaServer
 
 
 def injected(events: int, seed: int = 0) -> dict[str, int]:
@@ -99,12 +100,24 @@ async def test_events_can_come_through_a_redis_stream(redis_url: str) -> None:
     assert "from a Redis stream" in render(result, options)
 
 
+@pytest.mark.realtime
+async def test_events_can_come_through_a_kafka_topic(kafka_server: KafkaServer) -> None:
+    options = DemoOptions(events=1000, rounds=1, workers=2, source=kafka_server.url)
+    result = await run_recommender_demo(options, out=io.StringIO())
+    check_nothing_lost(result, 1000)
+    assert result.duplicates == 0
+    assert "from a Kafka topic" in render(result, options)
+
+
 def test_bad_options_are_refused_with_the_rule(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--events", "5"]) == 2
     assert "corral demo: --events must be an int >= 100; got 5" in capsys.readouterr().err
-    assert main(["demo", "--source", "kafka://x"]) == 2
+    assert main(["demo", "--source", "amqp://x"]) == 2
     err = capsys.readouterr().err
-    assert "--source must be 'memory' or a redis://host:port/db URL; got 'kafka://x'" in err
+    assert (
+        "--source must be 'memory', a redis://host:port/db URL or a kafka://host:port URL; "
+        "got 'amqp://x'"
+    ) in err
     with pytest.raises(ValueError, match="--partitions must be an int >= 1; got 0"):
         DemoOptions(partitions=0).check()
 

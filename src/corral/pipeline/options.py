@@ -42,6 +42,7 @@ PRODUCER_MODULES: Mapping[str, str] = MappingProxyType(
         "redis_streams": "corral.pipeline.producers.redis_streams",
         "rabbitmq": "corral.pipeline.producers.rabbitmq",
         "nats": "corral.pipeline.producers.nats",
+        "kafka": "corral.pipeline.producers.kafka",
     }
 )
 """Short names of the producers corral ships; any other str is a module path."""
@@ -251,7 +252,8 @@ class PipelineOptions(Options):
     partition_by: Callable[[Message], int] | None = option(
         None,
         doc="message -> int: messages with the same int go to the same processor and the "
-        "same batch processor, in order.",
+        "same batch processor, in order. None: the producer's default (the Kafka producer: "
+        "the Kafka partition; the others: no partitioning).",
         rule="a callable or None",
         check=lambda v: v is None or callable(v),
     )

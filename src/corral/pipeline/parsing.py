@@ -144,6 +144,10 @@ def parse_pipeline_options(data: Mapping[str, object]) -> PipelineOptions:
                 producer, options=producer.module.parse_options({}, "producer.options.")
             ),
         )
+    if parsed.partition_by is None:
+        default = parsed.producer.module.default_partition_by(parsed.producer.options)
+        if default is not None:
+            parsed = dataclasses.replace(parsed, partition_by=default)
     for name, proc in parsed.processors.items():
         if proc.min_demand is not None and proc.min_demand >= proc.max_demand:
             raise _fail(

@@ -109,6 +109,13 @@ class Producer:
         name, say), or None when this producer does not know such targets."""
         return None
 
+    @classmethod
+    def default_partition_by(cls, options: object) -> Callable[[Message], int] | None:
+        """The ``partition_by`` a pipeline reading from this producer gets when it sets
+        none (the Kafka producer: the Kafka partition, so per-key order holds); None: no
+        partitioning."""
+        return None
+
     # -- hooks (in the producer stage's task) ------------------------------------------------
 
     def init(self) -> Awaitable[None] | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -38,6 +39,7 @@ __all__ = [
     "remove_stale_directories",
     "remove_stale_streams",
     "stream_name",
+    "topic_name",
 ]
 
 DIR_PREFIX = "corral-demo-"
@@ -73,6 +75,13 @@ def make_directory() -> Path:
 
 def stream_name() -> str:
     return f"{STREAM_PREFIX}{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def topic_name() -> str:
+    """A new Kafka topic's name: ``corral-demo.<host>.<pid>.<random>`` (the characters a
+    topic name allows). A run killed before its cleanup leaves its topic behind."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:100]
+    return f"corral-demo.{host}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
 
 
 def remove_stale_directories(root: Path | None = None) -> list[Path]:

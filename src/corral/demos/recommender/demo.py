@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import shutil
 import signal
@@ -52,6 +53,7 @@ from corral.demos.recommender.cleanup import (
     remove_stale_directories,
     remove_stale_streams,
     stream_name,
+    topic_name,
 )
 from corral.demos.recommender.data import LICENCE, MovieLens, load_movielens
 from corral.demos.recommender.model import encode_request, implicit_ratings, load, save
@@ -127,9 +129,12 @@ class DemoOptions:
             raise ValueError(f"--chaos-interval must be > 0; got {self.chaos_interval!r}")
         if not 0.1 <= self.train_fraction <= 0.95:
             raise ValueError(f"--train-fraction must be in [0.1, 0.95]; got {self.train_fraction}")
-        if self.source != "memory" and not self.source.startswith(("redis://", "unix://")):
+        if self.source != "memory" and not self.source.startswith(
+            ("redis://", "unix://", "kafka://")
+        ):
             raise ValueError(
-                f"--source must be 'memory' or a redis://host:port/db URL; got {self.source!r}"
+                "--source must be 'memory', a redis://host:port/db URL or a kafka://host:port "
+                f"URL; got {self.source!r}"
             )
 
 
@@ -281,6 +286,10 @@ async def _source(
         memory: dict[str, object] = {"module": "memory", "options": {"queue": queue}}
         yield memory, push_memory
         return
+    if options.source.startswith("kafka://"):
+        async with _kafka_source(options, cleaned) as kafka:
+            yield kafka
+        return
     from corral.pipeline.producers.redis_writer import StreamWriter
 
     stream = stream_name()
@@ -309,6 +318,44 @@ async def _source(
             with contextlib.suppress(Exception):
                 await writer.delete()
                 cleaned.append(f"stream {stream}")
+
+
+@contextlib.asynccontextmanager
+async def _kafka_source(options: DemoOptions, cleaned: list[str]) -> AsyncIterator[Source]:
+    """A new topic (one partition per processor) the demo feeds with JSON events keyed by
+    user, read back through a consumer group; the topic is deleted at the end."""
+    from corral.pipeline.producers.kafka import KafkaWriter
+
+    topic = topic_name()
+    async with KafkaWriter(options.source, topic, partitions=options.processors) as writer:
+
+        async def push_kafka(events: list[dict[str, str]]) -> None:
+            await writer.send(
+                [json.dumps(e).encode() for e in events], [e["user"].encode() for e in events]
+            )
+
+        producer: dict[str, object] = {
+            "module": "kafka",
+            "options": {
+                "url": options.source,
+                "topics": [topic],
+                "group": f"{topic}-group",
+                "fetch_timeout": 0.05,
+                "commit_interval": 0.2,
+            },
+        }
+        try:
+            yield producer, push_kafka
+        finally:
+            with contextlib.suppress(Exception):
+                await writer.delete_topic()
+                cleaned.append(f"topic {topic}")
+
+
+def _source_name(source: str) -> str:
+    if source == "memory":
+        return "memory"
+    return "a Kafka topic" if source.startswith("kafka://") else "a Redis stream"
 
 
 def _example(report: Report, data: MovieLens) -> str | None:
@@ -450,7 +497,7 @@ async def _replay(
         context=DemoContext(catalogue, node, serving, report),
     )
     await pipeline.start(node)
-    where = "memory" if options.source == "memory" else "a Redis stream"
+    where = _source_name(options.source)
     print(f"  replaying {len(events):,} events from {where}", file=out, flush=True)
     bar = ProgressBar(len(events), label="replaying", stream=out)
     started = time.monotonic()

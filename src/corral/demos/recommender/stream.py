@@ -28,6 +28,7 @@ carries a user's burst through the model at once.)
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -146,6 +147,20 @@ def _text(fields: Mapping[object, object], name: str) -> str:
     if value is None:
         raise InvalidEvent("malformed", f"missing field {name!r}")
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def source_fields(data: object) -> Mapping[object, object] | None:
+    """An event's fields as the source gave them: a mapping (memory, Redis), or a JSON
+    object in bytes (a Kafka record's value); None when it is neither."""
+    if isinstance(data, Mapping):
+        return data
+    if isinstance(data, bytes):
+        try:
+            decoded = json.loads(data)
+        except ValueError:
+            return None
+        return decoded if isinstance(decoded, dict) else None
+    return None
 
 
 def parse_event(fields: Mapping[object, object], catalogue: Catalogue) -> Event:
@@ -352,8 +367,8 @@ class RecommenderPipeline(Pipeline):
 
     def handle_message(self, processor: str, message: Message, context: object) -> Message:
         assert isinstance(context, DemoContext)
-        fields = message.data
-        if not isinstance(fields, Mapping):
+        fields = source_fields(message.data)
+        if fields is None:
             return message.mark_failed(InvalidEvent("malformed", "not a mapping"), retry=False)
         try:
             event = parse_event(fields, context.catalogue)
@@ -407,10 +422,11 @@ class RecommenderPipeline(Pipeline):
 def partition_by_user(message: Message) -> int:
     """Every event of one user goes to the same processor and the same batch processor
     (``partition_by`` sees the source's fields before ``handle_message``, ``Parsed`` after)."""
-    data = message.data
+    data: object = message.data
     if isinstance(data, Parsed):
         data = data.original
-    if isinstance(data, Mapping):
+    data = source_fields(data)
+    if data is not None:
         user = data.get("user", data.get(b"user", b""))
         text = user.decode() if isinstance(user, bytes) else str(user)
         return int(text) if text.isdigit() else 0

@@ -22,6 +22,8 @@ def render(result: DemoResult, options: DemoOptions) -> str:
     lines = [f"{a:<{width}}{b:<24}{c}".rstrip() for a, b, c in rows]
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(result.dropped.items())) or "none"
     source = "memory" if options.source == "memory" else "a Redis stream"
+    if options.source.startswith("kafka://"):
+        source = "a Kafka topic"
     lines += [
         f"{'events/s':<{width}}{result.events_per_second:,.0f} "
         f"({result.stream:,} events from {source}, {options.batchers} batch processors, "

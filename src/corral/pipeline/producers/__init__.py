@@ -7,7 +7,11 @@
   prefetch, ack / reject with or without requeue (needs ``corral[rabbitmq]``).
 - ``nats`` (``corral.pipeline.producers.nats``): a NATS JetStream durable pull consumer
   (needs ``corral[nats]``).
+- ``kafka`` (``corral.pipeline.producers.kafka``): Kafka topics read through a consumer
+  group, offsets committed up to the lowest unacknowledged one (needs ``corral[kafka]``);
+  also ``KafkaWriter``, the feeding end.
 
-And one module that is not a producer: ``stopping``, how the broker producers end their own
-tasks in bounded time when a client library loses a cancel.
+And modules that are not producers: ``stopping``, how the broker producers end their own
+tasks in bounded time when a client library loses a cancel; ``offsets``, the Kafka
+producer's commit rule; ``redis_writer``, the feeding end of a Redis stream.
 """

@@ -1,5 +1,5 @@
-"""What the broker producers (Redis Streams, RabbitMQ, NATS JetStream) share: one outage
-rule and the pieces that carry it out.
+"""What the broker producers (Redis Streams, RabbitMQ, NATS JetStream, Kafka) share: one
+outage rule and the pieces that carry it out.
 
 Not a producer (it has no ``PRODUCER``; the underscore keeps ``producer={"module": ...}``
 from naming it). Its names are public for the producer modules that import them.
@@ -20,7 +20,7 @@ The outage rule, the same for every broker:
   5 / 3 s). Errors that are not outages (a Redis group deleted, an entry that is gone) are
   handled by the producer and do not end the stage.
 
-``Demand`` is the owed-demand book of the pull producers (Redis, NATS): ``handle_demand``
+``Demand`` is the owed-demand book of the pull producers (Redis, NATS, Kafka): ``handle_demand``
 adds to it and wakes the producer's fetch task, which waits in ``wanted`` while nothing is
 owed.
 """
