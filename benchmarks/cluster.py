@@ -22,8 +22,8 @@ Cases (``CASES``: one row each; a case is an async function of the settings and 
     Serve deployment of the same model with 2 replicas and ``@serve.batch(max_batch_size=64,
     batch_wait_timeout_s=0.002)``, called through its ``DeploymentHandle`` (no HTTP),
     ``max_ongoing_requests=64`` per replica so that batches can fill. Target: >= 50x Ray
-    Serve's throughput. Needs Ray Serve's own dependencies (the ``bench`` extra, which ``make bench-quick`` installs);
-    without them the line says ``skipped`` with the reason.
+    Serve's throughput. Needs Ray Serve's own dependencies (the ``bench`` extra, which
+    ``make bench-quick`` installs); without them the line says ``skipped`` with the reason.
 ``tiny_mlp_ray_vs_port`` (group ``port``)
     The same corral serving with ``kind="ray"`` against ``kind="port"`` (2 local worker
     processes). Target: >= 0.3x.
