@@ -69,7 +69,7 @@ class Port(Actor):
         node = self.node
         spare = None
         if self.options.spares:
-            spare = await take_spare(node, self.options)
+            spare = await take_spare(node, self.options, user=self.pid)
         if spare is not None:
             spare.adopt(self._label(), self._worker_down)
             worker = spare

@@ -15,6 +15,13 @@ The pool is a process registered as ``corral.port.spares``, a child of the node'
 supervisor (``Node.start_system_child``): the node starts it when the first port with
 spares starts, restarts it if it crashes (its idle spares die with it), and stops it after
 the application's supervision tree. It kills its idle spares whenever it ends.
+
+Spares are kept for options that ports use. Each port that takes a spare (or finds none)
+is watched as a user of its options. Whoever stops ports on purpose — a serving retiring a
+model version after a swap, or stopping — calls ``release_spares(node, options)`` once
+they have stopped: if no live port uses those options any more, the pool stops their idle
+spares (and any still starting). A port that crashed is not a release: its supervisor's
+restart is what the spare is kept for.
 """
 
 from __future__ import annotations
@@ -23,17 +30,17 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Final
 
-from corral.errors import PortExited
+from corral.errors import NoProcess, PortExited, ProcessExited
 from corral.port.worker_process import WorkerProcess
-from corral.runtime.messages import ExitReason
-from corral.runtime.process import Actor, Caller
+from corral.runtime.messages import Down, ExitReason
+from corral.runtime.process import Actor, Caller, Pid
 from corral.runtime.supervisor import ChildSpec
 
 if TYPE_CHECKING:
     from corral.port.options import PortOptions
     from corral.runtime.node import Node
 
-__all__ = ["POOL_NAME", "SparePool", "pool_spec", "take_spare", "wait_spares"]
+__all__ = ["POOL_NAME", "SparePool", "pool_spec", "release_spares", "take_spare", "wait_spares"]
 
 logger = logging.getLogger("corral.port")
 
@@ -66,12 +73,19 @@ class SparePool(Actor):
     def __init__(self) -> None:
         self._ready: dict[str, list[WorkerProcess]] = {}
         self._starting: dict[str, int] = {}
+        self._released: set[str] = set()
         self._waiters: dict[str, list[Caller]] = {}
+        self._users: dict[str, set[Pid]] = {}
 
     def handle_call(self, msg: object) -> object:
         match msg:
-            case ("take", options):
+            case ("take", options, user):
+                if isinstance(user, Pid) and user.alive:
+                    self._users.setdefault(_key(options), set()).add(user)  # type: ignore[arg-type]
+                    self.monitor(user)
                 return self._take(options)  # type: ignore[arg-type]
+            case ("release", options):
+                return self._release(options)  # type: ignore[arg-type]
             case ("wait_ready", options):
                 key = _key(options)  # type: ignore[arg-type]
                 if self._ready.get(key):
@@ -80,8 +94,46 @@ class SparePool(Actor):
                 return None
         raise TypeError(f"SparePool: unknown request {msg!r}")
 
+    def handle_info(self, msg: object) -> None:
+        if isinstance(msg, Down):
+            for key, users in list(self._users.items()):
+                users.discard(msg.pid)
+                if not users:
+                    del self._users[key]
+            return
+        super().handle_info(msg)
+
+    def _release(self, options: PortOptions) -> list[int] | None:
+        """Stop the idle spares of ``options`` (and those starting) unless a live port
+        uses them; replies, once they are gone, with the OS pids of those stopped."""
+        key = _key(options)
+        users = {p for p in self._users.get(key, ()) if p.alive}  # a Down may be queued
+        if users:
+            self._users[key] = users
+            return []
+        self._users.pop(key, None)
+        if self._starting.get(key):
+            self._released.add(key)  # a spare still starting is stopped once it is up
+        workers = self._ready.pop(key, [])
+        if not workers:
+            return []
+        caller = self.defer_reply()
+        pids = [w.os_pid for w in workers if w.os_pid is not None]
+
+        async def stop() -> None:
+            try:
+                await asyncio.gather(*(w.stop(options.stop_timeout) for w in workers))
+            finally:
+                # Cancelled (the pool ends) or not, none outlives the pool.
+                await asyncio.gather(*(w.reap() for w in workers), return_exceptions=True)
+            caller.reply(pids)
+
+        self.start_task(stop(), name=f"corral {self.pid} release spares")
+        return None
+
     def _take(self, options: PortOptions) -> WorkerProcess | None:
         key = _key(options)
+        self._released.discard(key)  # used again
         ready = self._ready.get(key, [])
         worker = ready.pop(0) if ready else None
         missing = options.spares - len(ready) - self._starting.get(key, 0)
@@ -117,6 +169,15 @@ class SparePool(Actor):
                 return
             finally:
                 self._starting[key] -= 1
+            if key in self._released:
+                # Released while it started: nobody uses these options any more.
+                if not self._starting[key]:
+                    self._released.discard(key)
+                try:
+                    await worker.stop(options.stop_timeout)
+                finally:
+                    await worker.reap()
+                return
             ready = self._ready.setdefault(key, [])
             ready.append(worker)
             for caller in self._waiters.pop(key, []):
@@ -148,15 +209,34 @@ async def wait_spares(node: Node, options: PortOptions, *, timeout: float = 60.0
     return pids
 
 
-async def take_spare(node: Node, options: PortOptions) -> WorkerProcess | None:
+async def release_spares(node: Node, options: PortOptions) -> list[int]:
+    """Ports with ``options`` were stopped on purpose: if no live port uses those options
+    any more, the node's pool stops their idle spares (and those still starting). Returns
+    the OS pids of the spares it stopped (their processes are reaped in the background; the
+    node waits for them as it stops). Does nothing without a pool."""
+    pool = node.whereis(POOL_NAME)
+    if pool is None:
+        return []
+    try:
+        pids = await pool.call(("release", options))
+    except (NoProcess, ProcessExited):
+        return []  # the pool ended meanwhile: its spares went with it
+    assert isinstance(pids, list)
+    return pids
+
+
+async def take_spare(
+    node: Node, options: PortOptions, *, user: Pid | None = None
+) -> WorkerProcess | None:
     """A ready worker for ``options`` from the node's pool, or None.
 
     Either way the pool starts enough new spares in the background to keep
-    ``options.spares`` of them. The node starts the pool under its system supervisor if it
-    is not running yet.
+    ``options.spares`` of them, and watches ``user`` (the port taking it) as a user of
+    ``options`` until it ends (see ``release_spares``). The node starts the pool under its
+    system supervisor if it is not running yet.
     """
     pool = node.whereis(POOL_NAME) or await node.start_system_child(pool_spec())
-    worker = await pool.call(("take", options))
+    worker = await pool.call(("take", options, user))
     if worker is None:
         return None
     assert isinstance(worker, WorkerProcess)

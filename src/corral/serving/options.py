@@ -13,6 +13,7 @@ from corral.serving.contract import InputSpec, parse_input_spec
 __all__ = ["ServingOptions"]
 
 PartitionKind = Literal["thread", "loop", "port"]
+SwapStrategy = Literal["auto", "rolling", "all_at_once"]
 
 
 def _valid_pad_to(value: object) -> bool:
@@ -162,6 +163,20 @@ class ServingOptions(Options):
         rule="a number > 0 or None",
         check=lambda v: v is None or is_number(0, strict=True)(v),
     )
+    swap: SwapStrategy = option(
+        "auto",
+        doc="How swap() replaces the partitions. 'rolling': one partition at a time (start "
+        "the new version's partition k, warm it, put it in service, drain and stop the old "
+        "partition k, then k+1), so at most one model loads at a time, the partitions in "
+        "service never drop below 'partitions', and at most partitions + 1 models are held; "
+        "results carry the version that ran them, both for a while. 'all_at_once': start "
+        "and warm every new partition at once, then flip every new batch to the new version "
+        "in one step: the quickest swap when cores and memory are free, but 2x the models "
+        "in memory and every load competing with serving at once. 'auto': rolling for "
+        "'port' partitions, all_at_once otherwise.",
+        rule="'auto', 'rolling' or 'all_at_once'",
+        check=one_of("auto", "rolling", "all_at_once"),
+    )
     inherit_sys_path: bool = option(
         True,
         doc="'port' partitions: put this process's sys.path entries that lie outside the "
@@ -220,6 +235,13 @@ def _check_port_options(what: str, pairs: tuple[tuple[str, object], ...]) -> Non
     except ValueError as exc:
         detail = str(exc).removeprefix(f"invalid options for {PortOptions._what}: ")
         raise ValueError(f"invalid options for {what}: port_options: {detail}") from None
+
+
+def swap_strategy(options: ServingOptions) -> Literal["rolling", "all_at_once"]:
+    """The swap strategy ``options`` ask for, with ``"auto"`` resolved by kind."""
+    if options.swap == "auto":
+        return "rolling" if options.kind == "port" else "all_at_once"
+    return options.swap
 
 
 def partition_restarts(options: ServingOptions) -> int:
