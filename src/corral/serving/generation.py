@@ -44,16 +44,18 @@ class Slot:
         "index",
         "job",
         "recovering",
-        "retiring",
         "runner",
+        "serving",
         "timer",
     )
 
-    def __init__(self, index: int, runner: Runner) -> None:
+    def __init__(self, index: int, runner: Runner, *, serving: bool = True) -> None:
         self.index = index
         self.runner = runner
         self.down = False
-        self.retiring = False  # out of service (a rolling swap): finishes its batch, then stops
+        # In service: batches may be cut for it. Not yet (a rolling swap warms it up) or
+        # not any more (a rolling swap retires it: it finishes its batch, then stops).
+        self.serving = serving
         self.recovering = False
         self.batches = 0
         self.crashes = 0
@@ -133,8 +135,8 @@ class Generation:
 
     async def add(self, index: int) -> Slot:
         """Start partition ``index`` (loading its model) under this version's supervisor;
-        returns its slot, not in service yet (``serve``). Raises ``StartError`` if it fails
-        to load."""
+        returns its slot, not in service yet (``serve``) and not in ``slots`` (nor in
+        ``statistics``). Raises ``StartError`` if it fails to load."""
         assert self.supervisor is not None
         pid = await Supervisor.start_child(self.supervisor, self._spec(index))
         return self._slot(index, await runner_for(pid, self.options, self._spawn_task))
@@ -147,26 +149,30 @@ class Generation:
         return self._slot(index, await runner_for(pid, self.options, self._spawn_task))
 
     def _slot(self, index: int, runner: Runner) -> Slot:
-        slot = Slot(index, runner)
-        self.slots.append(slot)
-        self.slots.sort(key=lambda s: s.index)
+        slot = Slot(index, runner, serving=False)
         self._watch(slot)
         return slot
 
     def serve(self, slot: Slot) -> None:
-        """Put ``slot`` in service: batches may be cut for it from now on."""
-        self.idle.append(slot)
+        """Put ``slot`` (from ``add`` or ``restore``) in service: batches may be cut for it
+        from now on."""
+        slot.serving = True
+        self.slots.append(slot)
+        self.slots.sort(key=lambda s: s.index)
+        if not slot.down:
+            self.idle.append(slot)
 
     async def retire(self, slot: Slot) -> None:
-        """Take ``slot`` out of service: no batch is cut for it any more; wait for the one
-        it runs, then stop its partition (its spec stays, for ``restore``)."""
-        slot.retiring = True
+        """Take ``slot`` out of service (if it is): no batch is cut for it any more; wait
+        for the one it runs, then stop its partition (its spec stays, for ``restore``)."""
+        slot.serving = False
         if slot in self.idle:
             self.idle.remove(slot)
         await self.drain([slot])
         assert self.supervisor is not None
         await Supervisor.terminate_child(self.supervisor, f"partition-{slot.index}")
-        self.slots.remove(slot)
+        if slot in self.slots:
+            self.slots.remove(slot)
 
     def _watch(self, slot: Slot) -> None:
         """Notice at once when ``slot``'s partition dies while idle, so ``statistics()``
@@ -178,7 +184,7 @@ class Generation:
             # Busy, or down already: the runner reported (or will report) the crash.
             if (
                 self.stopping
-                or slot.retiring
+                or not slot.serving
                 or slot.down
                 or slot.recovering
                 or slot.busy
@@ -195,7 +201,7 @@ class Generation:
 
     def release(self, slot: Slot) -> None:
         """``slot`` finished its batch: it is idle again (and may drain this version)."""
-        if not slot.down and not slot.retiring:
+        if not slot.down and slot.serving:
             self.idle.append(slot)
         self.release_check()
 
@@ -229,7 +235,7 @@ class Generation:
             if self.retiring():
                 return  # a swap or a stop retired this version meanwhile
             raise
-        if slot.retiring:
+        if not slot.serving:
             return  # a rolling swap took it out of service meanwhile
         slot.down = False
         self.idle.append(slot)
@@ -290,7 +296,7 @@ class Generation:
             elif slot.busy:
                 state = "busy"
             else:
-                state = "draining" if draining or slot.retiring else "idle"
+                state = "draining" if draining or not slot.serving else "idle"
             rows.append(
                 PartitionStatistics(
                     slot.index,

@@ -156,13 +156,15 @@ async def _rolling(
     except Exception as exc:
         raise _failed(server, version, exc) from exc
     replaced: list[int] = []
+    warming: Slot | None = None
     try:
         for old_slot in list(old.slots):
             index = old_slot.index
-            slot = await new.add(index)
-            await _warm([slot], batch)
+            warming = await new.add(index)
+            await _warm([warming], batch)
             if not replaced:
                 versions.join(new)
+            slot, warming = warming, None
             await _replace(server, new, slot, old, old_slot)
             replaced.append(index)
     except BaseException as exc:
@@ -170,7 +172,9 @@ async def _rolling(
             if not replaced:
                 await new.stop()  # not in service: the server's stop would not see it
             raise
-        # The server may be mid-way; SwapFailed only once the old version serves alone.
+        if warming is not None:
+            await new.retire(warming)  # the one whose warm-up failed
+        # SwapFailed only once the old version serves alone again.
         await _roll_back(server, new, old, replaced)
         raise _failed(server, version, exc) from exc
     versions.leave(old)
@@ -203,8 +207,6 @@ async def _roll_back(
 ) -> None:
     """Put the old version back on the partitions ``replaced`` (latest first), then stop
     ``new``. A partition of the old version that fails to load again raises."""
-    for slot in [s for s in new.slots if s.index not in replaced]:
-        await new.retire(slot)  # the one that failed: loaded (its warm-up failed) or not
     for index in reversed(replaced):
         out = next(s for s in new.slots if s.index == index)
         try:
