@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,31 @@ async def test_release_without_a_pool_does_nothing(handler_env: dict[str, str]) 
     async with Node() as node:
         port = Port("port_handlers:Echo", env=handler_env, spares=0)
         assert await release_spares(node, port.options) == []
+
+
+def setups(log: str) -> list[tuple[int, str]]:
+    with open(log) as f:
+        return [(int(pid), what) for pid, what in (line.split() for line in f)]
+
+
+async def test_a_cold_port_starts_its_spare_once_it_is_up_and_a_port_waits_for_a_starting_spare(
+    handler_env: dict[str, str], tmp_path: Path
+) -> None:
+    log = str(tmp_path / "setups")
+    options = {"env": handler_env, "spares": 1, "args": {"log": log}}
+    async with Node() as node:
+        first = await node.spawn(Port("port_handlers:LoggedSetup", **options))
+        # The first port found no spare: it started its own worker, and its spare starts
+        # only now that it is up (one setup at a time).
+        second = await node.spawn(Port("port_handlers:LoggedSetup", **options))
+        # The second found that spare starting: it waited for it and adopted it.
+        first_pid, second_pid = Port.os_pid_of(first), Port.os_pid_of(second)
+        assert setups(log) == [
+            (first_pid, "start"),
+            (first_pid, "end"),
+            (second_pid, "start"),
+            (second_pid, "end"),
+        ]
+        # Taking it started the next spare.
+        [spare] = await wait_spares(node, Port.running_as(second).options)  # type: ignore[union-attr]
+        assert spare not in (first_pid, second_pid)
