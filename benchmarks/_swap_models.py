@@ -1,0 +1,44 @@
+"""A stand-in for a big model, for benchmarks/swap.py; port workers import it.
+
+``heavy(version, megabytes, load_cpu)`` loads the way a big model does: it holds
+``megabytes`` of weights (written, so resident) and spends ``load_cpu`` seconds of this
+process's CPU time before it is ready (reading the CPU clock, so the cost is the same on a
+fast and a slow machine, and longer in wall-clock time on a busy one, as a real load would
+be). Its batches cost a few milliseconds each (two 1024x1024 layers on one BLAS thread:
+set ``OPENBLAS_NUM_THREADS=1``), so two partitions keep two cores busy and a load competes
+with serving for them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+WIDTH = 1024
+"""Features per sample."""
+
+
+def _work(seconds: float) -> None:
+    start = time.process_time()
+    a = np.random.default_rng(3).standard_normal((256, 256)).astype(np.float32)
+    while time.process_time() - start < seconds:
+        a = np.tanh(a @ a.T / 16)
+
+
+def heavy(
+    version: int, megabytes: int = 200, load_cpu: float = 1.0
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The model of ``version`` (its weights differ by version)."""
+    ballast = np.full(megabytes << 18, float(version), np.float32)  # 4 bytes each
+    _work(load_cpu)
+    rng = np.random.default_rng(version)
+    w1 = (rng.standard_normal((WIDTH, WIDTH)) / np.sqrt(WIDTH)).astype(np.float32)
+    w2 = (rng.standard_normal((WIDTH, WIDTH)) / np.sqrt(WIDTH)).astype(np.float32)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        h = np.maximum(x @ w1, 0)
+        return h @ w2 + ballast[0]
+
+    return run

@@ -1,0 +1,296 @@
+"""Swapping a big model under load: a rolling swap against all at once (issue 16).
+
+    python benchmarks/swap.py [--quick] [--loop uvloop|asyncio] [--verbose]
+
+Two port partitions of ``_swap_models.heavy`` (a stand-in for a big model: ``MEGABYTES`` of
+resident weights and ``LOAD_CPU`` s of CPU to load; ~4 ms batches of 64 on one BLAS
+thread), one warm spare (``spares=1``), 64 closed-loop callers, ``batch_size=64``. Mid-load,
+``swap()`` to version 2 of the same model (different weights, so different port options and
+its own spare). Each strategy (``ServingOptions.swap``: ``rolling``, ``all_at_once``) runs
+on a fresh node; the two alternate, interleaved repeats (1 each with ``--quick``, else 3),
+medians. Measured per run:
+
+- throughput before the swap (``BEFORE`` s) and during it (from the call to its return),
+  and the worst ``WINDOW`` s window during it, as ratios to the throughput before;
+- the swap's duration, and requests failed (must be 0);
+- the resident memory (RSS, from ``/proc``) of every worker process of this benchmark (the
+  partitions and the spares) before the swap, its peak during the swap (sampled every
+  20 ms), and after it once the new version's spare is ready, plus how many of the old
+  version's processes (workers and spare) are still alive after ``swap`` returned (target 0).
+
+Lines:
+
+``swap_{rolling,all_at_once}_port``
+    Throughput during the swap against before it (``ratio``), with the rest as extras.
+``swap_rolling_vs_all_at_once_port``
+    The rolling swap's during/before ratio against all at once's (baseline), same run.
+``swap_memory_port``
+    Worker RSS after a rolling swap against before it (the old version's workers and spare
+    freed: the ratio should be ~1, not ~2), the peak of each strategy, old processes left.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy is imported
+
+import asyncio
+import functools
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _common import (  # noqa: E402
+    Settings,
+    emit,
+    interleaved,
+    loop_factory,
+    median,
+    parse_settings,
+    say,
+)
+from _serving_load import port_options  # noqa: E402
+from _swap_models import WIDTH, heavy  # noqa: E402
+from corral import Node  # noqa: E402
+from corral.port import Port, PortOptions  # noqa: E402
+from corral.port.spares import wait_spares  # noqa: E402
+from corral.serving import Serving  # noqa: E402
+
+BENCH = "swap"
+CALLERS = 64
+BATCH = 64
+MEGABYTES = 200
+"""Resident weights of each model instance (MB)."""
+LOAD_CPU = 1.0
+"""CPU seconds each model instance spends loading."""
+WINDOW = 0.25
+"""Seconds: the window of the worst throughput during a swap."""
+STRATEGIES = ("rolling", "all_at_once")
+
+
+def _children_rss() -> dict[int, int]:
+    """RSS in bytes of each child process of this one (the workers and spares)."""
+    me = os.getpid()
+    out: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid != me:
+                continue
+            with open(f"/proc/{entry}/statm") as f:
+                pages = int(f.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # ended meanwhile
+        out[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE")
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class Load:
+    """Closed-loop callers; records when each request was answered, and failures."""
+
+    def __init__(self, serving: Serving) -> None:
+        self.serving = serving
+        self.x = np.random.default_rng(2).standard_normal(WIDTH).astype(np.float32)
+        self.done: list[float] = []
+        self.failed = 0
+        self.stop = False
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def caller(self) -> None:
+        while not self.stop:
+            try:
+                await self.serving.run(self.x)
+            except Exception:
+                self.failed += 1
+                continue
+            self.done.append(time.perf_counter())
+
+    def start(self) -> None:
+        self.tasks = [asyncio.create_task(self.caller()) for _ in range(CALLERS)]
+
+    async def finish(self) -> None:
+        self.stop = True
+        await asyncio.gather(*self.tasks)
+
+    def rate(self, start: float, end: float) -> float:
+        return sum(start <= t < end for t in self.done) / (end - start)
+
+    def worst(self, start: float, end: float) -> float:
+        """The lowest req/s over WINDOW-long windows (stepped by WINDOW / 2) in [start, end]."""
+        if end - start < WINDOW:
+            return self.rate(start, end)
+        rates = []
+        t = start
+        while t + WINDOW <= end:
+            rates.append(self.rate(t, t + WINDOW))
+            t += WINDOW / 2
+        return min(rates)
+
+
+def _options_of(serving: Serving) -> PortOptions:
+    port = Port.running_as(serving.partition_pids()[0])
+    assert port is not None
+    return port.options
+
+
+async def one_swap(
+    strategy: str, before: float, megabytes: int, load_cpu: float
+) -> dict[str, float]:
+    serving = Serving(
+        functools.partial(heavy, 1, megabytes, load_cpu),
+        name="big",
+        kind="port",
+        partitions=2,
+        batch_size=BATCH,
+        batch_timeout=0.002,
+        swap=strategy,
+        port_options=port_options(spares=1),
+    )
+    async with Node([serving.child_spec()]) as node:
+        old_workers = [p.os_pid for p in serving.statistics().partitions]
+        old_spares = await wait_spares(node, _options_of(serving), timeout=120)
+        old_pids = [p for p in (*old_workers, *old_spares) if p is not None]
+        load = Load(serving)
+        load.start()
+        await asyncio.sleep(0.25)  # warm-up, not measured
+        start = time.perf_counter()
+        await asyncio.sleep(before)
+        rss_before = sum(_children_rss().values())
+        peak = rss_before
+        sampling = True
+
+        async def sample() -> None:
+            nonlocal peak
+            while sampling:
+                peak = max(peak, sum(_children_rss().values()))
+                await asyncio.sleep(0.02)
+
+        sampler = asyncio.create_task(sample())
+        called = time.perf_counter()
+        await serving.swap(
+            functools.partial(heavy, 2, megabytes, load_cpu),
+            version="2",
+            warmup=np.zeros(WIDTH, np.float32),
+        )
+        returned = time.perf_counter()
+        sampling = False
+        await sampler
+        old_left = sum(_alive(p) for p in old_pids)
+        await load.finish()
+        failed = load.failed + serving.statistics().failed
+        await wait_spares(node, _options_of(serving), timeout=120)
+        rss_after = sum(_children_rss().values())
+    rate_before = load.rate(start, called)
+    result = {
+        "swap_s": returned - called,
+        "before": rate_before,
+        "during": load.rate(called, returned),
+        "worst": load.worst(called, returned),
+        "failed": failed,
+        "rss_before_mb": rss_before / 2**20,
+        "rss_peak_mb": peak / 2**20,
+        "rss_after_mb": rss_after / 2**20,
+        "old_left": old_left,
+    }
+    say(f"{strategy}: " + ", ".join(f"{k}={v:.3g}" for k, v in result.items()))
+    return result
+
+
+async def main(settings: Settings) -> None:
+    repeats = 1 if settings.quick else 3
+    before = 1.0 if settings.quick else 3.0
+    megabytes = 100 if settings.quick else MEGABYTES
+    load_cpu = 0.5 if settings.quick else LOAD_CPU
+    runs = await interleaved(
+        [functools.partial(one_swap, s, before, megabytes, load_cpu) for s in STRATEGIES],
+        repeats,
+    )
+    by = dict(zip(STRATEGIES, runs, strict=True))
+
+    def med(strategy: str, key: str) -> float:
+        return median([r[key] for r in by[strategy]])
+
+    common = {"partitions": 2, "spares": 1, "megabytes": megabytes, "load_cpu_s": load_cpu}
+    for strategy in STRATEGIES:
+        ratios = [r["during"] / r["before"] for r in by[strategy]]
+        emit(
+            bench=BENCH,
+            case=f"swap_{strategy}_port",
+            metric="throughput_during_swap",
+            value=med(strategy, "during"),
+            unit="req/s",
+            baseline_name="req/s before the swap, same run",
+            baseline_value=med(strategy, "before"),
+            ratio=median(ratios),
+            loop=settings.loop,
+            worst_window_ratio=median([r["worst"] / r["before"] for r in by[strategy]]),
+            swap_s=med(strategy, "swap_s"),
+            failed=sum(r["failed"] for r in by[strategy]),
+            rss_before_mb=med(strategy, "rss_before_mb"),
+            rss_peak_mb=med(strategy, "rss_peak_mb"),
+            rss_after_mb=med(strategy, "rss_after_mb"),
+            old_processes_left=sum(r["old_left"] for r in by[strategy]),
+            repeats=repeats,
+            **common,
+        )
+    rolling = median([r["during"] / r["before"] for r in by["rolling"]])
+    at_once = median([r["during"] / r["before"] for r in by["all_at_once"]])
+    emit(
+        bench=BENCH,
+        case="swap_rolling_vs_all_at_once_port",
+        metric="throughput_during_swap_over_before",
+        value=rolling,
+        unit="ratio",
+        baseline_name="all_at_once swap, same run",
+        baseline_value=at_once,
+        loop=settings.loop,
+        worst_window_ratio_rolling=median([r["worst"] / r["before"] for r in by["rolling"]]),
+        worst_window_ratio_all_at_once=median(
+            [r["worst"] / r["before"] for r in by["all_at_once"]]
+        ),
+        swap_s_rolling=med("rolling", "swap_s"),
+        swap_s_all_at_once=med("all_at_once", "swap_s"),
+        **common,
+    )
+    emit(
+        bench=BENCH,
+        case="swap_memory_port",
+        metric="worker_rss_after_swap",
+        value=med("rolling", "rss_after_mb"),
+        unit="MB",
+        baseline_name="worker RSS before the swap (the old version's 2 workers and spare)",
+        baseline_value=med("rolling", "rss_before_mb"),
+        loop=settings.loop,
+        lower_is_better=True,
+        rss_peak_mb_rolling=med("rolling", "rss_peak_mb"),
+        rss_peak_mb_all_at_once=med("all_at_once", "rss_peak_mb"),
+        rss_after_mb_all_at_once=med("all_at_once", "rss_after_mb"),
+        old_processes_left=sum(r["old_left"] for rs in runs for r in rs),
+        target_old_processes_left=0,
+        target_met=all(r["old_left"] == 0 for rs in runs for r in rs),
+        **common,
+    )
+
+
+if __name__ == "__main__":
+    settings = parse_settings(__doc__.splitlines()[0])
+    with asyncio.Runner(loop_factory=loop_factory(settings.loop)) as runner:
+        runner.run(main(settings))
