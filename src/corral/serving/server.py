@@ -330,7 +330,11 @@ class ServingServer(Actor):
         if len(policy):
             # With every partition busy, a finished batch pumps again: only deadlines need
             # a timer then.
-            free = any(gen.idle for gen in serving)
+            free = False
+            for gen in serving:
+                if gen.idle:
+                    free = True
+                    break
             wakeup = policy.wakeup() if free else policy.next_deadline()
             if wakeup is not None:
                 self._arm(wakeup)
