@@ -85,29 +85,29 @@ async def run_swap(server: SwapHost, factory: ModelFactory, version: str, warmup
     """Swap ``server`` to ``factory`` as ``version``; raises ``SwapFailed`` on rollback.
     Cancelling it (the server stops) stops the new partitions not in service yet; the
     server's own stop takes care of the rest."""
-    batch: np.ndarray | None = None
+    batches: list[np.ndarray] = []  # the warm-up batches each new partition runs, in order
     if warmup is not None:
         batch = np.expand_dims(np.asarray(warmup), 0)
         padded = server.policy.padded_size(1)
         if padded > 1:
             pad = np.zeros((padded - 1, *batch.shape[1:]), batch.dtype)
             batch = np.concatenate([batch, pad])
+        batches.append(batch)
     old = server.versions.current
     if old is not None and swap_strategy(server.options) == "rolling":
-        await _rolling(server, factory, version, batch, old)
+        await _rolling(server, factory, version, batches, old)
     else:
-        await _all_at_once(server, factory, version, batch)
+        await _all_at_once(server, factory, version, batches)
 
 
-async def _warm(slots: Sequence[Slot], batch: np.ndarray | None) -> None:
-    """Run ``batch`` through each of ``slots`` at once, through the runner that will run its
-    batches; raises the first error."""
-    if batch is None:
-        return
-    outcomes = await asyncio.gather(*(slot.runner.run_once(batch) for slot in slots))
-    for out in outcomes:
-        if isinstance(out, ModelFailed | Crashed):
-            raise out.error
+async def _warm(slots: Sequence[Slot], batches: Sequence[np.ndarray]) -> None:
+    """Run each of ``batches`` through every one of ``slots`` (all slots at once, through
+    the runner that will run their batches); raises the first error."""
+    for batch in batches:
+        outcomes = await asyncio.gather(*(slot.runner.run_once(batch) for slot in slots))
+        for out in outcomes:
+            if isinstance(out, ModelFailed | Crashed):
+                raise out.error
 
 
 def _failed(server: SwapHost, version: str, exc: Exception) -> SwapFailed:
@@ -123,12 +123,12 @@ def _swapped(server: SwapHost, version: str, old: Generation | None) -> None:
 
 
 async def _all_at_once(
-    server: SwapHost, factory: ModelFactory, version: str, batch: np.ndarray | None
+    server: SwapHost, factory: ModelFactory, version: str, batches: list[np.ndarray]
 ) -> None:
     new: Generation | None = None
     try:
         new = await server.start_generation(factory, version)
-        await _warm(new.slots, batch)  # every partition warms at once
+        await _warm(new.slots, batches)  # every partition warms at once
     except BaseException as exc:
         if new is not None:
             await new.stop()
@@ -146,7 +146,7 @@ async def _rolling(
     server: SwapHost,
     factory: ModelFactory,
     version: str,
-    batch: np.ndarray | None,
+    batches: list[np.ndarray],
     old: Generation,
 ) -> None:
     versions = server.versions
@@ -161,7 +161,7 @@ async def _rolling(
         for old_slot in list(old.slots):
             index = old_slot.index
             warming = await new.add(index)
-            await _warm([warming], batch)
+            await _warm([warming], batches)
             if not replaced:
                 versions.join(new)
             slot, warming = warming, None
