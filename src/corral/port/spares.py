@@ -253,14 +253,15 @@ async def wait_spares(node: Node, options: PortOptions, *, timeout: float = 60.0
 
 async def release_spares(node: Node, options: PortOptions) -> list[int]:
     """Ports with ``options`` were stopped on purpose: if no live port uses those options
-    any more, the node's pool stops their idle spares (and those still starting). Returns
-    the OS pids of the spares it stopped (their processes are reaped in the background; the
-    node waits for them as it stops). Does nothing without a pool."""
+    any more, the node's pool stops their idle spares (and those still starting). Returns,
+    once they are gone, the OS pids of the idle spares it stopped (at most ``stop_timeout``
+    and a reap later: ``CallTimeout`` past 10 s more). Does nothing without a pool."""
     pool = node.whereis(POOL_NAME)
     if pool is None:
         return []
     try:
-        pids = await pool.call(("release", options))
+        # The pool answers once the spares are gone: each gets stop_timeout to stop.
+        pids = await pool.call(("release", options), timeout=options.stop_timeout + 10.0)
     except (NoProcess, ProcessExited):
         return []  # the pool ended meanwhile: its spares went with it
     assert isinstance(pids, list)

@@ -13,6 +13,7 @@ down and lets the node's spare pool stop the spares kept for its port partitions
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from corral.serving.job import Job
 
 __all__ = ["Generation", "Slot"]
+
+logger = logging.getLogger("corral.serving")
 
 
 class Slot:
@@ -276,7 +279,15 @@ class Generation:
         if spares is not None and sup is not None:
             from corral.port.spares import release_spares
 
-            await release_spares(sup.node, spares)
+            try:
+                await release_spares(sup.node, spares)
+            except Exception:  # a spare left running is not worth failing a swap or a stop
+                logger.warning(
+                    "serving '%s': stopping the spares of version '%s' failed",
+                    self.name,
+                    self.version,
+                    exc_info=True,
+                )
 
     def _port_options(self) -> PortOptions | None:
         """The options of this version's port partitions (every partition has the same
