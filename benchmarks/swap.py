@@ -10,8 +10,9 @@ its own spare). Each strategy (``ServingOptions.swap``: ``rolling``, ``all_at_on
 on a fresh node; the two alternate, interleaved repeats (1 each with ``--quick``, else 3),
 medians. Measured per run:
 
-- throughput before the swap (``BEFORE`` s) and during it (from the call to its return),
-  and the worst ``WINDOW`` s window during it, as ratios to the throughput before;
+- throughput before the swap (1 s; 3 s without ``--quick``) and during it (from the call
+  to its return), and the worst window during it (0.25 s; 5 s for MiniLM, whose batches
+  take seconds), as ratios to the throughput before;
 - the swap's duration, and requests failed (must be 0);
 - the resident memory (RSS, from ``/proc``) of every worker process of this benchmark (the
   partitions and the spares) before the swap, its peak during the swap (sampled every
@@ -77,8 +78,6 @@ MEGABYTES = 200
 """Resident weights of each model instance (MB)."""
 LOAD_CPU = 1.0
 """CPU seconds each model instance spends loading."""
-WINDOW = 0.25
-"""Seconds: the window of the worst throughput during a swap."""
 STRATEGIES = ("rolling", "all_at_once")
 
 
@@ -119,16 +118,18 @@ class Model:
     factory: Callable[[int], Callable[[], object]]
     x: np.ndarray
     batch_size: int
+    window: float
+    """Seconds: the window of the worst throughput during a swap (several batches long)."""
 
 
 def heavy_model(megabytes: int, load_cpu: float) -> Model:
     x = np.random.default_rng(2).standard_normal(WIDTH).astype(np.float32)
-    return Model("", lambda v: functools.partial(heavy, v, megabytes, load_cpu), x, BATCH)
+    return Model("", lambda v: functools.partial(heavy, v, megabytes, load_cpu), x, BATCH, 0.25)
 
 
 def minilm_model() -> Model:
     x = np.random.default_rng(2).integers(1000, 2000, MINILM_LENGTH, dtype=np.int64)
-    return Model("minilm_", lambda v: functools.partial(minilm, v), x, 32)
+    return Model("minilm_", lambda v: functools.partial(minilm, v), x, 32, 5.0)
 
 
 class Load:
@@ -161,15 +162,16 @@ class Load:
     def rate(self, start: float, end: float) -> float:
         return sum(start <= t < end for t in self.done) / (end - start)
 
-    def worst(self, start: float, end: float) -> float:
-        """The lowest req/s over WINDOW-long windows (stepped by WINDOW / 2) in [start, end]."""
-        if end - start < WINDOW:
+    def worst(self, start: float, end: float, window: float) -> float:
+        """The lowest req/s over ``window``-long windows (stepped by half of it) in
+        [start, end]."""
+        if end - start < window:
             return self.rate(start, end)
         rates = []
         t = start
-        while t + WINDOW <= end:
-            rates.append(self.rate(t, t + WINDOW))
-            t += WINDOW / 2
+        while t + window <= end:
+            rates.append(self.rate(t, t + window))
+            t += window / 2
         return min(rates)
 
 
@@ -225,7 +227,7 @@ async def one_swap(model: Model, strategy: str, before: float) -> dict[str, floa
         "swap_s": returned - called,
         "before": rate_before,
         "during": load.rate(called, returned),
-        "worst": load.worst(called, returned),
+        "worst": load.worst(called, returned, model.window),
         "failed": failed,
         "rss_before_mb": rss_before / 2**20,
         "rss_peak_mb": peak / 2**20,
