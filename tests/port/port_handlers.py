@@ -161,3 +161,17 @@ class AsyncHooks(Hooks):
 
     async def handle_call(self, msg: object) -> object:
         return super().handle_call(msg)
+
+
+class LoggedSetup(Echo):
+    """Appends '<pid> start' and '<pid> end' to the file ``log`` around a setup that takes
+    0.2 s (a model's load), so a test can see which setups overlapped."""
+
+    def setup(self, **args: object) -> None:
+        log = str(args["log"])
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} start\n")
+        time.sleep(0.2)
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} end\n")
+        super().setup(**args)

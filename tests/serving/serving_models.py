@@ -61,3 +61,13 @@ def meeting(directory: str, parties: int) -> Callable[[np.ndarray], np.ndarray]:
             raise TimeoutError(f"{len(os.listdir(directory))} of {parties} partitions loading")
         time.sleep(0.01)
     return lambda batch: batch * 2
+
+
+def triple_once(marker: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Triples; loads once: a second load with the same ``marker`` file (another worker)
+    raises, as a model whose weights went missing after the first read."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        raise OSError(f"weights missing ({os.path.basename(marker)} was read already)") from None
+    return lambda b: b * 3

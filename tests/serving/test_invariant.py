@@ -4,7 +4,8 @@ deadline, whatever raises where; and ``statistics()`` accounts for every request
 
 Faults are injected at every step of a batch's life: the cut, the stacking, the dispatch to
 a partition, the model (a poison sample), splitting the output, delivering a result, the
-death of a partition (a kill), and a swap (which may fail to warm up).
+death of a partition (a kill), and a swap, all at once or rolling (which may fail to warm
+up).
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ calls = st.builds(
     compute=st.sampled_from([0.0, 0.003]),
     fault=st.sampled_from(["none", "cut", "stack", "dispatch", "split", "deliver", "kill"]),
     nth=st.integers(1, 6),
-    swap=st.sampled_from([None, "good", "bad"]),
+    swap=st.sampled_from([None, "good", "bad", "rolling good", "rolling bad"]),
 )
 async def test_every_request_ends_once_with_its_own_answer_by_its_deadline(
     requests: list[Call],
@@ -152,6 +153,7 @@ async def test_every_request_ends_once_with_its_own_answer_by_its_deadline(
         isolate_errors=isolate,
         max_queue=max_queue,
         partition_max_restarts=100,
+        swap="rolling" if swap is not None and swap.startswith("rolling") else "all_at_once",
     )
     loop = asyncio.get_running_loop()
     outcomes: dict[int, tuple[str, object, float]] = {}
@@ -195,8 +197,9 @@ async def test_every_request_ends_once_with_its_own_answer_by_its_deadline(
             pids[nth % len(pids)].exit(KILL)
         if swap is not None:
             await asyncio.sleep(0.01)
-            factor = 3.0 if swap == "good" else 2.0
-            warm = np.full(4, 1.0 if swap == "good" else -1.0, np.float32)
+            good = swap.endswith("good")
+            factor = 3.0 if good else 2.0
+            warm = np.full(4, 1.0 if good else -1.0, np.float32)
             with contextlib.suppress(ServingError):
                 await serving.swap(model_factory(factor, compute), version="2", warmup=warm)
 

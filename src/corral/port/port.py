@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from corral.errors import PortExited
 from corral.port.options import PortOptions
-from corral.port.spares import take_spare
+from corral.port.spares import spare_wanted, take_spare
 from corral.port.worker_process import WorkerProcess
 from corral.runtime.messages import ExitReason
 from corral.runtime.process import Actor, Pid
@@ -69,7 +69,7 @@ class Port(Actor):
         node = self.node
         spare = None
         if self.options.spares:
-            spare = await take_spare(node, self.options)
+            spare = await take_spare(node, self.options, user=self.pid)
         if spare is not None:
             spare.adopt(self._label(), self._worker_down)
             worker = spare
@@ -86,6 +86,8 @@ class Port(Actor):
         except BaseException:
             await worker.reap()
             raise
+        if self.options.spares:
+            spare_wanted(node, self.options)  # its spares start now that it is up
 
     def _worker_down(self, down: PortExited) -> None:
         self.pid.send_system(_WorkerDown(down))

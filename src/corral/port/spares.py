@@ -4,7 +4,12 @@ A worker's start-up is the expensive part of a port restart: a new interpreter, 
 handler's imports (numpy, torch) and its ``setup`` (loading a model) take from a hundred
 milliseconds to many seconds. A port with ``spares=N`` asks the node's ``SparePool`` for a
 worker that is already past ``READY`` for the same options; if one is there the port adopts
-it at once, and the pool starts a replacement in the background.
+it at once, and the pool starts a replacement in the background. If one is still starting,
+the port waits for it and adopts it (it is further along than a worker of its own would
+be). If none is there at all, the port starts its own worker and tells the pool once it is
+ready (``spare_wanted``); only then do the spares start: one model loads at a time, so a
+new version's first port is not slowed down by its own spare (issue 16: a port swap of a
+big model on 2 cores loaded both new workers and a new spare at once).
 
 The trade-off, on purpose: each spare is a full idle worker, so it costs the memory of a
 loaded model (and its setup runs before anyone needs it); the replacement starts right after
@@ -15,6 +20,13 @@ The pool is a process registered as ``corral.port.spares``, a child of the node'
 supervisor (``Node.start_system_child``): the node starts it when the first port with
 spares starts, restarts it if it crashes (its idle spares die with it), and stops it after
 the application's supervision tree. It kills its idle spares whenever it ends.
+
+Spares are kept for options that ports use. Each port that takes a spare (or finds none)
+is watched as a user of its options. Whoever stops ports on purpose — a serving retiring a
+model version after a swap, or stopping — calls ``release_spares(node, options)`` once
+they have stopped: if no live port uses those options any more, the pool stops their idle
+spares (and any still starting). A port that crashed is not a release: its supervisor's
+restart is what the spare is kept for.
 """
 
 from __future__ import annotations
@@ -23,21 +35,31 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Final
 
-from corral.errors import PortExited
+from corral.errors import NoProcess, PortExited, ProcessExited
 from corral.port.worker_process import WorkerProcess
-from corral.runtime.messages import ExitReason
-from corral.runtime.process import Actor, Caller
+from corral.runtime.messages import Down, ExitReason
+from corral.runtime.process import Actor, Caller, Pid
 from corral.runtime.supervisor import ChildSpec
 
 if TYPE_CHECKING:
     from corral.port.options import PortOptions
     from corral.runtime.node import Node
 
-__all__ = ["POOL_NAME", "SparePool", "pool_spec", "take_spare", "wait_spares"]
+__all__ = [
+    "POOL_NAME",
+    "SparePool",
+    "pool_spec",
+    "release_spares",
+    "spare_wanted",
+    "take_spare",
+    "wait_spares",
+]
 
 logger = logging.getLogger("corral.port")
 
 POOL_NAME: Final = "corral.port.spares"
+RETAKE: Final = "retake"
+"""The pool's answer to a take that waited for a starting spare: take again."""
 REFILL_DELAY: Final = 0.1
 """Seconds the pool waits after a take before it starts the replacement spare. Measured on
 2 cores: starting it at once doubled the median crash-to-first-reply (21 ms against 9 ms)."""
@@ -66,12 +88,20 @@ class SparePool(Actor):
     def __init__(self) -> None:
         self._ready: dict[str, list[WorkerProcess]] = {}
         self._starting: dict[str, int] = {}
+        self._released: set[str] = set()
+        self._adopters: dict[str, list[Caller]] = {}
         self._waiters: dict[str, list[Caller]] = {}
+        self._users: dict[str, set[Pid]] = {}
 
     def handle_call(self, msg: object) -> object:
         match msg:
-            case ("take", options):
+            case ("take", options, user):
+                if isinstance(user, Pid) and user.alive:
+                    self._users.setdefault(_key(options), set()).add(user)  # type: ignore[arg-type]
+                    self.monitor(user)
                 return self._take(options)  # type: ignore[arg-type]
+            case ("release", options):
+                return self._release(options)  # type: ignore[arg-type]
             case ("wait_ready", options):
                 key = _key(options)  # type: ignore[arg-type]
                 if self._ready.get(key):
@@ -80,14 +110,70 @@ class SparePool(Actor):
                 return None
         raise TypeError(f"SparePool: unknown request {msg!r}")
 
+    def handle_cast(self, msg: object) -> None:
+        match msg:
+            case ("wanted", options):
+                self._fill(_key(options), options)  # type: ignore[arg-type]
+                return
+        raise TypeError(f"SparePool: unknown message {msg!r}")
+
+    def handle_info(self, msg: object) -> None:
+        if isinstance(msg, Down):
+            for key, users in list(self._users.items()):
+                users.discard(msg.pid)
+                if not users:
+                    del self._users[key]
+            return
+        super().handle_info(msg)
+
+    def _release(self, options: PortOptions) -> list[int] | None:
+        """Stop the idle spares of ``options`` (and those starting) unless a live port
+        uses them; replies, once they are gone, with the OS pids of those stopped."""
+        key = _key(options)
+        users = {p for p in self._users.get(key, ()) if p.alive}  # a Down may be queued
+        if users:
+            self._users[key] = users
+            return []
+        self._users.pop(key, None)
+        if self._starting.get(key):
+            self._released.add(key)  # a spare still starting is stopped once it is up
+        workers = self._ready.pop(key, [])
+        if not workers:
+            return []
+        caller = self.defer_reply()
+        pids = [w.os_pid for w in workers if w.os_pid is not None]
+
+        async def stop() -> None:
+            try:
+                await asyncio.gather(*(w.stop(options.stop_timeout) for w in workers))
+            finally:
+                # Cancelled (the pool ends) or not, none outlives the pool.
+                await asyncio.gather(*(w.reap() for w in workers), return_exceptions=True)
+            caller.reply(pids)
+
+        self.start_task(stop(), name=f"corral {self.pid} release spares")
+        return None
+
     def _take(self, options: PortOptions) -> WorkerProcess | None:
         key = _key(options)
+        self._released.discard(key)  # used again
         ready = self._ready.get(key, [])
-        worker = ready.pop(0) if ready else None
-        missing = options.spares - len(ready) - self._starting.get(key, 0)
+        if ready:
+            worker = ready.pop(0)
+            self._fill(key, options)
+            return worker
+        adopters = self._adopters.setdefault(key, [])
+        if self._starting.get(key, 0) > len(adopters):
+            adopters.append(self.defer_reply())  # a spare starting: wait for it
+            return None
+        return None  # the port starts its own worker, then says spare_wanted
+
+    def _fill(self, key: str, options: PortOptions) -> None:
+        """Start spares until ``options.spares`` are ready or starting for ``key``."""
+        starting = self._starting.get(key, 0) - len(self._adopters.get(key, ()))
+        missing = options.spares - len(self._ready.get(key, ())) - starting
         for _ in range(missing):
             self._refill(key, options)
-        return worker
 
     def _refill(self, key: str, options: PortOptions) -> None:
         self._starting[key] = self._starting.get(key, 0) + 1
@@ -114,11 +200,28 @@ class SparePool(Actor):
             except Exception as exc:  # the next take tries again
                 logger.warning("port pool: could not start a spare for %s: %s", label, exc)
                 await worker.reap()
+                adopters = self._adopters.get(key)
+                if adopters:
+                    adopters.pop(0).reply(RETAKE)  # it starts a worker of its own
                 return
             finally:
                 self._starting[key] -= 1
+            if key in self._released:
+                # Released while it started: nobody uses these options any more.
+                if not self._starting[key]:
+                    self._released.discard(key)
+                try:
+                    await worker.stop(options.stop_timeout)
+                finally:
+                    await worker.reap()
+                return
             ready = self._ready.setdefault(key, [])
             ready.append(worker)
+            adopters = self._adopters.get(key)
+            if adopters:
+                # A port waited for this one: it takes it with its next call (handing the
+                # worker over in this reply could lose it, were the port killed meanwhile).
+                adopters.pop(0).reply(RETAKE)
             for caller in self._waiters.pop(key, []):
                 caller.reply([w.os_pid for w in ready])
 
@@ -148,15 +251,49 @@ async def wait_spares(node: Node, options: PortOptions, *, timeout: float = 60.0
     return pids
 
 
-async def take_spare(node: Node, options: PortOptions) -> WorkerProcess | None:
-    """A ready worker for ``options`` from the node's pool, or None.
+async def release_spares(node: Node, options: PortOptions) -> list[int]:
+    """Ports with ``options`` were stopped on purpose: if no live port uses those options
+    any more, the node's pool stops their idle spares (and those still starting). Returns,
+    once they are gone, the OS pids of the idle spares it stopped (at most ``stop_timeout``
+    and a reap later: ``CallTimeout`` past 10 s more). Does nothing without a pool."""
+    pool = node.whereis(POOL_NAME)
+    if pool is None:
+        return []
+    try:
+        # The pool answers once the spares are gone: each gets stop_timeout to stop.
+        pids = await pool.call(("release", options), timeout=options.stop_timeout + 10.0)
+    except (NoProcess, ProcessExited):
+        return []  # the pool ended meanwhile: its spares went with it
+    assert isinstance(pids, list)
+    return pids
 
-    Either way the pool starts enough new spares in the background to keep
-    ``options.spares`` of them. The node starts the pool under its system supervisor if it
-    is not running yet.
+
+def spare_wanted(node: Node, options: PortOptions) -> None:
+    """A port with ``options`` that found no spare has started its own worker: the pool
+    starts the spares for ``options`` now. Does not block; nothing without a pool."""
+    pool = node.whereis(POOL_NAME)
+    if pool is not None:
+        pool.cast(("wanted", options))
+
+
+async def take_spare(
+    node: Node, options: PortOptions, *, user: Pid | None = None
+) -> WorkerProcess | None:
+    """A ready worker for ``options`` from the node's pool, or None. Waits for a spare
+    that is starting, if there is one nobody else waits for.
+
+    After a take, the pool starts enough new spares in the background to keep
+    ``options.spares`` of them; after None, once the port says ``spare_wanted``. It
+    watches ``user`` (the port taking it) as a user of ``options`` until it ends (see
+    ``release_spares``). The node starts the pool under its system supervisor if it is not
+    running yet.
     """
     pool = node.whereis(POOL_NAME) or await node.start_system_child(pool_spec())
-    worker = await pool.call(("take", options))
+    while True:
+        # No timeout: a spare starting is bounded by its own start_timeout.
+        worker = await pool.call(("take", options, user), timeout=None)
+        if worker != RETAKE:
+            break
     if worker is None:
         return None
     assert isinstance(worker, WorkerProcess)

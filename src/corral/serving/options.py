@@ -25,6 +25,7 @@ RAY_OPTION_KEYS: tuple[str, ...] = (
 )
 """The Ray actor options ``ray_options`` may set (num_cpus and num_gpus are options of their
 own; max_restarts, name and namespace are corral's)."""
+SwapStrategy = Literal["auto", "rolling", "all_at_once"]
 
 
 def _valid_pad_to(value: object) -> bool:
@@ -202,6 +203,21 @@ class ServingOptions(Options):
         rule="a number > 0 or None",
         check=lambda v: v is None or is_number(0, strict=True)(v),
     )
+    swap: SwapStrategy = option(
+        "auto",
+        doc="How swap() replaces the partitions. 'rolling': one partition at a time (start "
+        "the new version's partition k, warm it, put it in service, drain and stop the old "
+        "partition k, then k+1), so at most one model loads at a time, the partitions in "
+        "service never drop below 'partitions', and at most partitions + 1 models are held; "
+        "results carry the version that ran them, both for a while. 'all_at_once': start "
+        "and warm every new partition at once, then flip every new batch to the new version "
+        "in one step: the quickest swap when cores and memory are free, but 2x the models "
+        "in memory and every load competing with serving at once. 'auto': rolling for "
+        "'port' and 'ray' partitions (each a process that loads its own model), "
+        "all_at_once otherwise.",
+        rule="'auto', 'rolling' or 'all_at_once'",
+        check=one_of("auto", "rolling", "all_at_once"),
+    )
     inherit_sys_path: bool = option(
         True,
         doc="'port' and 'ray' partitions: put this process's sys.path entries that lie "
@@ -262,6 +278,13 @@ def _check_port_options(what: str, pairs: tuple[tuple[str, object], ...]) -> Non
     except ValueError as exc:
         detail = str(exc).removeprefix(f"invalid options for {PortOptions._what}: ")
         raise ValueError(f"invalid options for {what}: port_options: {detail}") from None
+
+
+def swap_strategy(options: ServingOptions) -> Literal["rolling", "all_at_once"]:
+    """The swap strategy ``options`` ask for, with ``"auto"`` resolved by kind."""
+    if options.swap == "auto":
+        return "rolling" if options.kind in ("port", "ray") else "all_at_once"
+    return options.swap
 
 
 def partition_restarts(options: ServingOptions) -> int:

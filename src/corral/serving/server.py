@@ -35,7 +35,7 @@ import asyncio
 import functools
 import logging
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Final
 
 import numpy as np
@@ -49,6 +49,7 @@ from corral.errors import (
     ServingError,
     ServingNotRunning,
     ServingOverloaded,
+    SwapFailed,
 )
 from corral.runtime.messages import KILL, Exit, ExitReason
 from corral.runtime.process import Actor, Caller, Pid
@@ -174,8 +175,11 @@ class ServingServer(Actor):
                 if (job := self._take_job(slot)) is not None:
                     self._fail(job, running)
 
-    async def start_generation(self, factory: ModelFactory, version: str) -> Generation:
-        """Start partitions for ``factory`` (blocks until every partition has loaded)."""
+    async def start_generation(
+        self, factory: ModelFactory, version: str, indices: Sequence[int] | None = None
+    ) -> Generation:
+        """Start partitions for ``factory``: ``indices`` (default all; blocks until each
+        has loaded)."""
         self._generations += 1
         gen = Generation(
             self.name,
@@ -188,7 +192,7 @@ class ServingServer(Actor):
         )
         # The partitions' supervisor is named in crash reports as 'rank/partitions-v1'.
         label = f"{self.name}/partitions-v{version}"
-        await gen.start(functools.partial(self.spawn, link=True, label=label))
+        await gen.start(functools.partial(self.spawn, link=True, label=label), indices)
         return gen
 
     async def _swap(
@@ -197,8 +201,13 @@ class ServingServer(Actor):
         async with self._swap_lock:
             try:
                 await run_swap(self, factory, version, warmup)
-            except Exception as exc:
+            except SwapFailed as exc:
                 caller.fail(exc)
+            except Exception as exc:
+                # A rolling swap could not put the old version back: let it crash (the
+                # serving's supervisor restarts it whole), as when a partition cannot restart.
+                caller.fail(exc)
+                raise
             else:
                 self.counters.swaps += 1
                 caller.reply(None)
@@ -310,15 +319,22 @@ class ServingServer(Actor):
         now = self._loop.time()
         for request in policy.expire(now):
             self._expire(request, now, ran=False)
-        gen = self.versions.current
-        if gen is not None and self._running:
-            idle = gen.idle
-            while idle and (job := self._next_job(now)) is not None:
-                self._dispatch(gen, idle.pop(), job)
+        serving = self.versions.serving  # one version; two during a rolling swap
+        if self._running:
+            for gen in serving:
+                idle = gen.idle
+                while idle and (job := self._next_job(now)) is not None:
+                    self._dispatch(gen, idle.pop(), job)
+                if idle:
+                    break  # nothing more to cut
         if len(policy):
             # With every partition busy, a finished batch pumps again: only deadlines need
             # a timer then.
-            free = gen is not None and gen.idle
+            free = False
+            for gen in serving:
+                if gen.idle:
+                    free = True
+                    break
             wakeup = policy.wakeup() if free else policy.next_deadline()
             if wakeup is not None:
                 self._arm(wakeup)
@@ -649,8 +665,9 @@ class ServingServer(Actor):
         """A snapshot of this server's queue, counters and partitions."""
         parts: list[PartitionStatistics] = []
         current = self.versions.current
+        serving = self.versions.serving
         for gen in self.versions:
-            parts.extend(gen.statistics(draining=gen is not current))
+            parts.extend(gen.statistics(draining=gen not in serving))
         version = "" if current is None else current.version
         return self.counters.snapshot(
             self.name, version, self.policy, tuple(parts), self.in_flight()

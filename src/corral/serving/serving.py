@@ -162,11 +162,15 @@ class Serving:
         return asyncio.run_coroutine_threadsafe(coro, loop).result()  # type: ignore[arg-type]
 
     async def swap(self, factory: ModelFactory, *, version: str, warmup: object = None) -> None:
-        """Load ``factory`` as ``version`` beside the running model (its partitions start at
-        once), warm it on ``warmup`` (one sample), flip new batches to it, let the old
-        version's running batches finish, then stop it. Raises ``SwapFailed`` (the old
-        version keeps serving) if the new one fails to load or to warm up. Returns when the
-        old version has stopped."""
+        """Load ``factory`` as ``version`` beside the running model, warm it on ``warmup``
+        (one sample), put it in service, let the old version's running batches finish, then
+        stop it; how is the ``swap`` option: ``"all_at_once"`` starts and warms every new
+        partition at once, then flips new batches to it in one step; ``"rolling"`` (the
+        default for port partitions) replaces one partition at a time, so at most one model
+        loads at a time and never fewer than ``partitions`` serve. Raises ``SwapFailed``
+        (the old version serves alone again, on every partition) if the new one fails to
+        load or to warm up. Returns when the old version (and, for ports, its spares) has
+        stopped. See docs/serving.md, Hot swap."""
         if type(version) is not str or not version:
             raise ValueError(
                 f"serving '{self.name}': version must be a non-empty str; got {version!r}"
