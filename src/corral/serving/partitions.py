@@ -39,7 +39,7 @@ from corral.runtime.process import Actor, Pid
 from corral.runtime.supervisor import ChildSpec
 from corral.serving.adapters import AsyncFunctionModel, Model
 from corral.serving.factory import ModelFactory, factory_spec, load_model
-from corral.serving.options import ServingOptions
+from corral.serving.options import ServingOptions, thread_budget
 from corral.serving.runners import (
     CallRunner,
     Crashed,
@@ -50,7 +50,17 @@ from corral.serving.runners import (
     resolve,
 )
 
-__all__ = ["RUNNER", "ThreadPartition", "partition_spec", "runner_for", "worker_path"]
+__all__ = [
+    "RUNNER",
+    "THREAD_VARIABLES",
+    "ThreadPartition",
+    "partition_spec",
+    "runner_for",
+    "worker_path",
+]
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+"""The environment variables a port worker's native libraries size their pools by."""
 
 logger = logging.getLogger("corral.serving")
 
@@ -67,10 +77,17 @@ class ThreadPartition(Actor):
     returns the output or ``ModelFailed`` (blocking the caller, not the loop)."""
 
     def __init__(
-        self, factory: ModelFactory, *, device: str | None, label: str, inline: bool = False
+        self,
+        factory: ModelFactory,
+        *,
+        device: str | None,
+        label: str,
+        inline: bool = False,
+        threads: int = 0,
     ) -> None:
         self._factory = factory
         self._device = device
+        self._threads = threads
         self._label = label
         self._inline = inline
         self._jobs: SimpleQueue[_Work | None] = SimpleQueue()
@@ -100,8 +117,11 @@ class ThreadPartition(Actor):
             if isinstance(model, AsyncFunctionModel):
                 return None
             return LoopRunner(self.pid, model) if self._inline else ThreadRunner(self.pid, self)
-        if not isinstance(msg, np.ndarray):
-            raise TypeError(f"ThreadPartition {self._label}: expected an array; got {msg!r}")
+        if not isinstance(msg, np.ndarray | dict | tuple):
+            raise TypeError(
+                f"ThreadPartition {self._label}: expected a batch (an array, or a dict or "
+                f"tuple of arrays); got {msg!r}"
+            )
         if isinstance(model, AsyncFunctionModel):
             try:
                 return await model.run_async(msg)
@@ -111,16 +131,18 @@ class ThreadPartition(Actor):
         self.run_batch(msg, functools.partial(resolve, fut))
         return await fut
 
-    def run_batch(self, batch: np.ndarray, done: Done) -> None:
+    def run_batch(self, batch: object, done: Done) -> None:
         """Queue ``batch`` for the thread (loop thread only; does not block); ``done`` is
         called on the loop with the output or ``ModelFailed``, unless the loop has closed."""
         model = self._model
         assert model is not None
-        self._jobs.put((model.run, batch, done))  # type: ignore[arg-type]
+        self._jobs.put((model.run, batch, done))
 
     def _load(self, _: object) -> None:
         # Set on the thread, so that the thread closes a model loaded after a kill, too.
-        self._model = load_model(self._factory, device=self._device)
+        model = self._model = load_model(self._factory, device=self._device)
+        if self._threads:
+            model.set_threads(self._threads)
 
     def _stop_thread(self, reason: ExitReason) -> None:
         self._jobs.put(_STOP)
@@ -155,7 +177,7 @@ class ThreadRunner(Runner):
         self._partition = partition
         pid.add_exit_callback(self._exited)
 
-    def _start(self, batch: np.ndarray) -> None:
+    def _start(self, batch: object) -> None:
         self._partition.run_batch(batch, self._ran)
 
     def _ran(self, output: object) -> None:
@@ -175,10 +197,10 @@ class LoopRunner(Runner):
         self._model = model
         pid.add_exit_callback(self._exited)
 
-    def _start(self, batch: np.ndarray) -> None:
+    def _start(self, batch: object) -> None:
         self._loop.call_soon(self._run, batch)
 
-    def _run(self, batch: np.ndarray) -> None:
+    def _run(self, batch: object) -> None:
         if self._pending is None:
             return  # killed meanwhile
         try:
@@ -222,22 +244,28 @@ def partition_spec(
     factory: ModelFactory, options: ServingOptions, *, index: int, label: str
 ) -> ChildSpec:
     """The child spec of partition ``index`` for ``factory`` under ``options``."""
+    threads = thread_budget(options)
     if options.kind != "port":
         inline = options.kind == "loop"
         return ChildSpec(
             id=f"partition-{index}",
             start=lambda: ThreadPartition(
-                factory, device=options.device, label=label, inline=inline
+                factory, device=options.device, label=label, inline=inline, threads=threads
             ),
         )
     from corral.port import Port
 
     path, factory_args, factory_kwargs = factory_spec(factory)
     port_options = dict(options.port_options)
+    env = dict(port_options.get("env") or {})  # type: ignore[call-overload]
     if options.inherit_sys_path and (extra := worker_path()):
-        env = dict(port_options.get("env") or {})  # type: ignore[call-overload]
         own = env.get("PYTHONPATH")
         env["PYTHONPATH"] = extra if not own else own + os.pathsep + extra
+    if threads:
+        # Read by OpenMP, MKL and OpenBLAS when the worker loads them; the user's own win.
+        for var in THREAD_VARIABLES:
+            env.setdefault(var, str(threads))
+    if env:
         port_options["env"] = env
     args: dict[str, object] = {"factory": path}
     if factory_args or factory_kwargs:
@@ -245,6 +273,8 @@ def partition_spec(
         args["factory_kwargs"] = factory_kwargs
     if options.device is not None:
         args["device"] = options.device
+    if threads:
+        args["threads"] = threads
     return ChildSpec(
         id=f"partition-{index}",
         start=lambda: Port("corral.serving.port_handler:ServingHandler", args=args, **port_options),

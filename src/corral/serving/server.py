@@ -52,14 +52,15 @@ from corral.errors import (
 )
 from corral.runtime.messages import KILL, Exit, ExitReason
 from corral.runtime.process import Actor, Caller, Pid
-from corral.serving.contract import NUMERIC_KINDS, Buckets, conform
+from corral.serving.contract import NUMERIC_KINDS, Buckets, InputSpec, Spec, Value, conform
 from corral.serving.counters import Counters
 from corral.serving.door import Door
 from corral.serving.factory import ModelFactory
+from corral.serving.fields import Sequences, first_array
 from corral.serving.generation import Generation, Slot
 from corral.serving.job import Job, arrived, new_result, payload_of, split_output
 from corral.serving.options import ServingOptions
-from corral.serving.policy import Batch, BatchPolicy, Request
+from corral.serving.policy import Batch, BatchPolicy, Bucket, PromotingPolicy, Request
 from corral.serving.records import PartitionStatistics, Result, ServingStatistics
 from corral.serving.runners import Crashed, ModelFailed
 from corral.serving.swap import run_swap
@@ -87,12 +88,7 @@ class ServingServer(Actor):
         self.factory = factory
         self.door = door
         self.options = options
-        self.policy = BatchPolicy(
-            batch_size=options.batch_size,
-            batch_timeout=options.batch_timeout,
-            max_queue=options.max_queue,
-            pad_to=options.pad_to,
-        )
+        self.policy = make_policy(options)
         self.versions = Versions()
         self.counters = Counters()
         self._retry: deque[Job] = deque()
@@ -103,7 +99,17 @@ class ServingServer(Actor):
         self._swap_lock = asyncio.Lock()
         self._keys = options.batch_keys
         self._spec = options.input_spec
+        # A spec of fixed shapes keys nothing by itself; one with a None axis (or none)
+        # keys requests by shape, so that different shapes never meet in one stack.
+        self._fixed = options.input_spec is not None and _fixed_shapes(options.input_spec)
         self._buckets = Buckets()
+        self.sequences = (
+            None
+            if not options.sequence_buckets
+            else Sequences(
+                options.sequence_buckets, options.sequence_pad, unpad=options.sequence_unpad
+            )
+        )
         self._drop_late_on = options.drop_late
         self._late_margin = 0.0  # seconds: 0 until a batch has run (or with drop_late off)
         self._timeout = options.batch_timeout
@@ -219,21 +225,27 @@ class ServingServer(Actor):
         spec = self._spec
         try:
             # The usual request, inline: an array of numbers, no spec (conform's first case).
+            arr: Value
             if spec is None and type(x) is np.ndarray and x.dtype.kind in NUMERIC_KINDS:
                 arr = x
             else:
                 arr = conform(self.name, x, spec, single=single)
             size = 1 if single else self._batch_length(arr)
+            keys = self._keys
+            seq = self.sequences
+            if seq is not None:
+                index, length = seq.bucket(self.name, seq.length(self.name, arr, single))
+                group = seq.group(arr, single)
+                key: Hashable = Bucket(index, length, group if keys is None else (keys(arr), group))
+            elif self._fixed:
+                key = None if keys is None else keys(arr)
+            else:
+                bucket = self._buckets.key(arr, single)
+                key = bucket if keys is None else (keys(arr), bucket)
         except InvalidInput:
             counters.invalid += 1
             self._ended_requests("invalid", 1)
             raise
-        keys = self._keys
-        if spec is not None:
-            key = None if keys is None else keys(arr)
-        else:
-            bucket = self._buckets.key(arr, single)
-            key = bucket if keys is None else (keys(arr), bucket)
         loop = self._loop
         now = loop.time()
         fut: asyncio.Future[Result] = loop.create_future()
@@ -258,12 +270,14 @@ class ServingServer(Actor):
 
     def _user_key(self, key: Hashable) -> Hashable:
         """The ``batch_keys`` key inside a queue key (without the implicit shape bucket)."""
-        if self._spec is not None:
+        if type(key) is Bucket:
+            return None if self._keys is None else key.group[0]  # type: ignore[index]
+        if self._fixed:
             return key
         return None if self._keys is None else key[0]  # type: ignore[index]
 
     def _batch_length(self, arr: object) -> int:
-        shape = getattr(arr, "shape", ())
+        shape = getattr(arr if type(arr) is np.ndarray else first_array(arr), "shape", ())  # type: ignore[arg-type]
         if not shape or not 1 <= shape[0] <= self._batch_size:
             raise InvalidInput(
                 self.name,
@@ -352,7 +366,7 @@ class ServingServer(Actor):
                 return None
             batch = late
         try:
-            job = Job(batch, crashes=crashes)
+            job = Job(batch, crashes=crashes, sequences=self.sequences)
         except Exception as exc:
             if len(batch.requests) == 1:
                 self._fail_requests(batch.requests, exc)
@@ -376,7 +390,8 @@ class ServingServer(Actor):
         if not keep:
             return None
         size = sum(r.size for r in keep)
-        return Batch(batch.key, tuple(keep), size, self.policy.padded_size(size), batch.reason)
+        padded = self.policy.padded_size(size)
+        return Batch(batch.key, tuple(keep), size, padded, batch.reason, batch.promoted)
 
     def _split(self, batch: Batch, parts: int, *, crashes: int) -> list[Job]:
         """``batch``'s live requests in ``parts`` jobs (1 to ``parts`` requests each)."""
@@ -445,7 +460,7 @@ class ServingServer(Actor):
         slot.job = job
         runner = slot.runner
         try:
-            runner.run(job.inputs, functools.partial(self._done, gen, slot, job))
+            runner.run(job.inputs, functools.partial(self._done, gen, slot, job))  # type: ignore[arg-type]
         except Exception as exc:
             # A runner that cannot take a batch is broken: its partition is killed (the
             # supervisor restarts it) and the batch counts as crashed there.
@@ -655,3 +670,33 @@ class ServingServer(Actor):
         return self.counters.snapshot(
             self.name, version, self.policy, tuple(parts), self.in_flight()
         )
+
+
+def make_policy(options: ServingOptions) -> BatchPolicy:
+    """The batching policy ``options`` ask for (``batch_policy``, ``promote_buckets``)."""
+    kwargs: dict[str, object] = {
+        "batch_size": options.batch_size,
+        "batch_timeout": options.batch_timeout,
+        "max_queue": options.max_queue,
+        "pad_to": options.pad_to,
+    }
+    if options.batch_policy is not None:
+        policy = options.batch_policy(**kwargs)
+        if not isinstance(policy, BatchPolicy):
+            raise TypeError(
+                f"serving: batch_policy must return a BatchPolicy; got {type(policy).__name__}"
+            )
+        return policy
+    if options.promote_buckets:
+        return PromotingPolicy(**kwargs, promote=options.promote_buckets)  # type: ignore[arg-type]
+    return BatchPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def _fixed_shapes(spec: Spec) -> bool:
+    """Whether every shape in ``spec`` is fixed (no ``None`` axis)."""
+    specs = (
+        [spec]
+        if isinstance(spec, InputSpec)
+        else list(spec.values() if isinstance(spec, dict) else spec)
+    )
+    return all(d is not None for one in specs for d in one.shape)
