@@ -15,8 +15,9 @@ from serving_models import pair_outputs, thread_env, two_outputs
 
 from corral import Node
 from corral.errors import InvalidInput
-from corral.serving import InputSpec, Serving
+from corral.serving import AsyncFunctionModel, InputSpec, Serving
 from corral.serving.options import ServingOptions, thread_budget
+from corral.testing import Gate, wait_all_tasks_blocked
 
 HERE = str(Path(__file__).resolve().parent)
 
@@ -333,3 +334,42 @@ def test_sequence_options_are_checked() -> None:
         Serving(two_outputs, promote_buckets=1)
     with pytest.raises(ValueError, match="sequence_pad must be a number, or a non-empty"):
         Serving(two_outputs, sequence_buckets=(4,), sequence_pad={"x": "0"})
+
+
+@pytest.mark.parametrize("promote", [0, 1])
+async def test_promotion_folds_an_under_full_bucket_into_the_batch_a_free_partition_takes(
+    promote: int,
+) -> None:
+    gate = Gate()
+    shapes: list[tuple[int, ...]] = []
+
+    async def model(batch: np.ndarray) -> np.ndarray:
+        shapes.append(batch.shape)
+        await gate.enter()
+        return batch * 2
+
+    serving = Serving(
+        lambda: AsyncFunctionModel(model), name="promote", batch_size=8, batch_timeout=0.01,
+        sequence_buckets=(4, 8), promote_buckets=promote, sequence_unpad=True,
+    )  # fmt: skip
+    async with Node([serving.child_spec()]):
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        first = asyncio.ensure_future(serving.run(np.ones(6)))
+        await asyncio.sleep(0.01)  # virtual time: its batch times out and is cut
+        await wait_all_tasks_blocked()
+        assert shapes == [(1, 8)]  # held at the gate: the one partition is busy
+        longer = [asyncio.ensure_future(serving.run(np.ones(7))) for _ in range(2)]
+        await wait_all_tasks_blocked()
+        shorter = [asyncio.ensure_future(serving.run(np.ones(n))) for n in (1, 2, 3)]
+        await wait_all_tasks_blocked()
+        gate.open()
+        results = await asyncio.gather(first, *longer, *shorter)
+        assert [len(r.output) for r in results] == [6, 7, 7, 1, 2, 3]
+        if promote:
+            assert shapes == [(1, 8), (5, 8)]  # the 4-bucket rode along, padded to 8
+        else:
+            assert shapes == [(1, 8), (2, 8), (3, 4)]
+        assert loop.time() - start == pytest.approx(0.02)  # cut at their batch_timeout
+        stats = serving.statistics()
+        assert (stats.batches, stats.completed) == (2 if promote else 3, 6)
