@@ -144,8 +144,10 @@ def keyword_module() -> Any:
             self.embed = torch.nn.Embedding(50, 8)
             self.kind = torch.nn.Embedding(2, 8)
             self.out = torch.nn.Linear(8, 4)
+            self.threads: list[int] = []
 
         def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            self.threads.append(torch.get_num_threads())
             hidden = self.embed(input_ids) + self.kind(token_type_ids)
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
@@ -179,7 +181,7 @@ async def test_torch_takes_a_dict_batch_as_keyword_arguments_with_sequence_bucke
         assert out["last_hidden_state"].shape == (n, 8)
         np.testing.assert_allclose(out["last_hidden_state"], alone["last_hidden_state"][0])
         np.testing.assert_allclose(out["pooled"], alone["pooled"][0], rtol=1e-5, atol=1e-6)
-    assert torch.get_num_threads() == 1
+    assert set(module.threads) == {1}  # the budget, set on the partition's thread
 
 
 async def test_a_three_input_bert_style_onnx_export_is_served_by_name(tmp_path: Path) -> None:
@@ -373,3 +375,22 @@ async def test_promotion_folds_an_under_full_bucket_into_the_batch_a_free_partit
         assert loop.time() - start == pytest.approx(0.02)  # cut at their batch_timeout
         stats = serving.statistics()
         assert (stats.batches, stats.completed) == (2 if promote else 3, 6)
+        buckets = {b.bucket: b for b in stats.buckets}
+        if promote:
+            assert list(buckets) == [8]
+            eight = buckets[8]
+            assert (eight.batches, eight.requests, eight.samples, eight.promoted) == (2, 6, 6, 3)
+            assert eight.padding == pytest.approx(1 - (6 + 7 + 7 + 1 + 2 + 3) / (8 + 5 * 8))
+        else:
+            assert list(buckets) == [4, 8]
+            assert buckets[4].padding == pytest.approx(1 - 6 / 12)
+            assert buckets[8].padding == pytest.approx(1 - (6 + 14) / (8 + 16))
+            assert buckets[8].mean_batch_size == 1.5
+        assert [b.window_batches for b in stats.buckets] == [b.batches for b in stats.buckets]
+        assert stats.buckets[-1].window_throughput == stats.buckets[-1].samples / 10.0
+        await asyncio.sleep(30.0)  # virtual time: the window moves past every batch
+        later = serving.statistics(window=5.0).buckets
+        assert [(b.window_batches, b.window_throughput, b.window_padding) for b in later] == [
+            (0, 0.0, 0.0)
+        ] * len(later)
+        assert [b.batches for b in later] == [b.batches for b in stats.buckets]

@@ -195,8 +195,8 @@ class ServingOptions(Options):
     )
     threads: int | None = option(
         None,
-        doc="Native threads per partition: torch's intra-op threads in thread/loop "
-        "partitions (process-wide: the one value for every partition of this serving), and "
+        doc="Native threads per partition: torch's intra-op threads, set on each thread "
+        "partition's own thread (the model's set_threads), and "
         "OMP_NUM_THREADS, MKL_NUM_THREADS and OPENBLAS_NUM_THREADS in port workers' "
         "environment (unless port_options' env sets them). None: max(1, cores // "
         "partitions), so partitions x threads fit the cores this process may use; 0: leave "

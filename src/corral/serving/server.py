@@ -586,6 +586,16 @@ class ServingServer(Actor):
                 futs = job.futs
                 arrivals = arrivals[[not f.cancelled() and f.exception() is None for f in futs]]
             counters.record_latencies(now - arrivals)
+        key = batch.key
+        counters.record_bucket(
+            now,
+            key.length if type(key) is Bucket else None,
+            len(requests),
+            batch.size,
+            job.elements,
+            job.padded_elements,
+            batch.promoted,
+        )
         oldest = started - requests[0].arrived
         counters.wait_max = max(counters.wait_max, oldest)
         counters.compute_total += compute
@@ -660,15 +670,22 @@ class ServingServer(Actor):
         current = self.versions.current
         return () if current is None else tuple(slot.pid for slot in current.slots)
 
-    def statistics(self) -> ServingStatistics:
-        """A snapshot of this server's queue, counters and partitions."""
+    def statistics(self, window: float = 10.0) -> ServingStatistics:
+        """A snapshot of this server's queue, counters and partitions; per-bucket figures
+        also over the last ``window`` seconds."""
         parts: list[PartitionStatistics] = []
         current = self.versions.current
         for gen in self.versions:
             parts.extend(gen.statistics(draining=gen is not current))
         version = "" if current is None else current.version
         return self.counters.snapshot(
-            self.name, version, self.policy, tuple(parts), self.in_flight()
+            self.name,
+            version,
+            self.policy,
+            tuple(parts),
+            self.in_flight(),
+            now=self._loop.time(),
+            window=window,
         )
 
 

@@ -214,10 +214,13 @@ class Serving:
         server = self._server()
         await server.pid.call(("swap", factory, version, warmup), timeout=None)
 
-    def statistics(self) -> ServingStatistics:
-        """A snapshot of the queue, batches, timings and partitions. Call on the node's
-        loop (or while the serving is idle)."""
-        return self._server().statistics()
+    def statistics(self, *, window: float = 10.0) -> ServingStatistics:
+        """A snapshot of the queue, batches, timings and partitions, with per-bucket
+        throughput, batch sizes and padding in total and over the last ``window`` seconds.
+        Call on the node's loop (or while the serving is idle)."""
+        if type(window) not in (int, float) or window <= 0:
+            raise ValueError(f"serving '{self.name}': window must be seconds > 0; got {window!r}")
+        return self._server().statistics(window)
 
     def partition_pids(self) -> tuple[Pid, ...]:
         """The processes of the current version's partitions, in index order: for tools and

@@ -34,7 +34,8 @@ class TorchModel(Model):
         self.module = module.to(self.device).eval()
 
     def set_threads(self, threads: int) -> None:
-        """``torch.set_num_threads(threads)``: torch's intra-op pool is process-wide."""
+        """``torch.set_num_threads(threads)``, on the partition's thread: with torch's
+        OpenMP backend it holds for that thread's operations (and threads started later)."""
         if threads >= 1 and self._torch.get_num_threads() != threads:
             self._torch.set_num_threads(threads)
 
