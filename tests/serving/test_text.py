@@ -5,7 +5,9 @@ The model loads once for this module."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import inspect
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +16,8 @@ from minilm import minilm_path
 
 from corral import Node
 from corral.serving import Serving
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "semantic_search" / "search.py"
 
 SENTENCES = [
     "Return the absolute value of the argument.",
@@ -78,3 +82,19 @@ def test_a_text_longer_than_max_length_is_truncated_to_the_largest_bucket(
     assert serving.run_inline(long).output.shape == (384,)
     with pytest.raises(TypeError, match="Tokenizer: expected a str or a list of str; got int"):
         tokenizer(3)
+
+
+@pytest.mark.realtime
+async def test_the_semantic_search_example_in_quick_mode(text: tuple[Any, Any]) -> None:
+    # In this process, so that torch and transformers are imported once for the session.
+    spec = importlib.util.spec_from_file_location("semantic_search", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    search = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(search)
+    report = await search.main(quick=True, http=True)
+    assert (report["documents"], report["queries"]) == (400, 8)
+    assert report["recall_at_10"] >= 0.5  # an approximate index: most neighbours found
+    assert report["http_matches_serving"] is True
+    buckets = report["buckets"]
+    assert set(buckets) <= {"16", "32", "64", "128"} and "16" in buckets
+    assert sum(b["batches"] for b in buckets.values()) >= 1

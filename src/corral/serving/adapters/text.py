@@ -39,8 +39,9 @@ class Tokenizer:
     """``tokenizer(text)``: one text as a dict of int64 arrays — ``input_ids``,
     ``attention_mask`` and, where the model takes them, ``token_type_ids`` — unpadded (the
     serving pads to its sequence bucket), truncated to ``max_length`` tokens (special tokens
-    included). A list of texts gives arrays with a batch axis, padded to the longest (for
-    ``run_batch``). For a serving's ``preprocess`` hook: it runs in the caller's task."""
+    included). A list of texts (or a 1-d numpy str array: the gateway's ``BYTES`` input)
+    gives arrays with a batch axis, padded to the longest (for ``run_batch``). For a
+    serving's ``preprocess`` hook: it runs in the caller's task."""
 
     def __init__(self, path: str, *, max_length: int = 128) -> None:
         if type(max_length) is not int or max_length < 2:
@@ -54,6 +55,8 @@ class Tokenizer:
         if isinstance(text, str):
             encoded = self._tokenizer(text, truncation=True, max_length=self.max_length)
             return {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items()}
+        if isinstance(text, np.ndarray) and text.dtype.kind == "U" and text.ndim == 1:
+            text = text.tolist()  # a BYTES tensor from the HTTP gateway
         if isinstance(text, list | tuple) and text and all(isinstance(t, str) for t in text):
             encoded = self._tokenizer(
                 list(text), truncation=True, max_length=self.max_length, padding="longest"
