@@ -394,3 +394,31 @@ async def test_promotion_folds_an_under_full_bucket_into_the_batch_a_free_partit
             (0, 0.0, 0.0)
         ] * len(later)
         assert [b.batches for b in later] == [b.batches for b in stats.buckets]
+
+
+async def test_a_swap_warms_every_bucket_with_the_warmup_sample_cut_or_padded() -> None:
+    warmed: list[tuple[str, tuple[int, ...], list[int]]] = []
+
+    def version(label: str) -> Any:
+        def load() -> Any:
+            def run(batch: dict[str, np.ndarray]) -> Any:
+                ids = batch["input_ids"]
+                warmed.append((label, ids.shape, ids[0].tolist()))
+                return two_outputs()(batch)
+
+            return run
+
+        return load
+
+    serving = Serving(
+        version("v1"), name="warm", batch_size=4, batch_timeout=0.001, pad_to=(2, 4),
+        sequence_buckets=(4, 8), sequence_pad={"input_ids": 0, "attention_mask": 0},
+        preprocess=lambda n: tokens(int(n)),  # type: ignore[call-overload]
+    )  # fmt: skip
+    async with Node([serving.child_spec()]):
+        await serving.swap(version("v2"), version="2", warmup=6)
+        assert warmed == [
+            ("v2", (2, 4), [1, 2, 3, 4]),  # cut to the 4 bucket, padded to pad_to's 2 rows
+            ("v2", (2, 8), [1, 2, 3, 4, 5, 6, 0, 0]),
+        ]
+        assert (await serving.run(3)).output["total"] == 6

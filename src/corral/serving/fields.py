@@ -144,6 +144,12 @@ class Sequences:
             )
         return i, self.lengths[i]
 
+    def cut(self, x: Value, length: int) -> Value:
+        """One sample ``x`` with its sequenced fields cut to at most ``length`` (a warm-up
+        sample for a shorter bucket)."""
+        out = [arr if self.pad_of(key) is None else arr[:length] for key, arr in fields_of(x)]
+        return rebuild(x, out)  # type: ignore[return-value]
+
     def group(self, x: Value, single: bool) -> Hashable:
         """What requests of one bucket must share besides it: each field's sample shape
         without the sequence axis, and dtype."""

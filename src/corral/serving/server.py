@@ -56,7 +56,7 @@ from corral.serving.contract import NUMERIC_KINDS, Buckets, InputSpec, Spec, Val
 from corral.serving.counters import Counters
 from corral.serving.door import Door
 from corral.serving.factory import ModelFactory
-from corral.serving.fields import Sequences, first_array
+from corral.serving.fields import Sequences, first_array, stack
 from corral.serving.generation import Generation, Slot
 from corral.serving.job import Job, arrived, new_result, payload_of, split_output
 from corral.serving.options import ServingOptions
@@ -208,6 +208,24 @@ class ServingServer(Actor):
             else:
                 self.counters.swaps += 1
                 caller.reply(None)
+
+    def warmup_batches(self, warmup: object) -> list[object]:
+        """The batches a swap warms a new version with: ``warmup`` (one sample, through
+        ``preprocess`` and the input contract) as a batch of one padded to ``pad_to``;
+        with sequence buckets one such batch per bucket, the sample's sequence cut or
+        padded to each bucket's length. Raises ``InvalidInput`` for a bad sample."""
+        options = self.options
+        if options.preprocess is not None:
+            warmup = options.preprocess(warmup)
+        value = conform(self.name, warmup, self._spec, single=True)
+        padded = self.policy.padded_size(1)
+        seq = self.sequences
+        if seq is None:
+            return [stack([value], [1], [True], padded, None, 0)]
+        return [
+            stack([seq.cut(value, length)], [1], [True], padded, seq, length)
+            for length in seq.lengths
+        ]
 
     # -- requests (any task on the node's loop) --------------------------------------------
 

@@ -4,7 +4,8 @@
 server). Steps:
 
 1. start the new version's partitions (all at once; each loads its model);
-2. warm up: run ``warmup`` (one sample) through every new partition, all at once; an error
+2. warm up: run ``warmup`` (one sample; with sequence buckets, one batch per bucket, the
+   sample cut or padded to each length) through every new partition, all at once; an error
    or a partition failing to start stops the new partitions and raises ``SwapFailed``
    (rolled back: the old version never stopped serving);
 3. flip: batches cut from now on go to the new version (one assignment, between two batches);
@@ -20,11 +21,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-
 from corral import telemetry
 from corral.errors import SwapFailed
-from corral.serving.runners import Crashed, ModelFailed
+from corral.serving.runners import Crashed, ModelFailed, Runner
 
 if TYPE_CHECKING:
     from corral.serving.factory import ModelFactory
@@ -46,6 +45,8 @@ class SwapHost(Protocol):
 
     async def start_generation(self, factory: ModelFactory, version: str) -> Generation: ...
 
+    def warmup_batches(self, warmup: object) -> list[object]: ...
+
     def pump(self) -> None: ...
 
 
@@ -57,13 +58,10 @@ async def run_swap(server: SwapHost, factory: ModelFactory, version: str, warmup
     try:
         new = await server.start_generation(factory, version)
         if warmup is not None:
-            batch = np.expand_dims(np.asarray(warmup), 0)
-            padded = server.policy.padded_size(1)
-            if padded > 1:
-                pad = np.zeros((padded - 1, *batch.shape[1:]), batch.dtype)
-                batch = np.concatenate([batch, pad])
-            # Every partition warms at once, through the runner that will run its batches.
-            outcomes = await asyncio.gather(*(slot.runner.run_once(batch) for slot in new.slots))
+            # One batch per sequence bucket (one batch without buckets); every partition
+            # warms at once, through the runner that will run its batches.
+            batches = server.warmup_batches(warmup)
+            outcomes = await asyncio.gather(*(_warm(slot.runner, batches) for slot in new.slots))
             for out in outcomes:
                 if isinstance(out, ModelFailed | Crashed):
                     raise out.error
@@ -83,3 +81,12 @@ async def run_swap(server: SwapHost, factory: ModelFactory, version: str, warmup
     )
     if old is not None:
         await server.versions.retire(old)
+
+
+async def _warm(runner: Runner, batches: list[object]) -> object:
+    """Run ``batches`` on ``runner`` one after another; the first failure, else None."""
+    for batch in batches:
+        out = await runner.run_once(batch)  # type: ignore[arg-type]
+        if isinstance(out, ModelFailed | Crashed):
+            return out
+    return None
