@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -422,3 +423,54 @@ async def test_a_swap_warms_every_bucket_with_the_warmup_sample_cut_or_padded() 
             ("v2", (2, 8), [1, 2, 3, 4, 5, 6, 0, 0]),
         ]
         assert (await serving.run(3)).output["total"] == 6
+
+
+async def test_preprocess_in_the_partition_runs_on_its_thread_and_a_bad_request_fails_alone() -> (
+    None
+):
+    threads: list[str] = []
+    shapes: list[tuple[int, ...]] = []
+
+    def words(text: object) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        if text == "boom":
+            raise ValueError("cannot read 'boom'")
+        if isinstance(text, list):  # run_batch: the hook gets the list, as in the caller
+            rows = [words(t) for t in text]
+            return np.stack([np.pad(r, (0, max(map(len, rows)) - len(r))) for r in rows])
+        return np.array([len(w) for w in str(text).split()])
+
+    def model() -> Any:
+        def run(batch: np.ndarray) -> np.ndarray:
+            shapes.append(batch.shape)
+            return batch * 10
+
+        return run
+
+    serving = Serving(
+        model, name="inside", batch_size=8, batch_timeout=0.001, sequence_buckets=(2, 4),
+        sequence_unpad=True, preprocess=words, preprocess_in="partition",
+    )  # fmt: skip
+    async with Node([serving.child_spec()]):
+        results = await asyncio.gather(
+            serving.run("a bb"), serving.run("ccc"), serving.run("boom"),
+            serving.run("a b c d"), return_exceptions=True,
+        )  # fmt: skip
+        batch = await serving.run_batch(["a bb", "ccc dd"])
+        stats = serving.statistics()
+    assert [r.output.tolist() for r in results if not isinstance(r, BaseException)] == [
+        [10, 20],
+        [30],
+        [10, 10, 10, 10],
+    ]
+    assert str(results[2]) == "cannot read 'boom'"
+    assert batch.output.tolist() == [[10, 20], [30, 20]]
+    # The batch of 4 failed in preprocess (never reached the model) and was split in halves:
+    # each half padded to the bucket of its longest request.
+    assert shapes == [(2, 2), (1, 4), (2, 2)]
+    assert set(threads) == {"corral-inside-v1-p0"}  # the partition's own thread
+    assert (stats.completed, stats.failed, stats.invalid) == (4, 1, 0)
+    with pytest.raises(ValueError, match="preprocess_in='partition' needs a preprocess hook"):
+        Serving(model, preprocess_in="partition")
+    with pytest.raises(ValueError, match="and kind 'thread' or 'loop'; got preprocess="):
+        Serving("serving_models:double", kind="port", preprocess=words, preprocess_in="partition")

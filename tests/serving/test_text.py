@@ -58,6 +58,15 @@ async def test_a_caller_sends_text_and_gets_the_embedding_of_a_direct_call(
     assert batched.output.shape == (3, 384)
     np.testing.assert_allclose(batched.output[0], results[0].output, atol=2e-5)
     assert stats.completed == len(SENTENCES) + 1 and stats.failed == 0
+    # Tokenizing on the partition's thread instead gives the same embeddings.
+    inside = Serving(
+        lambda: encoder, name="minilm-inside", batch_size=8, batch_timeout=0.002,
+        preprocess=tokenizer, preprocess_in="partition", sequence_buckets=(16, 32, 64, 128),
+    )  # fmt: skip
+    async with Node([inside.child_spec()]):
+        again = await asyncio.gather(*[inside.run(s) for s in SENTENCES[:4]])
+    for first, second in zip(results, again, strict=False):
+        np.testing.assert_allclose(first.output, second.output, atol=2e-5)
 
 
 def test_the_encoder_is_the_sentence_transformers_recipe(text: tuple[Any, Any]) -> None:

@@ -21,14 +21,23 @@ field names (positions for a tuple output, ``None`` for a plain array) exactly t
 from __future__ import annotations
 
 import bisect
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from corral.errors import InvalidInput
 from corral.serving.contract import Value
 
-__all__ = ["FieldKey", "Sequences", "fields_of", "first_array", "rebuild", "split", "stack"]
+__all__ = [
+    "FieldKey",
+    "RawBatch",
+    "Sequences",
+    "fields_of",
+    "first_array",
+    "rebuild",
+    "split",
+    "stack",
+]
 
 FieldKey = str | int | None
 """A field's name (dict), position (tuple), or None for a plain array."""
@@ -256,3 +265,73 @@ def split(
             offset += size
         columns.append(rows)
     return [rebuild(output, [col[i] for col in columns]) for i in range(len(sizes))]
+
+
+class RawBatch:
+    """A batch whose requests are still what the callers sent (``preprocess_in=
+    "partition"``): ``prepare()``, called on the partition's thread, runs ``preprocess`` on
+    each request and ``conform`` (given as ``check``), then stacks them like any batch —
+    with sequence buckets, padded to the smallest bucket that holds the longest request.
+    It records ``lengths``, ``target``, ``elements`` and ``padded_elements`` for the
+    server, which reads them once the batch has run. An exception (a request the hook or
+    the contract refuses) fails the batch like a model error: ``isolate_errors`` finds it."""
+
+    __slots__ = (
+        "_check",
+        "_preprocess",
+        "elements",
+        "items",
+        "lengths",
+        "padded_elements",
+        "padded_size",
+        "sequences",
+        "singles",
+        "sizes",
+        "target",
+    )
+
+    def __init__(
+        self,
+        items: Sequence[object],
+        sizes: Sequence[int],
+        singles: Sequence[bool],
+        padded_size: int,
+        preprocess: Callable[[object], object],
+        check: Callable[[object, bool], Value],
+        sequences: Sequences | None,
+    ) -> None:
+        self.items = items
+        self.sizes = sizes
+        self.singles = singles
+        self.padded_size = padded_size
+        self.sequences = sequences
+        self._preprocess = preprocess
+        self._check = check
+        self.lengths: list[int] | None = None
+        self.target = 0
+        self.elements = sum(sizes)
+        self.padded_elements = padded_size
+
+    def prepare(self) -> Value:
+        """The stacked batch (blocks for the hook's and the stacking's compute)."""
+        values = [
+            self._check(self._preprocess(x), one)
+            for x, one in zip(self.items, self.singles, strict=True)
+        ]
+        sizes = self.sizes
+        for i, (value, one) in enumerate(zip(values, self.singles, strict=True)):
+            if not one and first_array(value).shape[0] != sizes[i]:
+                raise ValueError(
+                    f"preprocess turned a batch of {sizes[i]} samples into "
+                    f"{first_array(value).shape[0]}"
+                )
+        seq = self.sequences
+        if seq is not None:
+            lengths = [
+                seq.length("partition", v, one) for v, one in zip(values, self.singles, strict=True)
+            ]
+            self.target = seq.bucket("partition", max(lengths))[1]
+            self.lengths = lengths
+            self.elements = sum(n * k for n, k in zip(lengths, sizes, strict=True))
+            self.padded_elements = self.padded_size * self.target
+        return stack(values, sizes, self.singles, self.padded_size, seq, self.target)

@@ -16,7 +16,7 @@ from operator import attrgetter
 import numpy as np
 
 from corral.serving.contract import Value
-from corral.serving.fields import Sequences, fields_of, first_array, split, stack
+from corral.serving.fields import RawBatch, Sequences, fields_of, first_array, split, stack
 from corral.serving.policy import Batch, Bucket, Request
 from corral.serving.records import Result
 
@@ -65,7 +65,12 @@ class Job:
     )
 
     def __init__(
-        self, batch: Batch, *, crashes: int = 0, sequences: Sequences | None = None
+        self,
+        batch: Batch,
+        *,
+        crashes: int = 0,
+        sequences: Sequences | None = None,
+        raw: tuple[Callable[[object], object], Callable[[object, bool], Value]] | None = None,
     ) -> None:
         self.batch = batch
         # One C-level transposition of the payloads: inputs, futures, single flags.
@@ -73,14 +78,23 @@ class Job:
         self.futs: tuple[asyncio.Future[Result], ...] = futs
         self.single = all(singles)
         self.sequences = sequences
+        self.inputs: Value | RawBatch
+        self.lengths: list[int] | None
         key = batch.key
-        if sequences is None or type(key) is not Bucket:
-            self.lengths: list[int] | None = None
+        if raw is not None:  # preprocess_in="partition": the partition prepares the batch
+            self.lengths = None
+            self.target = 0
+            self.elements = batch.size
+            self.padded_elements = batch.padded_size
+            sizes = [r.size for r in batch.requests]
+            self.inputs = RawBatch(xs, sizes, singles, batch.padded_size, *raw, sequences)
+        elif sequences is None or type(key) is not Bucket:
+            self.lengths = None
             self.target = 0
             self.elements = batch.size
             self.padded_elements = batch.padded_size
             if type(xs[0]) is np.ndarray:
-                self.inputs: Value = _stack(batch, xs, singles, self.single)
+                self.inputs = _stack(batch, xs, singles, self.single)
             else:
                 sizes = [r.size for r in batch.requests]
                 self.inputs = stack(xs, sizes, singles, batch.padded_size, None, 0)
@@ -150,6 +164,10 @@ def split_output(name: str, job: Job, output: object) -> Sequence[object]:
     its rows. Raises ``ValueError`` naming the rule otherwise, so no request can ever be
     given another's rows."""
     batch = job.batch
+    raw = job.inputs
+    if type(raw) is RawBatch:  # prepared on the partition: what it learnt of the sequences
+        job.lengths, job.target = raw.lengths, raw.target
+        job.elements, job.padded_elements = raw.elements, raw.padded_elements
     if type(output) is not np.ndarray or output.shape[:1] != (batch.padded_size,):
         _check_structured(name, output, batch.padded_size)
         sizes = [r.size for r in batch.requests]

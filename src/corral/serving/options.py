@@ -186,6 +186,17 @@ class ServingOptions(Options):
         rule="a callable or None",
         check=lambda v: v is None or callable(v),
     )
+    preprocess_in: Literal["caller", "partition"] = option(
+        "caller",
+        doc="Where preprocess runs: 'caller', in the caller's task before the request is "
+        "queued (the serving can then bucket by what it returns, e.g. token length); "
+        "'partition', on the partition's thread for the whole batch (thread and loop kinds): "
+        "the caller's event loop is spared the work, requests are queued as sent (one "
+        "queue), and the input contract is checked there, a refused request failing alone "
+        "as a model error would.",
+        rule="'caller' or 'partition'",
+        check=one_of("caller", "partition"),
+    )
     postprocess: Callable[[object], object] | None = option(
         None,
         doc="Called in the caller's task with a request's output; its result is the "
@@ -292,6 +303,12 @@ class ServingOptions(Options):
             raise ValueError(
                 f"invalid options for {self._what}: pad_to must hold a size >= batch_size="
                 f"{self.batch_size}; got {self.pad_to!r}"
+            )
+        if self.preprocess_in == "partition" and (self.preprocess is None or self.kind == "port"):
+            raise ValueError(
+                f"invalid options for {self._what}: preprocess_in='partition' needs a "
+                f"preprocess hook and kind 'thread' or 'loop'; got preprocess="
+                f"{self.preprocess!r} and kind={self.kind!r}"
             )
         if self.promote_buckets and not self.sequence_buckets:
             raise ValueError(

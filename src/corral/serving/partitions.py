@@ -6,7 +6,8 @@
   ``loop.call_soon_threadsafe`` back with the output), with no message and no task per
   batch, while the event loop stays free (numpy/torch/onnxruntime compute with the GIL
   released). Killing the partition mid-batch reports the batch as crashed at once; the thread
-  finishes it and the late output is dropped.
+  finishes it and the late output is dropped. A ``RawBatch`` (``preprocess_in="partition"``)
+  is prepared on the thread first (the preprocess hook, the contract, the stacking).
 - With ``inline=True`` (``kind="loop"``) the model still loads and closes on that thread, but
   its runner (``LoopRunner``) runs each batch inline on the event loop: no thread hand-off,
   for models whose batch takes well under a millisecond; the loop is blocked for the compute.
@@ -39,6 +40,7 @@ from corral.runtime.process import Actor, Pid
 from corral.runtime.supervisor import ChildSpec
 from corral.serving.adapters import AsyncFunctionModel, Model
 from corral.serving.factory import ModelFactory, factory_spec, load_model
+from corral.serving.fields import RawBatch
 from corral.serving.options import ServingOptions, thread_budget
 from corral.serving.runners import (
     CallRunner,
@@ -117,6 +119,8 @@ class ThreadPartition(Actor):
             if isinstance(model, AsyncFunctionModel):
                 return None
             return LoopRunner(self.pid, model) if self._inline else ThreadRunner(self.pid, self)
+        if type(msg) is RawBatch:
+            msg = msg.prepare()  # an async model: prepared here, on the loop
         if not isinstance(msg, np.ndarray | dict | tuple):
             raise TypeError(
                 f"ThreadPartition {self._label}: expected a batch (an array, or a dict or "
@@ -136,7 +140,10 @@ class ThreadPartition(Actor):
         called on the loop with the output or ``ModelFailed``, unless the loop has closed."""
         model = self._model
         assert model is not None
-        self._jobs.put((model.run, batch, done))
+        if type(batch) is RawBatch:  # preprocess_in="partition": prepared on the thread
+            self._jobs.put((functools.partial(_prepared, model.run), batch, done))
+        else:
+            self._jobs.put((model.run, batch, done))
 
     def _load(self, _: object) -> None:
         # Set on the thread, so that the thread closes a model loaded after a kill, too.
@@ -204,6 +211,8 @@ class LoopRunner(Runner):
         if self._pending is None:
             return  # killed meanwhile
         try:
+            if type(batch) is RawBatch:
+                batch = batch.prepare()
             out: object = self._model.run(batch)
         except Exception as exc:
             out = ModelFailed(exc)
@@ -211,6 +220,10 @@ class LoopRunner(Runner):
 
     def _exited(self, reason: ExitReason) -> None:
         self._finish(Crashed(ProcessExited(self.pid, reason)))
+
+
+def _prepared(run: Callable[[object], object], batch: RawBatch) -> object:
+    return run(batch.prepare())
 
 
 async def runner_for(pid: Pid, options: ServingOptions, spawn: Spawn) -> Runner:

@@ -103,6 +103,11 @@ class ServingServer(Actor):
         # keys requests by shape, so that different shapes never meet in one stack.
         self._fixed = options.input_spec is not None and _fixed_shapes(options.input_spec)
         self._buckets = Buckets()
+        self._raw = (
+            None
+            if options.preprocess is None or options.preprocess_in != "partition"
+            else (options.preprocess, functools.partial(_conform, self.name, options.input_spec))
+        )
         self.sequences = (
             None
             if not options.sequence_buckets
@@ -242,24 +247,28 @@ class ServingServer(Actor):
         counters.requests += 1
         spec = self._spec
         try:
-            # The usual request, inline: an array of numbers, no spec (conform's first case).
-            arr: Value
-            if spec is None and type(x) is np.ndarray and x.dtype.kind in NUMERIC_KINDS:
-                arr = x
+            arr: object
+            if self._raw is not None:  # preprocess_in="partition": queued as sent
+                arr, size, key = self._raw_request(x, single)
             else:
-                arr = conform(self.name, x, spec, single=single)
-            size = 1 if single else self._batch_length(arr)
-            keys = self._keys
-            seq = self.sequences
-            if seq is not None:
-                index, length = seq.bucket(self.name, seq.length(self.name, arr, single))
-                group = seq.group(arr, single)
-                key: Hashable = Bucket(index, length, group if keys is None else (keys(arr), group))
-            elif self._fixed:
-                key = None if keys is None else keys(arr)
-            else:
-                bucket = self._buckets.key(arr, single)
-                key = bucket if keys is None else (keys(arr), bucket)
+                # The usual request, inline: an array of numbers, no spec (conform's first
+                # case).
+                if spec is None and type(x) is np.ndarray and x.dtype.kind in NUMERIC_KINDS:
+                    arr = x
+                else:
+                    arr = conform(self.name, x, spec, single=single)
+                size = 1 if single else self._batch_length(arr)
+                keys = self._keys
+                seq = self.sequences
+                if seq is not None:
+                    index, length = seq.bucket(self.name, seq.length(self.name, arr, single))
+                    group = seq.group(arr, single)
+                    key = Bucket(index, length, group if keys is None else (keys(arr), group))
+                elif self._fixed:
+                    key = None if keys is None else keys(arr)
+                else:
+                    bucket = self._buckets.key(arr, single)
+                    key = bucket if keys is None else (keys(arr), bucket)
         except InvalidInput:
             counters.invalid += 1
             self._ended_requests("invalid", 1)
@@ -285,6 +294,23 @@ class ServingServer(Actor):
         elif self._timer is None or when < self._timer_at:
             self._arm(when)
         return request, fut
+
+    def _raw_request(self, x: object, single: bool) -> tuple[object, int, Hashable]:
+        """``(x, size, key)`` with ``preprocess_in="partition"``: ``x`` is queued as sent
+        (one queue per ``batch_keys`` key); ``run_batch`` takes a list or tuple of samples.
+        ``InvalidInput`` for a ``run_batch`` input that is not one."""
+        if single:
+            size = 1
+        elif isinstance(x, list | tuple) and 1 <= len(x) <= self._batch_size:
+            size = len(x)
+        else:
+            raise InvalidInput(
+                self.name,
+                f"a list or tuple of 1 to batch_size={self._batch_size} samples",
+                type(x).__name__,
+                field="run_batch input",
+            )
+        return x, size, None if self._keys is None else self._keys(x)
 
     def _user_key(self, key: Hashable) -> Hashable:
         """The ``batch_keys`` key inside a queue key (without the implicit shape bucket)."""
@@ -384,7 +410,7 @@ class ServingServer(Actor):
                 return None
             batch = late
         try:
-            job = Job(batch, crashes=crashes, sequences=self.sequences)
+            job = Job(batch, crashes=crashes, sequences=self.sequences, raw=self._raw)
         except Exception as exc:
             if len(batch.requests) == 1:
                 self._fail_requests(batch.requests, exc)
@@ -735,3 +761,8 @@ def _fixed_shapes(spec: Spec) -> bool:
         else list(spec.values() if isinstance(spec, dict) else spec)
     )
     return all(d is not None for one in specs for d in one.shape)
+
+
+def _conform(name: str, spec: Spec | None, value: object, single: bool) -> Value:
+    """``conform`` with its arguments in the order ``RawBatch`` calls it."""
+    return conform(name, value, spec, single=single)

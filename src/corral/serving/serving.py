@@ -147,7 +147,7 @@ class Serving:
 
     async def _submit(self, x: object, single: bool, deadline: float | None) -> Result:
         options = self.options
-        if options.preprocess is not None:
+        if options.preprocess is not None and options.preprocess_in == "caller":
             x = options.preprocess(x)
         if options.postprocess is None:
             return await self._queue(x, single, deadline)
