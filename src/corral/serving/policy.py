@@ -16,17 +16,21 @@ node's clock) and acts on the answer; tests call it with any numbers they like.
 
 ``PromotingPolicy`` is the same policy plus *bucket promotion*, for sequence buckets (keys
 that are ``Bucket``s): a batch cut from bucket ``L`` with room left is filled with the
-oldest requests of the under-full smaller buckets of its group (nearest bucket first, at
-most ``promote`` buckets down), which then run padded to ``L``.
+oldest requests of smaller buckets of its group (nearest bucket first, at most ``promote``
+buckets down) that are *ready but under-full* — their oldest request has waited
+``batch_timeout`` and they hold fewer than ``batch_size`` samples — which then run padded to
+``L``. Those requests would run now anyway, in a small batch of their own on the next free
+partition: promoted, they ride along in one fuller batch instead.
 
 The trade-off: a promoted request is computed at the larger length (a 16-token sentence run
 as 32 costs about twice its own compute, and the batch's other requests wait for that too);
-in exchange it does not wait for its own bucket to fill or time out, and the partition runs
-one fuller batch instead of two small ones, so with few partitions and many small buckets it
-raises throughput and cuts latency. A batch is only cut when a partition is free, so
-promotion never takes a request from a bucket that a busy partition would otherwise have
-served full: a full bucket is never promoted from (it cuts on its own). Keep ``promote`` at
-1 (the next bucket up) unless the buckets are close together.
+in exchange the partition runs one batch instead of two small ones, and the promoted
+requests do not wait for a second free partition. A bucket that is not ready yet is never
+promoted from (it may still fill), nor a full one (it cuts on its own). It pays where the
+model's per-batch overhead is large against its per-token cost and partitions are scarce;
+where compute grows with the tokens (a transformer on a CPU) and the buckets are far apart,
+the padding can cost more than the batch saves: measure (``benchmarks/transformer.py``
+runs with and without it). Keep ``promote`` at 1 (the next bucket up).
 """
 
 from __future__ import annotations
@@ -282,7 +286,7 @@ class BatchPolicy:
 class PromotingPolicy(BatchPolicy):
     """``BatchPolicy`` with bucket promotion (see the module docstring): a batch cut from a
     ``Bucket`` key with room left takes requests from at most ``promote`` smaller buckets
-    of its group that are under-full, nearest first, oldest first."""
+    of its group that are ready (timed out) but under-full, nearest first, oldest first."""
 
     def __init__(
         self,
@@ -299,6 +303,12 @@ class PromotingPolicy(BatchPolicy):
             batch_size=batch_size, batch_timeout=batch_timeout, max_queue=max_queue, pad_to=pad_to
         )
         self.promote = promote
+        self._now = 0.0
+        self._force = False
+
+    def cut(self, now: float, *, force: bool = False) -> Batch | None:
+        self._now, self._force = now, force
+        return super().cut(now, force=force)
 
     def _take(self, key: Hashable, queue: _KeyQueue, reason: str) -> Batch:
         batch = super()._take(key, queue, reason)
@@ -312,10 +322,13 @@ class PromotingPolicy(BatchPolicy):
             key=lambda k: -k.rank,
         )  # fmt: skip
         taken: list[Request] = []
+        ready_since = self._now - self.batch_timeout
         for donor in donors:
             source = self._queues[donor]
             if source.samples >= self.batch_size:
                 continue  # full: it is cut on its own
+            if not self._force and source.requests[0].arrived > ready_since:
+                continue  # not ready: it may still fill
             requests = source.requests
             while requests and requests[0].size <= room:
                 request = requests.popleft()
