@@ -304,7 +304,9 @@ class ServingOptions(Options):
                 f"invalid options for {self._what}: pad_to must hold a size >= batch_size="
                 f"{self.batch_size}; got {self.pad_to!r}"
             )
-        if self.preprocess_in == "partition" and (self.preprocess is None or self.kind == "port"):
+        if self.preprocess_in == "partition" and (
+            self.preprocess is None or self.kind not in ("thread", "loop")
+        ):
             raise ValueError(
                 f"invalid options for {self._what}: preprocess_in='partition' needs a "
                 f"preprocess hook and kind 'thread' or 'loop'; got preprocess="
