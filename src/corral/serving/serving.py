@@ -146,30 +146,29 @@ class Serving:
         return await self._submit(xs, False, deadline)
 
     async def _submit(self, x: object, single: bool, deadline: float | None) -> Result:
+        # One coroutine per request (the hooks inline, not another await layer): this is the
+        # hot path of every caller.
         options = self.options
         if options.preprocess is not None and options.preprocess_in == "caller":
             x = options.preprocess(x)
-        if options.postprocess is None:
-            return await self._queue(x, single, deadline)
-        result = await self._queue(x, single, deadline)
-        return Result(options.postprocess(result.output), result.version)  # type: ignore[arg-type]
-
-    async def _queue(self, x: object, single: bool, deadline: float | None) -> Result:
         if deadline is not None:
             _check_deadline(self.name, deadline)
         server = self._door.current
         if server is None:
             loop = asyncio.get_running_loop()
             began = loop.time()
-            server = await self._door.wait(deadline, self.options.restart_wait)
+            server = await self._door.wait(deadline, options.restart_wait)
             if deadline is not None:
                 deadline = max(0.0, deadline - (loop.time() - began))
         request, fut = server.submit(x, single, deadline)
         try:
-            return await fut
+            result = await fut
         except asyncio.CancelledError:
             server.withdraw(request)
             raise
+        if options.postprocess is None:
+            return result
+        return Result(options.postprocess(result.output), result.version)  # type: ignore[arg-type]
 
     def run_sync(self, x: object, *, deadline: float | None = None) -> Result:
         """``run`` from a thread that is not the node's loop (a Flask handler, say); blocks
