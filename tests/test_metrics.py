@@ -103,6 +103,11 @@ async def test_serving_traffic_requests_swap_and_restarts_are_counted_exactly() 
             samples = scrape(m)
             assert value(samples, "corral_serving_queue_length", serving="rank") == 2
             assert value(samples, "corral_serving_partitions_up", serving="rank") == 1
+            # The last 10 s (virtual time): the batches of 2, 2 and 1, no padding.
+            bucket = {"serving": "rank", "bucket": "all"}
+            assert value(samples, "corral_serving_bucket_mean_batch_size", **bucket) == 5 / 3
+            assert value(samples, "corral_serving_bucket_samples_per_second", **bucket) == 0.5
+            assert value(samples, "corral_serving_bucket_padding_ratio", **bucket) == 0.0
             with pytest.raises(ServingOverloaded):
                 await held[4]
             v2.gate.open()

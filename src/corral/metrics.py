@@ -28,6 +28,11 @@ each comes from:
 - ``corral_serving_queue_length{serving}``, ``corral_serving_partitions_up{serving}``
   (gauges, read at scrape time from watched servings; partitions of the current version not
   down);
+- ``corral_serving_bucket_samples_per_second{serving,bucket}``,
+  ``corral_serving_bucket_mean_batch_size{serving,bucket}``,
+  ``corral_serving_bucket_padding_ratio{serving,bucket}`` (gauges, read at scrape time: the
+  last 10 s of ``statistics().buckets``; ``bucket`` is the sequence length, or ``all``
+  without sequence buckets);
 - ``corral_supervisor_restarts_total{supervisor,child}``: child exits a supervisor restarted
   (``child_exited`` with action ``restart``); ``supervisor`` is its label (registered name,
   or the path its parent gave it, e.g. ``rank/partitions-v1``), or its kind
@@ -436,8 +441,8 @@ def _float_str(bound: float) -> str:
 
 
 class _Collector:
-    """What the registry scrapes: every ``_Family`` of a ``Metrics``, and the two serving
-    gauges read from ``statistics()`` at scrape time."""
+    """What the registry scrapes: every ``_Family`` of a ``Metrics``, and the serving gauges
+    read from ``statistics()`` at scrape time."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._core = require("prometheus_client.core", extra="metrics", by="corral.metrics")
@@ -448,11 +453,16 @@ class _Collector:
 
     def collect(self) -> list[Any]:
         families = [f.family(self._core) for f in self._metrics._families]
-        queue, up = gauges = self._gauges()
+        queue, up, rate, size, padding = gauges = self._gauges()
         for stats in self._metrics._statistics():
             queue.add_metric([stats.name], stats.queue_length)
             live = [p for p in stats.partitions if p.version == stats.version]
             up.add_metric([stats.name], sum(p.state not in ("down", "draining") for p in live))
+            for b in stats.buckets:
+                labels = [stats.name, "all" if b.bucket is None else str(b.bucket)]
+                rate.add_metric(labels, b.window_throughput)
+                size.add_metric(labels, b.window_mean_batch_size)
+                padding.add_metric(labels, b.window_padding)
         return families + gauges
 
     def _gauges(self) -> list[GaugeMetricFamily]:
@@ -463,6 +473,22 @@ class _Collector:
                 "corral_serving_partitions_up",
                 "Partitions of the current version that are up.",
                 labels=["serving"],
+            ),
+            family(
+                "corral_serving_bucket_samples_per_second",
+                "Samples answered per second over the last 10 s, per sequence bucket.",
+                labels=["serving", "bucket"],
+            ),
+            family(
+                "corral_serving_bucket_mean_batch_size",
+                "Mean real batch size over the last 10 s, per sequence bucket.",
+                labels=["serving", "bucket"],
+            ),
+            family(
+                "corral_serving_bucket_padding_ratio",
+                "Fraction of computed positions that were padding over the last 10 s, per "
+                "sequence bucket.",
+                labels=["serving", "bucket"],
             ),
         ]
 

@@ -132,7 +132,7 @@ async def test_binary_tensors_travel_both_ways_without_json_data() -> None:
         (
             {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "STR", "data": [1, 2]}]},
             "inputs[0].datatype must be one of BOOL, UINT8, UINT16, UINT32, UINT64, INT8, "
-            "INT16, INT32, INT64, FP16, FP32, FP64; got 'STR'",
+            "INT16, INT32, INT64, FP16, FP32, FP64, BYTES; got 'STR'",
         ),
         (
             {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1]}]},

@@ -71,3 +71,31 @@ def triple_once(marker: str) -> Callable[[np.ndarray], np.ndarray]:
     except FileExistsError:
         raise OSError(f"weights missing ({os.path.basename(marker)} was read already)") from None
     return lambda b: b * 3
+
+
+def two_outputs() -> Callable[[object], object]:
+    """A dict-in, dict-out model: per-token ``ids * 2`` and the masked sum per row."""
+
+    def model(batch: object) -> object:
+        assert isinstance(batch, dict)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        return {"tokens": ids * 2, "total": (ids * mask).sum(axis=1)}
+
+    return model
+
+
+def pair_outputs() -> Callable[[object], object]:
+    """A tuple-in, tuple-out model: ``(a + b, a * b)``."""
+
+    def model(batch: object) -> object:
+        assert isinstance(batch, tuple)
+        a, b = batch
+        return a + b, a * b
+
+    return model
+
+
+def thread_env() -> Callable[[np.ndarray], np.ndarray]:
+    """Answers each row with the worker's OMP_NUM_THREADS (0 when unset)."""
+    value = float(os.environ.get("OMP_NUM_THREADS", "0"))
+    return lambda batch: np.full(len(batch), value)

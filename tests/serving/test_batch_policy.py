@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from corral.serving import BatchPolicy, Request
+from corral.serving.policy import Bucket, PromotingPolicy
 
 
 def policy(
@@ -239,3 +240,68 @@ def test_offer_says_how_many_samples_the_key_holds_and_0_when_full() -> None:
     assert p.ready(None) and not p.ready("b")
     extra = Request(1, 0.0)
     assert p.offer(extra) == 0 and not extra.queued and len(p) == 3
+
+
+# -- bucket promotion (PromotingPolicy) ------------------------------------------------------
+
+
+def promoting(batch_size: int = 4, promote: int = 1) -> PromotingPolicy:
+    return PromotingPolicy(batch_size=batch_size, batch_timeout=0.1, max_queue=100, promote=promote)
+
+
+def buckets(length: int, group: object = "g") -> Bucket:
+    return Bucket((16, 32, 64).index(length), length, group)
+
+
+def test_a_cut_with_room_takes_the_next_smaller_under_full_bucket_padded_up() -> None:
+    p = promoting()
+    small = push(p, 1, 1, at=0.0, key=buckets(16))
+    large = push(p, 1, at=0.05, key=buckets(32))
+    batch = p.cut(0.15)  # both timed out: the oldest head (16) is cut first, with no room up
+    assert batch is not None and batch.key == buckets(16) and batch.promoted == 0
+    assert list(batch.requests) == small
+    small = push(p, 1, 1, at=0.2, key=buckets(16))
+    batch = p.cut(0.2 + 0.01, force=True)  # the 32 bucket's head is older: it is cut and fills
+    assert batch is not None and batch.key == buckets(32)
+    assert list(batch.requests) == large + small and batch.promoted == 2
+    assert (batch.size, len(p)) == (3, 0)
+
+
+def test_promotion_goes_at_most_promote_buckets_down_nearest_first_and_not_across_groups() -> None:
+    p = promoting(batch_size=8, promote=1)
+    tiny = push(p, 1, key=buckets(16))
+    mid = push(p, 1, key=buckets(32))
+    other = push(p, 1, key=buckets(32, group="h"))
+    top = push(p, 1, at=-1.0, key=buckets(64))
+    assert list(p.cut(0.05).requests) == top  # type: ignore[union-attr]  # 32 not ready yet
+    p.push(top[0])
+    batch = p.cut(0.1)  # every bucket ready now: the nearest one down rides along
+    assert batch is not None and list(batch.requests) == top + mid
+    assert {id(r) for r in tiny + other} == {id(r) for r in [*tiny, *other] if r.queued}
+    two = promoting(batch_size=8, promote=2)
+    for r in tiny + mid + top:
+        r.queued = False
+        two.push(r)
+    batch = two.cut(1.0)
+    assert batch is not None and [r.key.length for r in batch.requests] == [64, 32, 16]  # type: ignore[attr-defined]
+
+
+def test_a_full_bucket_is_never_promoted_from_and_room_is_respected() -> None:
+    p = promoting(batch_size=3)
+    old = push(p, 1, at=-1.0, key=buckets(32))
+    full = push(p, 1, 1, 1, key=buckets(16))
+    batch = p.cut(0.5)  # 32 timed out with room for 2, but the full 16 bucket cuts on its own
+    assert batch is not None and list(batch.requests) == old and batch.promoted == 0
+    batch = p.cut(0.5)
+    assert batch is not None and list(batch.requests) == full
+    q = promoting(batch_size=3)
+    head = push(q, 2, at=-1.0, key=buckets(32))
+    push(q, 2, key=buckets(16))  # does not fit in the room of 1: nor does what queues behind it
+    push(q, 1, key=buckets(16))
+    batch = q.cut(0.5)
+    assert batch is not None and list(batch.requests) == head and len(q) == 2
+
+
+def test_promoting_policy_checks_promote() -> None:
+    with pytest.raises(ValueError, match="PromotingPolicy: promote must be an int >= 1; got 0"):
+        promoting(promote=0)

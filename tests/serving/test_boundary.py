@@ -1,4 +1,4 @@
-"""The serving's boundary on virtual time: the input contract, refused structured outputs,
+"""The serving's boundary on virtual time: the input contract, outputs of the wrong length,
 error isolation inside a batch, deadlines that hold while a batch runs, honest restarts,
 factory strings checked at construction, and the loop partition kind."""
 
@@ -86,16 +86,20 @@ async def test_input_spec_refuses_a_nonconforming_request_alone_and_at_once() ->
         assert sorted(v for batch in model.batches for v in batch) == [1.0, 1.0, 1.0]
 
 
-async def test_without_a_spec_strings_none_and_dicts_are_refused_by_type() -> None:
+async def test_without_a_spec_strings_none_and_string_fields_are_refused_by_type() -> None:
     model = Recorder()
     model.gate.open()
     serving = Serving(model, name="rank", batch_size=8, batch_timeout=0.0)
     async with start(serving):
-        for x, got in [("four", "a str"), (None, "a NoneType"), ({"a": 1}, "a dict")]:
+        for x, where, got in [
+            ("four", "input", "a str"),
+            (None, "input", "a NoneType"),
+            ({"a": "x"}, "input field 'a'", "a str"),
+        ]:
             with pytest.raises(InvalidInput) as info:
                 await serving.run(x)
             assert str(info.value) == (
-                "serving 'rank': input must be a bool, int or float array (or a list of "
+                f"serving 'rank': {where} must be a bool, int or float array (or a list of "
                 f"numbers); got {got}"
             )
         with pytest.raises(InvalidInput, match="run_batch input must be an array with a first"):
@@ -115,25 +119,6 @@ def test_input_spec_is_checked_when_the_serving_is_built() -> None:
 # -- outputs ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("requests", [1, 2, 3])
-async def test_a_tuple_output_is_refused_never_split_into_rows(requests: int) -> None:
-    def model(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return batch * 2, batch * 3
-
-    serving = Serving(lambda: model, name="rank", batch_size=8, batch_timeout=0.0)
-    async with start(serving):
-        # With 2 requests np.asarray would have made a (2, 2, 2) array "of the right length".
-        results = await asyncio.gather(
-            *[serving.run(sample(i)) for i in range(requests)], return_exceptions=True
-        )
-        for result in results:
-            assert isinstance(result, TypeError)
-            assert str(result) == (
-                "the model returned a tuple of 2 items; structured outputs are not supported "
-                "yet: return one array whose first axis is the batch"
-            )
-
-
 async def test_an_output_of_the_wrong_length_fails_with_the_rule() -> None:
     serving = Serving(
         lambda: (lambda b: b[:1]), name="rank", batch_size=8, batch_timeout=0.0,
@@ -145,7 +130,7 @@ async def test_an_output_of_the_wrong_length_fails_with_the_rule() -> None:
         )
         assert [str(r) for r in results] == [
             "serving 'rank': the model returned (1, 2) for a batch of 2; it must return an "
-            "array with that first axis"
+            "array with that first axis (or a dict or tuple of them)"
         ] * 2
 
 

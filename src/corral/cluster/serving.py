@@ -113,7 +113,7 @@ class PartitionActor(WatchedActor):
         codec = self._codec
         _, batch = decode(codec, data)
         try:
-            out = self._model.run(batch)  # type: ignore[arg-type]
+            out = self._model.run(batch)
             return encode(codec, out)
         except Exception as exc:
             tb = traceback.format_exc()

@@ -87,6 +87,7 @@ def _converter(field: dataclasses.Field[object]) -> Callable[[str], object] | No
         "PartitionKind": str,
         "tuple[int, ...]": lambda t: tuple(int(v) for v in t.split(",") if v.strip()),
         "InputSpec | None": _input_spec,
+        "Spec | None": _input_spec,  # one array's spec from the command line
     }
     return kinds.get(str(field.type))
 

@@ -32,7 +32,8 @@ from corral.errors import ServingNotRunning, SwapFailed
 from corral.gateway.problems import BadRequest, HttpProblem, redact
 from corral.gateway.protocol import OUTPUT_NAME
 from corral.gateway.tensors import datatype_of
-from corral.serving import ModelFactory, Serving
+from corral.serving import InputSpec, ModelFactory, Serving
+from corral.serving.contract import example_input
 
 __all__ = ["Model", "ModelTable"]
 
@@ -74,17 +75,33 @@ class Model:
     def metadata(self) -> dict[str, object]:
         """The model metadata response (v2): one input, one output."""
         spec = self.serving.options.input_spec
+        inputs: list[dict[str, object]]
         if spec is None:
-            in_type, in_shape = "FP32", [-1]
+            in_type = "FP32"
+            inputs = [{"name": "input", "datatype": in_type, "shape": [-1]}]
         else:
-            in_type = datatype_of(spec.dtype) or "FP32"
-            in_shape = [-1, *spec.shape]
+            named = (
+                [("input", spec)]
+                if isinstance(spec, InputSpec)
+                else list(spec.items())
+                if isinstance(spec, dict)
+                else [(f"input_{i}", one) for i, one in enumerate(spec)]
+            )
+            inputs = [
+                {
+                    "name": field,
+                    "datatype": datatype_of(one.dtype) or "FP32",
+                    "shape": [-1, *(-1 if d is None else d for d in one.shape)],
+                }
+                for field, one in named
+            ]
+            in_type = str(inputs[0]["datatype"])
         out_type, out_shape = self.output or (in_type, [-1])
         return {
             "name": self.name,
             "versions": [self.serving.version],
             "platform": f"corral_{self.serving.options.kind}",
-            "inputs": [{"name": "input", "datatype": in_type, "shape": in_shape}],
+            "inputs": inputs,
             "outputs": [{"name": OUTPUT_NAME, "datatype": out_type, "shape": out_shape}],
         }
 
@@ -113,7 +130,7 @@ class Model:
                         version,
                     )
                 spec = self.serving.options.input_spec
-                warmup = None if spec is None else np.zeros(spec.shape, spec.dtype)
+                warmup = None if spec is None else example_input(spec)
                 try:
                     await self.serving.swap(factory, version=version, warmup=warmup)
                 except SwapFailed as exc:

@@ -279,6 +279,20 @@ def _serving(serving: Serving, rates: Rates, key: str, now: float) -> Json:
         "p50_latency": stats.p50_latency,
         "p99_latency": stats.p99_latency,
         "swaps": stats.swaps,
+        "buckets": [
+            {
+                "bucket": b.bucket,
+                "batches": b.batches,
+                "mean_batch_size": b.mean_batch_size,
+                "padding": b.padding,
+                "promoted": b.promoted,
+                "window": b.window,
+                "window_throughput": b.window_throughput,
+                "window_mean_batch_size": b.window_mean_batch_size,
+                "window_padding": b.window_padding,
+            }
+            for b in stats.buckets
+        ],
         "partitions_up": sum(
             p.state in ("idle", "busy") and p.version == stats.version for p in stats.partitions
         ),

@@ -41,10 +41,12 @@ DATATYPES: Final[Mapping[str, np.dtype[np.generic]]] = {
     "FP32": np.dtype("<f4"),
     "FP64": np.dtype("<f8"),
 }
-"""The v2 datatypes a serving can take, as little-endian numpy dtypes (``BYTES`` and
-``BF16`` are not among them: a serving takes bool, int and float arrays)."""
+"""The v2 numeric datatypes, as little-endian numpy dtypes. ``BYTES`` is taken too, as JSON
+strings only (``"data": ["a text", ...]``), and reaches the serving as a numpy str array: for
+a serving whose ``preprocess`` hook turns text into arrays (a tokenizer); any other serving
+refuses it (400). ``BF16`` is not taken."""
 
-_NAMES: Final = ", ".join(DATATYPES)
+_NAMES: Final = ", ".join([*DATATYPES, "BYTES"])
 _BY_DTYPE: Final = {dt.newbyteorder("="): name for name, dt in DATATYPES.items()}
 _STRINGS: Final = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _OPEN: Final = np.frombuffer(b"[{", np.uint8)
@@ -90,6 +92,8 @@ def decode_tensor(
         raise BadRequest(f"{field}.name", "a non-empty str", name)
     shape = _shape(field, tensor.get("shape"))
     datatype = tensor.get("datatype")
+    if datatype == "BYTES":
+        return name, _strings(field, shape, tensor), offset
     dtype = DATATYPES.get(datatype) if type(datatype) is str else None
     if dtype is None or type(datatype) is not str:
         raise BadRequest(f"{field}.datatype", f"one of {_NAMES}", datatype)
@@ -103,6 +107,30 @@ def decode_tensor(
     if "data" not in tensor:
         raise BadRequest(f"{field}.data", "present (or parameters.binary_data_size given)")
     return name, _from_json(field, shape, dtype, datatype, count, tensor["data"]), offset
+
+
+def _strings(field: str, shape: tuple[int, ...], tensor: dict[str, object]) -> np.ndarray:
+    """A ``BYTES`` tensor's JSON strings as a str array of ``shape``."""
+    parameters = tensor.get("parameters")
+    if isinstance(parameters, dict) and "binary_data_size" in parameters:
+        raise BadRequest(f"{field}.parameters.binary_data_size", "absent for BYTES (JSON only)")
+    data = tensor.get("data")
+    flat: list[object] = []
+    stack = [data]
+    while stack:  # nesting is bounded by the body's checked JSON depth
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        else:
+            flat.append(item)
+    if not isinstance(data, list) or not all(type(s) is str for s in flat):
+        raise BadRequest(f"{field}.data", "a list of strings for datatype BYTES", data)
+    count = math.prod(shape)
+    if len(flat) != count:
+        raise BadRequest(
+            f"{field}.data", f"{count} values for shape {list(shape)}", f"{len(flat)} values"
+        )
+    return np.array(flat, dtype=np.str_).reshape(shape)
 
 
 def _from_binary(

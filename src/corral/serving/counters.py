@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 
 from corral.serving.policy import BatchPolicy
-from corral.serving.records import PartitionStatistics, ServingStatistics
+from corral.serving.records import BucketStatistics, PartitionStatistics, ServingStatistics
 
-__all__ = ["LATENCY_WINDOW", "Counters"]
+__all__ = ["BATCH_WINDOW", "LATENCY_WINDOW", "Counters"]
 
 LATENCY_WINDOW = 4096
 """How many of the last answered requests' latencies ``p50_latency``/``p99_latency`` cover."""
+
+BATCH_WINDOW = 4096
+"""How many of the last batches the windowed bucket statistics can cover."""
+
+_Recent = tuple[float, int | None, int, int, int]
+"""A recent batch: (ended at, bucket, samples, real positions, padded positions)."""
+
+
+class _BucketTotals:
+    __slots__ = ("batches", "elements", "padded", "promoted", "requests", "samples")
+
+    def __init__(self) -> None:
+        self.batches = self.requests = self.samples = 0
+        self.elements = self.padded = self.promoted = 0
 
 
 class Counters:
@@ -18,6 +34,7 @@ class Counters:
 
     __slots__ = (
         "batches",
+        "buckets",
         "cancelled",
         "completed",
         "compute_max",
@@ -28,6 +45,7 @@ class Counters:
         "latencies",
         "latency_count",
         "overloaded",
+        "recent",
         "requests",
         "retried",
         "samples",
@@ -49,6 +67,66 @@ class Counters:
         # latency_count is how many were ever written (the next slot is count % window).
         self.latencies = np.zeros(LATENCY_WINDOW, dtype=np.float64)
         self.latency_count = 0
+        self.buckets: dict[int | None, _BucketTotals] = {}
+        self.recent: deque[_Recent] = deque(maxlen=BATCH_WINDOW)
+
+    def record_bucket(
+        self,
+        now: float,
+        bucket: int | None,
+        requests: int,
+        samples: int,
+        elements: int,
+        padded: int,
+        promoted: int,
+    ) -> None:
+        """Adds one answered batch of ``bucket`` (``elements`` real positions of ``padded``
+        computed) to the totals and the window."""
+        totals = self.buckets.get(bucket)
+        if totals is None:
+            totals = self.buckets[bucket] = _BucketTotals()
+        totals.batches += 1
+        totals.requests += requests
+        totals.samples += samples
+        totals.elements += elements
+        totals.padded += padded
+        totals.promoted += promoted
+        self.recent.append((now, bucket, samples, elements, padded))
+
+    def bucket_statistics(self, now: float, window: float) -> tuple[BucketStatistics, ...]:
+        """Per bucket: totals, and the batches that ended in the last ``window`` seconds."""
+        since = now - window
+        counts: dict[int | None, list[int]] = {}
+        for ended, bucket, samples, elements, padded in reversed(self.recent):
+            if ended < since:
+                break
+            row = counts.setdefault(bucket, [0, 0, 0, 0])
+            row[0] += 1
+            row[1] += samples
+            row[2] += elements
+            row[3] += padded
+        out = []
+        for bucket in sorted(self.buckets, key=lambda b: -1 if b is None else b):
+            t = self.buckets[bucket]
+            w = counts.get(bucket, [0, 0, 0, 0])
+            out.append(
+                BucketStatistics(
+                    bucket=bucket,
+                    batches=t.batches,
+                    requests=t.requests,
+                    samples=t.samples,
+                    mean_batch_size=t.samples / t.batches if t.batches else 0.0,
+                    padding=1.0 - t.elements / t.padded if t.padded else 0.0,
+                    promoted=t.promoted,
+                    window=window,
+                    window_batches=w[0],
+                    window_samples=w[1],
+                    window_throughput=w[1] / window if window > 0 else 0.0,
+                    window_mean_batch_size=w[1] / w[0] if w[0] else 0.0,
+                    window_padding=1.0 - w[2] / w[3] if w[3] else 0.0,
+                )
+            )
+        return tuple(out)
 
     def record_latencies(self, values: np.ndarray) -> None:
         """Adds a batch's answered requests' latencies (seconds) to the ring: slices, no loop."""
@@ -87,8 +165,11 @@ class Counters:
         policy: BatchPolicy,
         partitions: tuple[PartitionStatistics, ...],
         in_flight: int,
+        now: float = 0.0,
+        window: float = 10.0,
     ) -> ServingStatistics:
-        """A frozen record of the counters now."""
+        """A frozen record of the counters now (``now`` on the node's clock; the bucket
+        window is the last ``window`` seconds)."""
         p50, p99 = self.latency_percentiles()
         return ServingStatistics(
             name=name,
@@ -116,4 +197,5 @@ class Counters:
             p99_latency=p99,
             swaps=self.swaps,
             partitions=partitions,
+            buckets=self.bucket_statistics(now, window),
         )

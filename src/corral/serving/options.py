@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 from corral._options import Options, is_int, is_number, one_of, option
-from corral.serving.contract import InputSpec, parse_input_spec
+from corral.serving.contract import InputSpec, Spec, parse_input_spec
+
+if TYPE_CHECKING:
+    from corral.serving.policy import BatchPolicy
 
 __all__ = ["RAY_OPTION_KEYS", "ServingOptions"]
 
@@ -30,6 +34,26 @@ SwapStrategy = Literal["auto", "rolling", "all_at_once"]
 
 def _valid_pad_to(value: object) -> bool:
     return type(value) is tuple and all(type(v) is int and v >= 1 for v in value)
+
+
+def _is_pad_value(value: object) -> bool:
+    return type(value) in (int, float, bool)
+
+
+def _valid_sequence_pad(value: object) -> bool:
+    if isinstance(value, Mapping):
+        return bool(value) and all(
+            type(k) in (str, int) and _is_pad_value(v) for k, v in value.items()
+        )
+    return _is_pad_value(value)
+
+
+def _valid_input_spec(value: object) -> bool:
+    if value is None or isinstance(value, InputSpec):
+        return True
+    if isinstance(value, dict):
+        return all(isinstance(v, InputSpec) for v in value.values())
+    return isinstance(value, tuple) and all(isinstance(v, InputSpec) for v in value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,14 +132,104 @@ class ServingOptions(Options):
         rule="a bool",
         check=lambda v: type(v) is bool,
     )
-    input_spec: InputSpec | None = option(
+    input_spec: Spec | None = option(
         None,
         doc="The input contract of one sample: an InputSpec(shape, dtype) or a (shape, dtype) "
-        "pair, shape without the batch axis. A request that does not conform fails at once, "
-        "alone, with InvalidInput. None: any numeric array, with requests of different "
-        "shapes or dtypes batched apart.",
-        rule="an InputSpec, a (shape, dtype) pair or None",
-        check=lambda v: v is None or isinstance(v, InputSpec),
+        "pair, shape without the batch axis (None in it: any size); for dict or tuple "
+        "requests a dict of field names to those, or a tuple of InputSpec. A request that "
+        "does not conform fails at once, alone, with InvalidInput. None: any numeric array "
+        "(or dict or tuple of them), with requests of different shapes or dtypes batched "
+        "apart.",
+        rule="an InputSpec, a (shape, dtype) pair, a dict or tuple of them, or None",
+        check=_valid_input_spec,
+    )
+    sequence_buckets: tuple[int, ...] = option(
+        (),
+        doc="Sequence lengths to bucket requests by: a request whose sequence axis (a "
+        "sample's first axis) has length n is queued with the smallest bucket >= n, and its "
+        "batch is padded on that axis to the bucket's length with sequence_pad (longer than "
+        "the largest: InvalidInput). Output fields that keep the axis are cut back to each "
+        "request's length (sequence_unpad). Empty: no sequence buckets.",
+        rule="a tuple of ints >= 1",
+        check=_valid_pad_to,
+    )
+    sequence_pad: int | float | Mapping[str | int, int | float] = option(
+        0,
+        doc="With sequence_buckets: the pad value of the sequence axis. A number: every "
+        "field (or the one array) has the axis and is padded with it; a mapping of dict "
+        "field names (or tuple positions) to pad values: only those fields have the axis, "
+        "e.g. {'input_ids': 0, 'attention_mask': 0}.",
+        rule="a number, or a non-empty mapping of field names (or positions) to numbers",
+        check=_valid_sequence_pad,
+    )
+    sequence_unpad: bool | str | tuple[str | int | None, ...] = option(
+        "auto",
+        doc="With sequence_buckets: which output fields keep the sequence axis and are cut "
+        "back to each request's own length on it. 'auto': fields of 3 axes or more whose "
+        "second axis is the bucket length (per-token vectors, (batch, length, hidden)); True: "
+        "every field whose second axis is the bucket length; a tuple of output field names "
+        "(positions for tuple outputs, None for a plain array): those; False: none.",
+        rule="'auto', a bool, or a tuple of output field names, positions or None",
+        check=lambda v: (
+            v == "auto"
+            or type(v) is bool
+            or (type(v) is tuple and all(x is None or type(x) in (str, int) for x in v))
+        ),
+    )
+    promote_buckets: int = option(
+        0,
+        doc="With sequence_buckets: how many buckets up a request of a ready yet under-full "
+        "bucket may be promoted to fill a batch being cut with room left (PromotingPolicy): "
+        "it runs padded to the larger length instead of in a small batch of its own. 0: "
+        "never.",
+        rule="an int >= 0",
+        check=is_int(0),
+    )
+    batch_policy: Callable[..., BatchPolicy] | None = option(
+        None,
+        doc="The batching policy: a BatchPolicy subclass (or a callable taking its keyword "
+        "arguments batch_size, batch_timeout, max_queue, pad_to) returning one. None: "
+        "BatchPolicy, or PromotingPolicy when promote_buckets > 0.",
+        rule="a callable or None",
+        check=lambda v: v is None or callable(v),
+    )
+    preprocess: Callable[[object], object] | None = option(
+        None,
+        doc="Called in the caller's task with what run() (or run_batch()) was given, before "
+        "the input contract: its result is the request (e.g. a tokenizer: text in, a dict of "
+        "token arrays out). An exception raises in the caller; the request is not counted. "
+        "None: the input is the request.",
+        rule="a callable or None",
+        check=lambda v: v is None or callable(v),
+    )
+    preprocess_in: Literal["caller", "partition"] = option(
+        "caller",
+        doc="Where preprocess runs: 'caller', in the caller's task before the request is "
+        "queued (the serving can then bucket by what it returns, e.g. token length); "
+        "'partition', on the partition's thread for the whole batch (thread and loop kinds): "
+        "the caller's event loop is spared the work, requests are queued as sent (one "
+        "queue), and the input contract is checked there, a refused request failing alone "
+        "as a model error would.",
+        rule="'caller' or 'partition'",
+        check=one_of("caller", "partition"),
+    )
+    postprocess: Callable[[object], object] | None = option(
+        None,
+        doc="Called in the caller's task with a request's output; its result is the "
+        "Result's output. An exception raises in the caller. None: the output as is.",
+        rule="a callable or None",
+        check=lambda v: v is None or callable(v),
+    )
+    threads: int | None = option(
+        None,
+        doc="Native threads per partition: torch's intra-op threads, set on each thread "
+        "partition's own thread (the model's set_threads), and "
+        "OMP_NUM_THREADS, MKL_NUM_THREADS and OPENBLAS_NUM_THREADS in port workers' "
+        "environment (unless port_options' env sets them). None: max(1, cores // "
+        "partitions), so partitions x threads fit the cores this process may use; 0: leave "
+        "every library's own default.",
+        rule="an int >= 0 or None",
+        check=lambda v: v is None or is_int(0)(v),
     )
     drop_late: bool = option(
         True,
@@ -249,6 +363,19 @@ class ServingOptions(Options):
                 f"invalid options for {self._what}: pad_to must hold a size >= batch_size="
                 f"{self.batch_size}; got {self.pad_to!r}"
             )
+        if self.preprocess_in == "partition" and (
+            self.preprocess is None or self.kind not in ("thread", "loop")
+        ):
+            raise ValueError(
+                f"invalid options for {self._what}: preprocess_in='partition' needs a "
+                f"preprocess hook and kind 'thread' or 'loop'; got preprocess="
+                f"{self.preprocess!r} and kind={self.kind!r}"
+            )
+        if self.promote_buckets and not self.sequence_buckets:
+            raise ValueError(
+                f"invalid options for {self._what}: promote_buckets needs sequence_buckets; "
+                f"got promote_buckets={self.promote_buckets} and no sequence_buckets"
+            )
 
 
 _SERVING_SETS = ("handler", "args")
@@ -285,6 +412,17 @@ def swap_strategy(options: ServingOptions) -> Literal["rolling", "all_at_once"]:
     if options.swap == "auto":
         return "rolling" if options.kind in ("port", "ray") else "all_at_once"
     return options.swap
+
+
+def thread_budget(options: ServingOptions) -> int:
+    """Native threads per partition under ``options`` (0: leave the libraries' defaults)."""
+    if options.threads is not None:
+        return options.threads
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // options.partitions)
 
 
 def partition_restarts(options: ServingOptions) -> int:

@@ -6,7 +6,8 @@
   ``loop.call_soon_threadsafe`` back with the output), with no message and no task per
   batch, while the event loop stays free (numpy/torch/onnxruntime compute with the GIL
   released). Killing the partition mid-batch reports the batch as crashed at once; the thread
-  finishes it and the late output is dropped.
+  finishes it and the late output is dropped. A ``RawBatch`` (``preprocess_in="partition"``)
+  is prepared on the thread first (the preprocess hook, the contract, the stacking).
 - With ``inline=True`` (``kind="loop"``) the model still loads and closes on that thread, but
   its runner (``LoopRunner``) runs each batch inline on the event loop: no thread hand-off,
   for models whose batch takes well under a millisecond; the loop is blocked for the compute.
@@ -41,7 +42,8 @@ from corral.runtime.process import Actor, Pid
 from corral.runtime.supervisor import ChildSpec
 from corral.serving.adapters import AsyncFunctionModel, Model
 from corral.serving.factory import ModelFactory, factory_spec, load_model
-from corral.serving.options import ServingOptions
+from corral.serving.fields import RawBatch
+from corral.serving.options import ServingOptions, thread_budget
 from corral.serving.runners import (
     CallRunner,
     Crashed,
@@ -52,7 +54,17 @@ from corral.serving.runners import (
     resolve,
 )
 
-__all__ = ["RUNNER", "ThreadPartition", "partition_spec", "runner_for", "worker_path"]
+__all__ = [
+    "RUNNER",
+    "THREAD_VARIABLES",
+    "ThreadPartition",
+    "partition_spec",
+    "runner_for",
+    "worker_path",
+]
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+"""The environment variables a port worker's native libraries size their pools by."""
 
 logger = logging.getLogger("corral.serving")
 
@@ -69,10 +81,17 @@ class ThreadPartition(Actor):
     returns the output or ``ModelFailed`` (blocking the caller, not the loop)."""
 
     def __init__(
-        self, factory: ModelFactory, *, device: str | None, label: str, inline: bool = False
+        self,
+        factory: ModelFactory,
+        *,
+        device: str | None,
+        label: str,
+        inline: bool = False,
+        threads: int = 0,
     ) -> None:
         self._factory = factory
         self._device = device
+        self._threads = threads
         self._label = label
         self._inline = inline
         self._jobs: SimpleQueue[_Work | None] = SimpleQueue()
@@ -102,8 +121,13 @@ class ThreadPartition(Actor):
             if isinstance(model, AsyncFunctionModel):
                 return None
             return LoopRunner(self.pid, model) if self._inline else ThreadRunner(self.pid, self)
-        if not isinstance(msg, np.ndarray):
-            raise TypeError(f"ThreadPartition {self._label}: expected an array; got {msg!r}")
+        if type(msg) is RawBatch:
+            msg = msg.prepare()  # an async model: prepared here, on the loop
+        if not isinstance(msg, np.ndarray | dict | tuple):
+            raise TypeError(
+                f"ThreadPartition {self._label}: expected a batch (an array, or a dict or "
+                f"tuple of arrays); got {msg!r}"
+            )
         if isinstance(model, AsyncFunctionModel):
             try:
                 return await model.run_async(msg)
@@ -113,16 +137,21 @@ class ThreadPartition(Actor):
         self.run_batch(msg, functools.partial(resolve, fut))
         return await fut
 
-    def run_batch(self, batch: np.ndarray, done: Done) -> None:
+    def run_batch(self, batch: object, done: Done) -> None:
         """Queue ``batch`` for the thread (loop thread only; does not block); ``done`` is
         called on the loop with the output or ``ModelFailed``, unless the loop has closed."""
         model = self._model
         assert model is not None
-        self._jobs.put((model.run, batch, done))  # type: ignore[arg-type]
+        if type(batch) is RawBatch:  # preprocess_in="partition": prepared on the thread
+            self._jobs.put((functools.partial(_prepared, model.run), batch, done))
+        else:
+            self._jobs.put((model.run, batch, done))
 
     def _load(self, _: object) -> None:
         # Set on the thread, so that the thread closes a model loaded after a kill, too.
-        self._model = load_model(self._factory, device=self._device)
+        model = self._model = load_model(self._factory, device=self._device)
+        if self._threads:
+            model.set_threads(self._threads)
 
     def _stop_thread(self, reason: ExitReason) -> None:
         self._jobs.put(_STOP)
@@ -157,7 +186,7 @@ class ThreadRunner(Runner):
         self._partition = partition
         pid.add_exit_callback(self._exited)
 
-    def _start(self, batch: np.ndarray) -> None:
+    def _start(self, batch: object) -> None:
         self._partition.run_batch(batch, self._ran)
 
     def _ran(self, output: object) -> None:
@@ -177,13 +206,15 @@ class LoopRunner(Runner):
         self._model = model
         pid.add_exit_callback(self._exited)
 
-    def _start(self, batch: np.ndarray) -> None:
+    def _start(self, batch: object) -> None:
         self._loop.call_soon(self._run, batch)
 
-    def _run(self, batch: np.ndarray) -> None:
+    def _run(self, batch: object) -> None:
         if self._pending is None:
             return  # killed meanwhile
         try:
+            if type(batch) is RawBatch:
+                batch = batch.prepare()
             out: object = self._model.run(batch)
         except Exception as exc:
             out = ModelFailed(exc)
@@ -191,6 +222,10 @@ class LoopRunner(Runner):
 
     def _exited(self, reason: ExitReason) -> None:
         self._finish(Crashed(ProcessExited(self.pid, reason)))
+
+
+def _prepared(run: Callable[[object], object], batch: RawBatch) -> object:
+    return run(batch.prepare())
 
 
 async def runner_for(pid: Pid, options: ServingOptions, spawn: Spawn) -> Runner:
@@ -241,22 +276,28 @@ def partition_spec(
             ray_options=dict(options.ray_options),
             pythonpath=worker_path() if options.inherit_sys_path else "",
         )
+    threads = thread_budget(options)
     if options.kind != "port":
         inline = options.kind == "loop"
         return ChildSpec(
             id=f"partition-{index}",
             start=lambda: ThreadPartition(
-                factory, device=options.device, label=label, inline=inline
+                factory, device=options.device, label=label, inline=inline, threads=threads
             ),
         )
     from corral.port import Port
 
     path, factory_args, factory_kwargs = factory_spec(factory)
     port_options = dict(options.port_options)
+    env = dict(port_options.get("env") or {})  # type: ignore[call-overload]
     if options.inherit_sys_path and (extra := worker_path()):
-        env = dict(port_options.get("env") or {})  # type: ignore[call-overload]
         own = env.get("PYTHONPATH")
         env["PYTHONPATH"] = extra if not own else own + os.pathsep + extra
+    if threads:
+        # Read by OpenMP, MKL and OpenBLAS when the worker loads them; the user's own win.
+        for var in THREAD_VARIABLES:
+            env.setdefault(var, str(threads))
+    if env:
         port_options["env"] = env
     args: dict[str, object] = {"factory": path}
     if factory_args or factory_kwargs:
@@ -264,6 +305,8 @@ def partition_spec(
         args["factory_kwargs"] = factory_kwargs
     if options.device is not None:
         args["device"] = options.device
+    if threads:
+        args["threads"] = threads
     return ChildSpec(
         id=f"partition-{index}",
         start=lambda: Port("corral.serving.port_handler:ServingHandler", args=args, **port_options),

@@ -13,6 +13,24 @@ node's clock) and acts on the answer; tests call it with any numbers they like.
 - ``pad_to`` sizes: a batch of ``n`` samples is padded to the smallest size >= ``n``.
 - ``wakeup()`` says when the caller should call ``cut`` again if nothing else happens: the
   earliest of every key's oldest arrival + ``batch_timeout`` and every deadline.
+
+``PromotingPolicy`` is the same policy plus *bucket promotion*, for sequence buckets (keys
+that are ``Bucket``s): a batch cut from bucket ``L`` with room left is filled with the
+oldest requests of smaller buckets of its group (nearest bucket first, at most ``promote``
+buckets down) that are *ready but under-full* — their oldest request has waited
+``batch_timeout`` and they hold fewer than ``batch_size`` samples — which then run padded to
+``L``. Those requests would run now anyway, in a small batch of their own on the next free
+partition: promoted, they ride along in one fuller batch instead.
+
+The trade-off: a promoted request is computed at the larger length (a 16-token sentence run
+as 32 costs about twice its own compute, and the batch's other requests wait for that too);
+in exchange the partition runs one batch instead of two small ones, and the promoted
+requests do not wait for a second free partition. A bucket that is not ready yet is never
+promoted from (it may still fill), nor a full one (it cuts on its own). It pays where the
+model's per-batch overhead is large against its per-token cost and partitions are scarce;
+where compute grows with the tokens (a transformer on a CPU) and the buckets are far apart,
+the padding can cost more than the batch saves: measure (``benchmarks/transformer.py``
+runs with and without it). Keep ``promote`` at 1 (the next bucket up).
 """
 
 from __future__ import annotations
@@ -21,8 +39,20 @@ import heapq
 from collections import deque
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-__all__ = ["Batch", "BatchPolicy", "Request"]
+__all__ = ["Batch", "BatchPolicy", "Bucket", "PromotingPolicy", "Request"]
+
+
+class Bucket(NamedTuple):
+    """The queue key of a sequence-bucketed request: bucket number ``rank`` (0 is the
+    shortest) of length ``length``, in ``group`` (the rest of the key: what requests must
+    share to be stacked, and the ``batch_keys`` key). Promotion moves requests only between
+    buckets of one group."""
+
+    rank: int
+    length: int
+    group: Hashable
 
 
 @dataclass(eq=False, slots=True)
@@ -42,13 +72,15 @@ class Request:
 @dataclass(frozen=True, slots=True)
 class Batch:
     """A cut batch: ``requests`` in arrival order, ``size`` samples in all, to be padded to
-    ``padded_size``; ``reason`` is ``"full"`` or ``"timeout"``."""
+    ``padded_size``; ``reason`` is ``"full"`` or ``"timeout"``; ``promoted`` counts the
+    requests taken into it from smaller buckets (``PromotingPolicy``)."""
 
     key: Hashable
     requests: tuple[Request, ...]
     size: int
     padded_size: int
     reason: str
+    promoted: int = 0
 
     @property
     def pad(self) -> int:
@@ -249,3 +281,65 @@ class BatchPolicy:
         self._length -= 1
         if not queue.requests and request.key is not None:
             del self._queues[request.key]
+
+
+class PromotingPolicy(BatchPolicy):
+    """``BatchPolicy`` with bucket promotion (see the module docstring): a batch cut from a
+    ``Bucket`` key with room left takes requests from at most ``promote`` smaller buckets
+    of its group that are ready (timed out) but under-full, nearest first, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        batch_timeout: float,
+        max_queue: int,
+        pad_to: Sequence[int] = (),
+        promote: int = 1,
+    ) -> None:
+        if type(promote) is not int or promote < 1:
+            raise ValueError(f"PromotingPolicy: promote must be an int >= 1; got {promote!r}")
+        super().__init__(
+            batch_size=batch_size, batch_timeout=batch_timeout, max_queue=max_queue, pad_to=pad_to
+        )
+        self.promote = promote
+        self._now = 0.0
+        self._force = False
+
+    def cut(self, now: float, *, force: bool = False) -> Batch | None:
+        self._now, self._force = now, force
+        return super().cut(now, force=force)
+
+    def _take(self, key: Hashable, queue: _KeyQueue, reason: str) -> Batch:
+        batch = super()._take(key, queue, reason)
+        room = self.batch_size - batch.size
+        if room <= 0 or type(key) is not Bucket:
+            return batch
+        lowest = key.rank - self.promote
+        donors = sorted(
+            (k for k in self._queues if type(k) is Bucket and k.group == key.group
+             and lowest <= k.rank < key.rank),
+            key=lambda k: -k.rank,
+        )  # fmt: skip
+        taken: list[Request] = []
+        ready_since = self._now - self.batch_timeout
+        for donor in donors:
+            source = self._queues[donor]
+            if source.samples >= self.batch_size:
+                continue  # full: it is cut on its own
+            if not self._force and source.requests[0].arrived > ready_since:
+                continue  # not ready: it may still fill
+            requests = source.requests
+            while requests and requests[0].size <= room:
+                request = requests.popleft()
+                room -= request.size
+                taken.append(request)
+                self._unqueue(source, request)
+            if not room:
+                break
+        if not taken:
+            return batch
+        size = self.batch_size - room
+        return Batch(
+            key, batch.requests + tuple(taken), size, self.padded_size(size), reason, len(taken)
+        )

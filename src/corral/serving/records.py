@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["PartitionStatistics", "Result", "ServingStatistics"]
+__all__ = ["BucketStatistics", "PartitionStatistics", "Result", "ServingStatistics"]
 
 
 class Result(NamedTuple):
@@ -35,6 +35,33 @@ class PartitionStatistics:
 
 
 @dataclass(frozen=True, slots=True)
+class BucketStatistics:
+    """The batches of one sequence bucket (``bucket`` is its length; None: a serving
+    without sequence buckets, all batches), in total and over the last ``window`` seconds.
+
+    ``padding`` is the fraction of the computed positions that were padding: for sequence
+    buckets, padded tokens (sequence and batch padding) over ``batch x bucket length``;
+    otherwise padded rows (``pad_to``) over rows. ``promoted`` counts requests promoted into
+    this bucket from a smaller one. ``window_throughput`` is samples answered per second
+    over the window; ``window_*`` cover at most the last 4096 batches of the serving.
+    """
+
+    bucket: int | None
+    batches: int
+    requests: int
+    samples: int
+    mean_batch_size: float
+    padding: float
+    promoted: int
+    window: float
+    window_batches: int
+    window_samples: int
+    window_throughput: float
+    window_mean_batch_size: float
+    window_padding: float
+
+
+@dataclass(frozen=True, slots=True)
 class ServingStatistics:
     """A snapshot of a serving. Times are seconds on the node's clock.
 
@@ -48,6 +75,8 @@ class ServingStatistics:
     the time a batch spent on its partition. ``p50_latency`` and ``p99_latency`` are the
     median and 99th percentile (linear interpolation) of the latency — from a request's
     arrival to its answer — of the last 4096 answered (completed) requests; 0.0 before any.
+    ``buckets`` has one ``BucketStatistics`` per sequence bucket that ran a batch (one for
+    all batches without sequence buckets), in bucket order.
     """
 
     name: str
@@ -75,3 +104,4 @@ class ServingStatistics:
     p99_latency: float
     swaps: int
     partitions: tuple[PartitionStatistics, ...]
+    buckets: tuple[BucketStatistics, ...] = ()

@@ -53,14 +53,15 @@ from corral.errors import (
 )
 from corral.runtime.messages import KILL, Exit, ExitReason
 from corral.runtime.process import Actor, Caller, Pid
-from corral.serving.contract import NUMERIC_KINDS, Buckets, conform
+from corral.serving.contract import NUMERIC_KINDS, Buckets, InputSpec, Spec, Value, conform
 from corral.serving.counters import Counters
 from corral.serving.door import Door
 from corral.serving.factory import ModelFactory
+from corral.serving.fields import Sequences, first_array, stack
 from corral.serving.generation import Generation, Slot
 from corral.serving.job import Job, arrived, new_result, payload_of, split_output
 from corral.serving.options import ServingOptions
-from corral.serving.policy import Batch, BatchPolicy, Request
+from corral.serving.policy import Batch, BatchPolicy, Bucket, PromotingPolicy, Request
 from corral.serving.records import PartitionStatistics, Result, ServingStatistics
 from corral.serving.runners import Crashed, ModelFailed
 from corral.serving.swap import run_swap
@@ -88,12 +89,7 @@ class ServingServer(Actor):
         self.factory = factory
         self.door = door
         self.options = options
-        self.policy = BatchPolicy(
-            batch_size=options.batch_size,
-            batch_timeout=options.batch_timeout,
-            max_queue=options.max_queue,
-            pad_to=options.pad_to,
-        )
+        self.policy = make_policy(options)
         self.versions = Versions()
         self.counters = Counters()
         self._retry: deque[Job] = deque()
@@ -104,7 +100,22 @@ class ServingServer(Actor):
         self._swap_lock = asyncio.Lock()
         self._keys = options.batch_keys
         self._spec = options.input_spec
+        # A spec of fixed shapes keys nothing by itself; one with a None axis (or none)
+        # keys requests by shape, so that different shapes never meet in one stack.
+        self._fixed = options.input_spec is not None and _fixed_shapes(options.input_spec)
         self._buckets = Buckets()
+        self._raw = (
+            None
+            if options.preprocess is None or options.preprocess_in != "partition"
+            else (options.preprocess, functools.partial(_conform, self.name, options.input_spec))
+        )
+        self.sequences = (
+            None
+            if not options.sequence_buckets
+            else Sequences(
+                options.sequence_buckets, options.sequence_pad, unpad=options.sequence_unpad
+            )
+        )
         self._drop_late_on = options.drop_late
         self._late_margin = 0.0  # seconds: 0 until a batch has run (or with drop_late off)
         self._timeout = options.batch_timeout
@@ -212,6 +223,24 @@ class ServingServer(Actor):
                 self.counters.swaps += 1
                 caller.reply(None)
 
+    def warmup_batches(self, warmup: object) -> list[object]:
+        """The batches a swap warms a new version with: ``warmup`` (one sample, through
+        ``preprocess`` and the input contract) as a batch of one padded to ``pad_to``;
+        with sequence buckets one such batch per bucket, the sample's sequence cut or
+        padded to each bucket's length. Raises ``InvalidInput`` for a bad sample."""
+        options = self.options
+        if options.preprocess is not None:
+            warmup = options.preprocess(warmup)
+        value = conform(self.name, warmup, self._spec, single=True)
+        padded = self.policy.padded_size(1)
+        seq = self.sequences
+        if seq is None:
+            return [stack([value], [1], [True], padded, None, 0)]
+        return [
+            stack([seq.cut(value, length)], [1], [True], padded, seq, length)
+            for length in seq.lengths
+        ]
+
     # -- requests (any task on the node's loop) --------------------------------------------
 
     def submit(
@@ -227,22 +256,32 @@ class ServingServer(Actor):
         counters.requests += 1
         spec = self._spec
         try:
-            # The usual request, inline: an array of numbers, no spec (conform's first case).
-            if spec is None and type(x) is np.ndarray and x.dtype.kind in NUMERIC_KINDS:
-                arr = x
+            arr: object
+            if self._raw is not None:  # preprocess_in="partition": queued as sent
+                arr, size, key = self._raw_request(x, single)
             else:
-                arr = conform(self.name, x, spec, single=single)
-            size = 1 if single else self._batch_length(arr)
+                # The usual request, inline: an array of numbers, no spec (conform's first
+                # case).
+                if spec is None and type(x) is np.ndarray and x.dtype.kind in NUMERIC_KINDS:
+                    arr = x
+                else:
+                    arr = conform(self.name, x, spec, single=single)
+                size = 1 if single else self._batch_length(arr)
+                keys = self._keys
+                seq = self.sequences
+                if seq is not None:
+                    index, length = seq.bucket(self.name, seq.length(self.name, arr, single))
+                    group = seq.group(arr, single)
+                    key = Bucket(index, length, group if keys is None else (keys(arr), group))
+                elif self._fixed:
+                    key = None if keys is None else keys(arr)
+                else:
+                    bucket = self._buckets.key(arr, single)
+                    key = bucket if keys is None else (keys(arr), bucket)
         except InvalidInput:
             counters.invalid += 1
             self._ended_requests("invalid", 1)
             raise
-        keys = self._keys
-        if spec is not None:
-            key = None if keys is None else keys(arr)
-        else:
-            bucket = self._buckets.key(arr, single)
-            key = bucket if keys is None else (keys(arr), bucket)
         loop = self._loop
         now = loop.time()
         fut: asyncio.Future[Result] = loop.create_future()
@@ -265,14 +304,33 @@ class ServingServer(Actor):
             self._arm(when)
         return request, fut
 
+    def _raw_request(self, x: object, single: bool) -> tuple[object, int, Hashable]:
+        """``(x, size, key)`` with ``preprocess_in="partition"``: ``x`` is queued as sent
+        (one queue per ``batch_keys`` key); ``run_batch`` takes a list or tuple of samples.
+        ``InvalidInput`` for a ``run_batch`` input that is not one."""
+        if single:
+            size = 1
+        elif isinstance(x, list | tuple) and 1 <= len(x) <= self._batch_size:
+            size = len(x)
+        else:
+            raise InvalidInput(
+                self.name,
+                f"a list or tuple of 1 to batch_size={self._batch_size} samples",
+                type(x).__name__,
+                field="run_batch input",
+            )
+        return x, size, None if self._keys is None else self._keys(x)
+
     def _user_key(self, key: Hashable) -> Hashable:
         """The ``batch_keys`` key inside a queue key (without the implicit shape bucket)."""
-        if self._spec is not None:
+        if type(key) is Bucket:
+            return None if self._keys is None else key.group[0]  # type: ignore[index]
+        if self._fixed:
             return key
         return None if self._keys is None else key[0]  # type: ignore[index]
 
     def _batch_length(self, arr: object) -> int:
-        shape = getattr(arr, "shape", ())
+        shape = getattr(arr if type(arr) is np.ndarray else first_array(arr), "shape", ())  # type: ignore[arg-type]
         if not shape or not 1 <= shape[0] <= self._batch_size:
             raise InvalidInput(
                 self.name,
@@ -368,7 +426,7 @@ class ServingServer(Actor):
                 return None
             batch = late
         try:
-            job = Job(batch, crashes=crashes)
+            job = Job(batch, crashes=crashes, sequences=self.sequences, raw=self._raw)
         except Exception as exc:
             if len(batch.requests) == 1:
                 self._fail_requests(batch.requests, exc)
@@ -392,7 +450,8 @@ class ServingServer(Actor):
         if not keep:
             return None
         size = sum(r.size for r in keep)
-        return Batch(batch.key, tuple(keep), size, self.policy.padded_size(size), batch.reason)
+        padded = self.policy.padded_size(size)
+        return Batch(batch.key, tuple(keep), size, padded, batch.reason, batch.promoted)
 
     def _split(self, batch: Batch, parts: int, *, crashes: int) -> list[Job]:
         """``batch``'s live requests in ``parts`` jobs (1 to ``parts`` requests each)."""
@@ -461,7 +520,7 @@ class ServingServer(Actor):
         slot.job = job
         runner = slot.runner
         try:
-            runner.run(job.inputs, functools.partial(self._done, gen, slot, job))
+            runner.run(job.inputs, functools.partial(self._done, gen, slot, job))  # type: ignore[arg-type]
         except Exception as exc:
             # A runner that cannot take a batch is broken: its partition is killed (the
             # supervisor restarts it) and the batch counts as crashed there.
@@ -587,6 +646,16 @@ class ServingServer(Actor):
                 futs = job.futs
                 arrivals = arrivals[[not f.cancelled() and f.exception() is None for f in futs]]
             counters.record_latencies(now - arrivals)
+        key = batch.key
+        counters.record_bucket(
+            now,
+            key.length if type(key) is Bucket else None,
+            len(requests),
+            batch.size,
+            job.elements,
+            job.padded_elements,
+            batch.promoted,
+        )
         oldest = started - requests[0].arrived
         counters.wait_max = max(counters.wait_max, oldest)
         counters.compute_total += compute
@@ -661,8 +730,9 @@ class ServingServer(Actor):
         current = self.versions.current
         return () if current is None else tuple(slot.pid for slot in current.slots)
 
-    def statistics(self) -> ServingStatistics:
-        """A snapshot of this server's queue, counters and partitions."""
+    def statistics(self, window: float = 10.0) -> ServingStatistics:
+        """A snapshot of this server's queue, counters and partitions; per-bucket figures
+        also over the last ``window`` seconds."""
         parts: list[PartitionStatistics] = []
         current = self.versions.current
         serving = self.versions.serving
@@ -670,5 +740,46 @@ class ServingServer(Actor):
             parts.extend(gen.statistics(draining=gen not in serving))
         version = "" if current is None else current.version
         return self.counters.snapshot(
-            self.name, version, self.policy, tuple(parts), self.in_flight()
+            self.name,
+            version,
+            self.policy,
+            tuple(parts),
+            self.in_flight(),
+            now=self._loop.time(),
+            window=window,
         )
+
+
+def make_policy(options: ServingOptions) -> BatchPolicy:
+    """The batching policy ``options`` ask for (``batch_policy``, ``promote_buckets``)."""
+    kwargs: dict[str, object] = {
+        "batch_size": options.batch_size,
+        "batch_timeout": options.batch_timeout,
+        "max_queue": options.max_queue,
+        "pad_to": options.pad_to,
+    }
+    if options.batch_policy is not None:
+        policy = options.batch_policy(**kwargs)
+        if not isinstance(policy, BatchPolicy):
+            raise TypeError(
+                f"serving: batch_policy must return a BatchPolicy; got {type(policy).__name__}"
+            )
+        return policy
+    if options.promote_buckets:
+        return PromotingPolicy(**kwargs, promote=options.promote_buckets)  # type: ignore[arg-type]
+    return BatchPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def _fixed_shapes(spec: Spec) -> bool:
+    """Whether every shape in ``spec`` is fixed (no ``None`` axis)."""
+    specs = (
+        [spec]
+        if isinstance(spec, InputSpec)
+        else list(spec.values() if isinstance(spec, dict) else spec)
+    )
+    return all(d is not None for one in specs for d in one.shape)
+
+
+def _conform(name: str, spec: Spec | None, value: object, single: bool) -> Value:
+    """``conform`` with its arguments in the order ``RawBatch`` calls it."""
+    return conform(name, value, spec, single=single)

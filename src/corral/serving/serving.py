@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
-
 from corral.runtime.node import Node
 from corral.runtime.process import Pid
 from corral.runtime.supervisor import ChildSpec, Supervisor
 from corral.serving.adapters import AsyncFunctionModel, Model
+from corral.serving.adapters.base import as_output
+from corral.serving.contract import conform
 from corral.serving.door import Door, RunningServer
 from corral.serving.factory import ModelFactory, check_factory, factory_spec, load_model
+from corral.serving.fields import Sequences, first_array, split, stack
 from corral.serving.options import ServingOptions
 from corral.serving.records import Result, ServingStatistics
 
@@ -56,13 +57,37 @@ class Serving:
 
     def run_inline(self, x: object) -> Result:
         """Run one sample through the model on the calling thread, unbatched (loading the
-        model on first use). Blocks for the load and the compute."""
-        out = self._inline_model().run(np.expand_dims(np.asarray(x), 0))
-        return Result(out[0], self.options.version)
+        model on first use): ``preprocess``, the input contract, sequence padding to its
+        bucket, the model, then ``postprocess``, as ``run`` would. Blocks for the load and
+        the compute."""
+        return self._run_inline(x, True)
 
     def run_batch_inline(self, xs: object) -> Result:
         """As ``run_inline`` for a batch (first axis) of samples."""
-        return Result(self._inline_model().run(np.asarray(xs)), self.options.version)
+        return self._run_inline(xs, False)
+
+    def _run_inline(self, x: object, single: bool) -> Result:
+        options = self.options
+        if options.preprocess is not None:
+            x = options.preprocess(x)
+        value = conform(self.name, x, options.input_spec, single=single)
+        size = 1 if single else int(first_array(value).shape[0])
+        sequences = lengths = None
+        target = 0
+        if options.sequence_buckets:
+            sequences = Sequences(
+                options.sequence_buckets, options.sequence_pad, unpad=options.sequence_unpad
+            )
+            length = sequences.length(self.name, value, single)
+            target = sequences.bucket(self.name, length)[1]
+            lengths = [length]
+        batch = stack([value], [size], [single], size, sequences, target)
+        output = as_output(self._inline_model().run(batch))
+        out = split(output, [size], [single], lengths, target, sequences)
+        mine = out[0]
+        if options.postprocess is not None:
+            mine = options.postprocess(mine)
+        return Result(mine, options.version)  # type: ignore[arg-type]
 
     def _inline_model(self) -> Model:
         if self._inline is None:
@@ -102,12 +127,15 @@ class Serving:
         """Run one sample, batched with other callers'; returns its output and version.
 
         ``x`` must meet the input contract (``input_spec``; without one, any bool, int or
-        float array): otherwise ``InvalidInput`` at once. ``deadline``: seconds from now; a
-        request not answered by then fails with ``DeadlineExceeded`` (dropped unrun if its
-        batch has not started). Raises ``ServingOverloaded`` at once when the queue is full.
-        While the serving restarts after a crash, waits for it (at most the deadline or
-        ``restart_wait``; then ``ServingRestarting``). Cancelling the caller takes the
-        request out of the queue (or drops its result if its batch is running). Must be
+        float array, or a dict or tuple of them): otherwise ``InvalidInput`` at once. With a
+        ``preprocess`` hook, ``x`` is what the hook takes (text for a tokenizer), and the
+        hook runs here, in the caller's task; ``postprocess`` runs here on the output.
+        ``deadline``: seconds from now; a request not answered by then fails with
+        ``DeadlineExceeded`` (dropped unrun if its batch has not started). Raises
+        ``ServingOverloaded`` at once when the queue is full. While the serving restarts
+        after a crash, waits for it (at most the deadline or ``restart_wait``; then
+        ``ServingRestarting``). Cancelling the caller takes the request out of the queue (or
+        drops its result if its batch is running). Must be
         called on the node's loop.
         """
         return await self._submit(x, True, deadline)
@@ -118,21 +146,29 @@ class Serving:
         return await self._submit(xs, False, deadline)
 
     async def _submit(self, x: object, single: bool, deadline: float | None) -> Result:
+        # One coroutine per request (the hooks inline, not another await layer): this is the
+        # hot path of every caller.
+        options = self.options
+        if options.preprocess is not None and options.preprocess_in == "caller":
+            x = options.preprocess(x)
         if deadline is not None:
             _check_deadline(self.name, deadline)
         server = self._door.current
         if server is None:
             loop = asyncio.get_running_loop()
             began = loop.time()
-            server = await self._door.wait(deadline, self.options.restart_wait)
+            server = await self._door.wait(deadline, options.restart_wait)
             if deadline is not None:
                 deadline = max(0.0, deadline - (loop.time() - began))
         request, fut = server.submit(x, single, deadline)
         try:
-            return await fut
+            result = await fut
         except asyncio.CancelledError:
             server.withdraw(request)
             raise
+        if options.postprocess is None:
+            return result
+        return Result(options.postprocess(result.output), result.version)  # type: ignore[arg-type]
 
     def run_sync(self, x: object, *, deadline: float | None = None) -> Result:
         """``run`` from a thread that is not the node's loop (a Flask handler, say); blocks
@@ -181,10 +217,13 @@ class Serving:
         server = self._server()
         await server.pid.call(("swap", factory, version, warmup), timeout=None)
 
-    def statistics(self) -> ServingStatistics:
-        """A snapshot of the queue, batches, timings and partitions. Call on the node's
-        loop (or while the serving is idle)."""
-        return self._server().statistics()
+    def statistics(self, *, window: float = 10.0) -> ServingStatistics:
+        """A snapshot of the queue, batches, timings and partitions, with per-bucket
+        throughput, batch sizes and padding in total and over the last ``window`` seconds.
+        Call on the node's loop (or while the serving is idle)."""
+        if type(window) not in (int, float) or window <= 0:
+            raise ValueError(f"serving '{self.name}': window must be seconds > 0; got {window!r}")
+        return self._server().statistics(window)
 
     def partition_pids(self) -> tuple[Pid, ...]:
         """The processes of the current version's partitions, in index order: for tools and

@@ -7,7 +7,8 @@ server).
 **All at once** (``"all_at_once"``):
 
 1. start the new version's partitions (all at once; each loads its model);
-2. warm up: run ``warmup`` (one sample) through every new partition, all at once; an error
+2. warm up: run ``warmup`` (one sample; with sequence buckets, one batch per bucket, the
+   sample cut or padded to each length) through every new partition, all at once; an error
    or a partition failing to start stops the new partitions and raises ``SwapFailed``
    (rolled back: the old version never stopped serving);
 3. flip: batches cut from now on go to the new version (one assignment, between two batches);
@@ -44,8 +45,6 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-
 from corral import telemetry
 from corral.errors import SwapFailed
 from corral.serving.options import ServingOptions, swap_strategy
@@ -78,6 +77,8 @@ class SwapHost(Protocol):
         self, factory: ModelFactory, version: str, indices: Sequence[int] | None = None
     ) -> Generation: ...
 
+    def warmup_batches(self, warmup: object) -> list[object]: ...
+
     def pump(self) -> None: ...
 
 
@@ -85,14 +86,14 @@ async def run_swap(server: SwapHost, factory: ModelFactory, version: str, warmup
     """Swap ``server`` to ``factory`` as ``version``; raises ``SwapFailed`` on rollback.
     Cancelling it (the server stops) stops the new partitions not in service yet; the
     server's own stop takes care of the rest."""
-    batches: list[np.ndarray] = []  # the warm-up batches each new partition runs, in order
+    # The warm-up batches each new partition runs, in order: one per sequence bucket (one
+    # without buckets). A sample the contract refuses fails the swap before anything starts.
+    batches: list[object] = []
     if warmup is not None:
-        batch = np.expand_dims(np.asarray(warmup), 0)
-        padded = server.policy.padded_size(1)
-        if padded > 1:
-            pad = np.zeros((padded - 1, *batch.shape[1:]), batch.dtype)
-            batch = np.concatenate([batch, pad])
-        batches.append(batch)
+        try:
+            batches = server.warmup_batches(warmup)
+        except Exception as exc:
+            raise _failed(server, version, exc) from exc
     old = server.versions.current
     if old is not None and swap_strategy(server.options) == "rolling":
         await _rolling(server, factory, version, batches, old)
@@ -100,11 +101,12 @@ async def run_swap(server: SwapHost, factory: ModelFactory, version: str, warmup
         await _all_at_once(server, factory, version, batches)
 
 
-async def _warm(slots: Sequence[Slot], batches: Sequence[np.ndarray]) -> None:
+async def _warm(slots: Sequence[Slot], batches: Sequence[object]) -> None:
     """Run each of ``batches`` through every one of ``slots`` (all slots at once, through
     the runner that will run their batches); raises the first error."""
     for batch in batches:
-        outcomes = await asyncio.gather(*(slot.runner.run_once(batch) for slot in slots))
+        runs = (slot.runner.run_once(batch) for slot in slots)  # type: ignore[arg-type]
+        outcomes = await asyncio.gather(*runs)
         for out in outcomes:
             if isinstance(out, ModelFailed | Crashed):
                 raise out.error
@@ -123,7 +125,7 @@ def _swapped(server: SwapHost, version: str, old: Generation | None) -> None:
 
 
 async def _all_at_once(
-    server: SwapHost, factory: ModelFactory, version: str, batches: list[np.ndarray]
+    server: SwapHost, factory: ModelFactory, version: str, batches: list[object]
 ) -> None:
     new: Generation | None = None
     try:
@@ -146,7 +148,7 @@ async def _rolling(
     server: SwapHost,
     factory: ModelFactory,
     version: str,
-    batches: list[np.ndarray],
+    batches: list[object],
     old: Generation,
 ) -> None:
     versions = server.versions

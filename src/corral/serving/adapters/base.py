@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import numpy as np
 
-__all__ = ["AsyncFunctionModel", "FunctionModel", "Model", "one_array"]
+__all__ = ["AsyncFunctionModel", "Batch", "FunctionModel", "Model", "as_output"]
+
+Batch = np.ndarray | dict[str, np.ndarray] | tuple[np.ndarray, ...]
+"""What ``Model.run`` is given: one array whose first axis is the batch, or a dict (or
+tuple) of such arrays when the serving's requests are dicts (tuples) of arrays."""
 
 
 class Model:
-    """What a partition runs: ``run(batch)`` maps an array whose first axis is the batch to
-    one array with the same first axis. Structured outputs (a tuple or dict of arrays) are
-    not supported yet and are refused with a ``TypeError``, never split row-wise.
+    """What a partition runs: ``run(batch)`` maps a batch (an array whose first axis is the
+    batch, or a dict or tuple of them: ``Batch``) to an output with the same first axis: one
+    array, or a dict or tuple of arrays (several outputs), which the serving splits per
+    request field by field.
 
     ``run`` is called on the partition's own thread (``"thread"`` partitions) or in its
     worker process (``"port"``), one batch at a time; it blocks that thread for the compute.
@@ -21,31 +27,38 @@ class Model:
     partition stops.
     """
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    # ``batch`` is a ``Batch``; typed Any so that a subclass may narrow it to what it takes
+    # (``np.ndarray``, a dict) without breaking the override rule.
+    def run(self, batch: Any) -> object:
         raise NotImplementedError
+
+    def set_threads(self, threads: int) -> None:
+        """Use ``threads`` native threads for the compute (the serving's ``threads``
+        budget); called once on the partition's thread after loading. A no-op here."""
 
     def close(self) -> None:
         """Release what the model holds; called once when its partition stops."""
 
 
 class FunctionModel(Model):
-    """A plain function on numpy arrays: ``fn(batch) -> array``."""
+    """A plain function on numpy arrays: ``fn(batch) -> array`` (or a dict or tuple of
+    arrays); a dict or tuple batch is passed as is."""
 
-    def __init__(self, fn: Callable[[np.ndarray], object]) -> None:
+    def __init__(self, fn: Callable[[Batch], object]) -> None:
         self.fn = fn
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return one_array(self.fn(batch))
+    def run(self, batch: Batch) -> object:
+        return as_output(self.fn(batch))
 
 
-def one_array(output: object) -> np.ndarray:
-    """``output`` as one array; ``TypeError`` for a tuple or dict of arrays, which
-    ``np.asarray`` would otherwise stack into an array of the wrong shape."""
-    if isinstance(output, tuple | dict):
-        raise TypeError(
-            f"the model returned a {type(output).__name__} of {len(output)} items; structured "
-            "outputs are not supported yet: return one array whose first axis is the batch"
-        )
+def as_output(output: object) -> object:
+    """``output`` as one array, or, for a dict (a mapping) or tuple of outputs, a dict or
+    tuple of arrays: never stacked into one array (``np.asarray`` would make one of the
+    wrong shape)."""
+    if isinstance(output, dict):
+        return {k: np.asarray(v) for k, v in output.items()}
+    if isinstance(output, tuple):
+        return tuple(np.asarray(v) for v in output)
     return np.asarray(output)
 
 
@@ -54,13 +67,13 @@ class AsyncFunctionModel(Model):
     loop instead of running it on its thread, so it must not block. For models that await
     something (a remote service), and for tests that hold execution with a ``Gate``."""
 
-    def __init__(self, fn: Callable[[np.ndarray], Awaitable[object]]) -> None:
+    def __init__(self, fn: Callable[[Batch], Awaitable[object]]) -> None:
         self.fn = fn
 
-    async def run_async(self, batch: np.ndarray) -> np.ndarray:
-        return one_array(await self.fn(batch))
+    async def run_async(self, batch: Batch) -> object:
+        return as_output(await self.fn(batch))
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: Batch) -> object:
         raise TypeError("AsyncFunctionModel runs on the event loop: await run_async(batch)")
 
 

@@ -27,5 +27,5 @@ class SklearnModel(Model):
         self.method = method
         self._fn = fn
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: object) -> object:
         return np.asarray(self._fn(batch))
