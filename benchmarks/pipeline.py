@@ -653,12 +653,15 @@ async def _metrics_case(settings: Settings, node: Node, n: int) -> None:
 
 
 async def run(settings: Settings, cases: frozenset[str] = frozenset()) -> None:
-    """Run every case (or, with ``metrics`` in ``cases``, only the metrics case) on the
-    running loop and print the results."""
+    """Run every case but the metrics one (or only the cases named: ``metrics``,
+    ``kafka``) on the running loop and print the results."""
     sizes = QUICK if settings.quick else FULL
     async with Node(name="bench") as node:
-        if "metrics" in cases:
-            await _metrics_case(settings, node, sizes.messages)
+        if cases:
+            if "metrics" in cases:
+                await _metrics_case(settings, node, sizes.messages)
+            if "kafka" in cases:
+                await kafka_case(settings, node, sizes.kafka_messages, _timed, _skip)
             return
         for shape in SHAPES:
             await _case(settings, node, shape, sizes.messages)
@@ -671,9 +674,10 @@ def main() -> None:
     parser.add_argument("--cases", default="")
     args, rest = parser.parse_known_args(sys.argv[1:])
     cases = frozenset(c for c in args.cases.split(",") if c)
-    if not cases <= {"metrics"}:
+    if not cases <= {"metrics", "kafka"}:
         parser.error(
-            f"--cases: only 'metrics' (the default runs every other case); got {args.cases!r}"
+            "--cases: 'metrics' and/or 'kafka' (the default runs every case but metrics); "
+            f"got {args.cases!r}"
         )
     settings = parse_settings("Benchmarks of corral.pipeline against plain asyncio.", rest)
     with asyncio.Runner(loop_factory=loop_factory(settings.loop)) as runner:
