@@ -39,13 +39,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from corral.cluster.actors import ActorSpec, RayActor, WatchedActor, actor_spec, ray_module
-from corral.errors import ChildNotRestarted, NoProcess, ProcessExited, TrainingFailed
+from corral.errors import TrainingFailed
 from corral.port.codec import Codec
 from corral.runtime.node import Node
 from corral.runtime.process import Pid
 from corral.runtime.supervisor import Supervisor
 from corral.train.handler import TrainHandler
 from corral.train.model import Data
+from corral.train.workers import restarted_worker
 
 __all__ = ["PLACEMENT_STRATEGIES", "RayWorkers", "TrainWorker"]
 
@@ -222,17 +223,11 @@ class RayWorkers:
 
     async def _restarted(self, worker: int, round: int, old: Pid) -> Pid:
         assert self._sup is not None
-        try:
-            new = await Supervisor.wait_restarted(self._sup, f"worker-{worker}", old)
-            # one_for_all restarts every child together: any child's count is the gang's.
-            children = await Supervisor.which_children(self._sup)
-            self.restarts = max(self.restarts, children[worker].restart_count)
-            return new
-        except (ProcessExited, NoProcess):
-            reason = await self._sup.wait_exit()
-            raise TrainingFailed(self.name, round, worker, reason) from None
-        except ChildNotRestarted:
-            raise TrainingFailed(self.name, round, worker, "its worker was not restarted") from None
+        new = await restarted_worker(self._sup, self.name, round, worker, old)
+        # one_for_all restarts every child together: any child's count is the gang's.
+        children = await Supervisor.which_children(self._sup)
+        self.restarts = max(self.restarts, children[worker].restart_count)
+        return new
 
     async def aclose(self) -> None:
         """Stop the stand-ins (each kills its actor) and remove the placement group."""

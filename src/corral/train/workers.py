@@ -36,7 +36,7 @@ from corral.runtime.process import Actor, Pid
 from corral.runtime.supervisor import ChildSpec, Supervisor
 from corral.train.handler import HANDLER
 
-__all__ = ["PortWorkers", "WorkerPool"]
+__all__ = ["PortWorkers", "WorkerPool", "restarted_worker"]
 
 
 class WorkerPool(Protocol):
@@ -137,18 +137,25 @@ class PortWorkers:
 
     async def _restarted(self, worker: int, round: int, old: Pid) -> Pid:
         assert self._sup is not None
-        try:
-            return await Supervisor.wait_restarted(self._sup, f"worker-{worker}", old)
-        except (ProcessExited, NoProcess):
-            reason = await self._sup.wait_exit()
-            raise TrainingFailed(self.name, round, worker, reason) from None
-        except ChildNotRestarted:
-            raise TrainingFailed(self.name, round, worker, "its worker was not restarted") from None
+        return await restarted_worker(self._sup, self.name, round, worker, old)
 
     async def aclose(self) -> None:
         if self._sup is not None and self._sup.alive:
             self._sup.exit("shutdown")
             await self._sup.wait_exit()
+
+
+async def restarted_worker(sup: Pid, name: str, round: int, worker: int, old: Pid) -> Pid:
+    """Worker ``worker``'s process once its supervisor ``sup`` has restarted it after ``old``
+    died (child id ``worker-K``, the one shape of every pool); ``TrainingFailed`` naming the
+    supervisor's reason when it gave up instead (restart intensity exceeded)."""
+    try:
+        return await Supervisor.wait_restarted(sup, f"worker-{worker}", old)
+    except (ProcessExited, NoProcess):
+        reason = await sup.wait_exit()
+        raise TrainingFailed(name, round, worker, reason) from None
+    except ChildNotRestarted:
+        raise TrainingFailed(name, round, worker, "its worker was not restarted") from None
 
 
 def _handler_args(
