@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import math
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -34,6 +38,7 @@ __all__ = [
     "default_loop",
     "emit",
     "interleaved",
+    "local_server",
     "loop_factory",
     "median",
     "parse_settings",
@@ -250,3 +255,39 @@ def emit(
     }
     line.update({key: _round_all(item) for key, item in extra.items()})
     print(json.dumps(line), flush=True)
+
+
+@contextlib.contextmanager
+def local_server(
+    what: str, argv: Callable[[int, str], list[str]], *, timeout: float = 10.0
+) -> Iterator[int]:
+    """Run a server (a broker the benchmark starts) on a free loopback port; yields the port.
+
+    ``argv(port, directory)`` is its command line, given a fresh temporary directory that is
+    also its working directory. ``RuntimeError`` naming ``what`` if it exits or does not
+    accept connections within ``timeout`` seconds. Terminated (and waited for) at the end.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="corral-bench-") as directory:
+        server = subprocess.Popen(
+            argv(port, directory),
+            cwd=directory,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"{what} did not start") from None
+                    time.sleep(0.01)  # waiting for the server process to listen
+            yield port
+        finally:
+            server.terminate()
+            server.wait()

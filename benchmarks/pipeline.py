@@ -87,11 +87,7 @@ import asyncio
 import gc
 import json
 import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -103,6 +99,7 @@ from _common import (
     Timing,
     emit,
     interleaved,
+    local_server,
     loop_factory,
     median,
     parse_settings,
@@ -351,27 +348,13 @@ def redis_server() -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server not found (Debian package redis-server)")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory(prefix="corral-bench-redis-") as directory:
-        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        argv += ["--appendonly", "no", "--dir", directory]
-        server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 10.0
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                    break
-                except OSError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("redis-server did not start") from None
-                    time.sleep(0.01)  # waiting for the server process to listen
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            server.terminate()
-            server.wait()
+
+    def argv(port: int, directory: str) -> list[str]:
+        persistence = ["--save", "", "--appendonly", "no", "--dir", directory]
+        return [binary, "--port", str(port), "--bind", "127.0.0.1", *persistence]
+
+    with local_server("redis-server", argv) as port:
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 class RedisBench:
