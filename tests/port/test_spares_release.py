@@ -84,3 +84,28 @@ async def test_a_cold_port_starts_its_spare_once_it_is_up_and_a_port_waits_for_a
         # Taking it started the next spare.
         [spare] = await wait_spares(node, Port.running_as(second).options)  # type: ignore[union-attr]
         assert spare not in (first_pid, second_pid)
+
+
+async def test_a_spare_handed_to_a_port_that_died_before_reading_it_is_reaped(
+    handler_env: dict[str, str],
+) -> None:
+    # The pool's reply is the hand-over. A port killed between its take and reading the reply
+    # (a swap retiring a partition that was restarting, say) must not orphan the worker.
+    from corral import Actor
+    from corral.port.spares import POOL_NAME
+    from corral.port.worker_process import WorkerProcess
+
+    async with Node() as node:
+        port = await node.spawn(Port("port_handlers:Echo", env=handler_env, spares=1))
+        options = Port.running_as(port).options  # type: ignore[union-attr]
+        [spare] = await wait_spares(node, options)
+        gone = await node.spawn(Actor())
+        gone.exit(SHUTDOWN)
+        await gone.wait_exit()
+        pool = node.whereis(POOL_NAME)
+        assert pool is not None
+        worker = await pool.call(("take", options, gone))  # as if `gone` had asked, then died
+        assert isinstance(worker, WorkerProcess) and worker.os_pid == spare
+    # The node's stop waited for the worker's reap: it is gone, not left running.
+    assert worker.down is not None
+    assert not alive(spare)

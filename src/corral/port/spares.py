@@ -99,7 +99,14 @@ class SparePool(Actor):
                 if isinstance(user, Pid) and user.alive:
                     self._users.setdefault(_key(options), set()).add(user)  # type: ignore[arg-type]
                     self.monitor(user)
-                return self._take(options)  # type: ignore[arg-type]
+                worker = self._take(options)  # type: ignore[arg-type]
+                if worker is not None and isinstance(user, Pid):
+                    # The reply is the hand-over: a port that dies before it reads it would
+                    # leave the worker with no owner, so the worker goes with the port
+                    # whatever happens (the port's own reap of it is the same, harmless).
+                    node = self.node
+                    user.add_exit_callback(lambda _reason: node.add_cleanup(worker.reap()))
+                return worker
             case ("release", options):
                 return self._release(options)  # type: ignore[arg-type]
             case ("wait_ready", options):
