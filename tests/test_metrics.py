@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from corral import KILL, Actor, ChildSpec, Node, metrics, telemetry
+from corral import KILL, Actor, ChildSpec, Node, Supervisor, metrics, telemetry
 from corral._extras import MissingExtra
 from corral.errors import InvalidInput, ServingOverloaded
 from corral.pipeline import Message, Pipeline
@@ -271,17 +271,15 @@ async def test_port_worker_exits_are_counted_by_reason() -> None:
         "gateway_models:double", name="double", kind="port", port_options={"env": env, "spares": 0}
     )
     with attached() as m:
-        async with Node([serving.child_spec()]):
+        async with Node([serving.child_spec()]) as node:
             x = np.ones((2,), dtype=np.float32)
             await serving.run(x)
             os_pid = serving.statistics().partitions[0].os_pid
             assert os_pid is not None
+            (old,) = serving.partition_pids()
+            (sup,) = [p for p in node.processes() if p.label == "double/partitions-v1"]
             os.kill(os_pid, signal.SIGKILL)
-            for _ in range(500):  # bounded: the partition restarts within seconds
-                stats = serving.statistics().partitions[0]
-                if stats.os_pid not in (None, os_pid) and stats.state == "idle":
-                    break
-                await asyncio.sleep(0.01)
+            await Supervisor.wait_restarted(sup, "partition-0", old, timeout=60.0)
             await serving.run(x)
         samples = scrape(m)
     exits = "corral_port_worker_exits_total"
