@@ -1,44 +1,12 @@
-"""Models for the Ray training tests (tests/cluster is on the Ray workers' PYTHONPATH)."""
+"""Models for the Ray training tests (tests/cluster is on the Ray workers' PYTHONPATH); the
+crashing and raising ones are the local tests' (tests/train/train_models.py, also on it)."""
 
 from __future__ import annotations
 
 import os
-import signal
-from pathlib import Path
 
 from corral.train import LinearRegression, TrainStats
 from corral.train.model import Data
-
-
-class KillingLinear(LinearRegression):
-    """A linear regression that SIGKILLs its own process (a Ray actor's) in its
-    ``crash_on``-th train call (1-based): once per ``flag`` file, created just before dying,
-    or every time with ``always``."""
-
-    def __init__(self, *, flag: str, crash_on: int = 2, always: bool = False, **kw: object):
-        super().__init__(**kw)  # type: ignore[arg-type]
-        self.flag, self.crash_on, self.always, self.calls = Path(flag), crash_on, always, 0
-
-    def train(self, data: Data, *, epochs: int, seed: int) -> TrainStats:
-        self.calls += 1
-        if self.calls >= self.crash_on and (self.always or self._claim()):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return super().train(data, epochs=epochs, seed=seed)
-
-    def _claim(self) -> bool:
-        # O_EXCL: of the workers in one round, exactly one claims the flag and dies.
-        try:
-            os.close(os.open(self.flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            return False
-        return True
-
-
-class Raising(LinearRegression):
-    """A model with a bug: its train raises."""
-
-    def train(self, data: Data, *, epochs: int, seed: int) -> TrainStats:
-        raise ValueError("model bug")
 
 
 class StallingLinear(LinearRegression):

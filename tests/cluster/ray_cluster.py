@@ -12,8 +12,9 @@ other nodes once it is gone); ``remove_worker(node)`` kills it without grace. A 
 adds a node removes it.
 
 Workers find the tree's sources and the tests' model modules through the job's
-``runtime_env`` (``PYTHONPATH``: ``src/``, ``tests/serving``, ``tests/cluster``), which works
-both with the editable install CI has and in a bare checkout.
+``runtime_env`` (``PYTHONPATH``: ``src/``, ``tests/serving``, ``tests/train``,
+``tests/cluster``), which works both with the editable install CI has and in a bare
+checkout.
 
 Without ray the tests skip with a reason, except under ``CI=true``, where they fail.
 """
@@ -29,7 +30,12 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-WORKER_PATHS = (ROOT / "src", ROOT / "tests" / "serving", ROOT / "tests" / "cluster")
+WORKER_PATHS = (
+    ROOT / "src",
+    ROOT / "tests" / "serving",
+    ROOT / "tests" / "train",
+    ROOT / "tests" / "cluster",
+)
 OBJECT_STORE = 128 * 1024 * 1024
 HEAD_CPUS = 4
 WORKER_CPUS = 4

@@ -91,7 +91,7 @@ async def test_a_worker_actor_killed_mid_round_makes_the_gang_rerun_that_round(
         clean = await t.fit(rounds=3)  # local port workers: the same result, faster to get
     options["backend"] = "ray"
     crash_args = {**ARGS, "flag": str(tmp_path / "killed"), "crash_on": 2}
-    model = "cluster_train_models:KillingLinear"
+    model = "train_models:CrashingLinear"
     async with Node(), Trainer(regression, model=model, model_args=crash_args, **options) as t:
         before = await t.pool.os_pids()
         result = await t.fit(rounds=3)
@@ -136,7 +136,7 @@ async def test_a_worker_that_keeps_dying_fails_the_run_once_intensity_is_exceede
 ) -> None:
     crash_args = {**ARGS, "flag": str(tmp_path / "killed"), "crash_on": 1, "always": True}
     options: dict[str, Any] = {"workers": 1, "backend": "ray", "max_restarts": 0}
-    model = "cluster_train_models:KillingLinear"
+    model = "train_models:CrashingLinear"
     async with Node(), Trainer(regression, model=model, model_args=crash_args, **options) as t:
         with pytest.raises(TrainingFailed) as info:
             await t.fit(rounds=2)
@@ -147,7 +147,7 @@ async def test_a_worker_that_keeps_dying_fails_the_run_once_intensity_is_exceede
 async def test_a_model_that_raises_on_ray_fails_the_run_with_its_error(
     ray_cluster: RayCluster, regression: dict[str, np.ndarray]
 ) -> None:
-    model = "cluster_train_models:Raising"
+    model = "train_models:Raising"
     async with (
         Node(),
         Trainer(regression, model=model, model_args=ARGS, workers=1, backend="ray") as t,
